@@ -1,0 +1,181 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// BareNewline policies for a bare LF or CR inside DATA or BDAT.
+const (
+	BareNewlineReject    = "reject"
+	BareNewlineNormalize = "normalize"
+)
+
+// Config is everything the server needs to run. cmd/nanomx fills it from a
+// TOML file and flags; tests fill it directly. The zero value is not usable:
+// start from Defaults.
+type Config struct {
+	// Hostname is this MX's name: greeting, EHLO reply, Received header and
+	// Maildir file names.
+	Hostname string
+	// Listen holds addresses such as "0.0.0.0:25", "[::]:25".
+	Listen []string
+	// MaildirRoot is the folder under which <domain>/<user>/ Maildirs live.
+	MaildirRoot string
+
+	// Domains accepted for delivery (case-insensitive).
+	Domains []string
+	// Postmaster is the mailbox address that postmaster@<every domain> and
+	// the bare <Postmaster> reach (RFC 5321 4.5.1). Required.
+	Postmaster string
+	// Mailboxes are full addresses; bob@example.test lives at
+	// <MaildirRoot>/example.test/bob/.
+	Mailboxes []string
+	// Aliases map one address to one or more mailbox addresses.
+	Aliases map[string][]string
+	// CatchAll maps a domain to the mailbox that receives mail for its
+	// unknown local parts.
+	CatchAll map[string]string
+	// SubaddressSeparator splits bob+tag into bob; empty disables it.
+	SubaddressSeparator string
+
+	// MaxMessageBytes bounds one message; past it data is discarded and the
+	// transaction answered 552 5.3.4.
+	MaxMessageBytes int64
+	// MaxRecipients per transaction (RFC 5321 4.5.3.1.8 asks for >= 100).
+	MaxRecipients int
+	// MaxLineBytes bounds a command line including CRLF (RFC 5321: 512).
+	MaxLineBytes int
+	// MaxAddressAllowance is extra room granted to MAIL and RCPT lines for
+	// long SRS/VERP addresses, on top of what extensions grant.
+	MaxAddressAllowance int
+	// MaxBadCommands per session, counting RCPTs refused 550 5.1.1; then 421.
+	MaxBadCommands int
+	// MaxConnections in total and per client IP (IPv6 per /64).
+	MaxConnections      int
+	MaxConnectionsPerIP int
+	// MaxPendingInput bounds unread pipelined bytes held while a reply waits
+	// on storage; past it the client is answered 421 and closed.
+	MaxPendingInput int
+	// BodyBudgetBytes bounds the memory all message bodies in flight may
+	// hold together; when it is spent new transactions get 452 4.3.1.
+	BodyBudgetBytes int64
+	// BareNewline is BareNewlineReject or BareNewlineNormalize.
+	BareNewline string
+
+	// Workers is the size of the delivery worker pool; QueueLength bounds
+	// messages waiting for a worker.
+	Workers     int
+	QueueLength int
+	// Fsync makes deliveries durable before 250. Only benchmarks turn it off.
+	Fsync bool
+
+	// CommandTimeout bounds the wait for each command, DataTimeout a whole
+	// DATA/BDAT transaction, SessionTimeout a whole connection.
+	CommandTimeout time.Duration
+	DataTimeout    time.Duration
+	SessionTimeout time.Duration
+	// ShutdownTimeout bounds the drain on SIGTERM.
+	ShutdownTimeout time.Duration
+
+	// EventLoops is the number of gnet event loops (1 suits one CPU).
+	EventLoops int
+
+	// PprofAddr, when set, serves net/http/pprof there (loopback only).
+	PprofAddr string
+
+	// Log receives every log line.
+	Log zerolog.Logger
+}
+
+// Defaults returns a Config with safe defaults and no domains.
+func Defaults() Config {
+	return Config{
+		Hostname:            "localhost",
+		Listen:              []string{"127.0.0.1:2525"},
+		MaildirRoot:         "./mail",
+		SubaddressSeparator: "+",
+		MaxMessageBytes:     25 << 20,
+		MaxRecipients:       100,
+		MaxLineBytes:        512,
+		MaxAddressAllowance: 512,
+		MaxBadCommands:      20,
+		MaxConnections:      2000,
+		MaxConnectionsPerIP: 20,
+		MaxPendingInput:     64 << 10,
+		BodyBudgetBytes:     256 << 20,
+		BareNewline:         BareNewlineReject,
+		Workers:             4,
+		QueueLength:         256,
+		Fsync:               true,
+		CommandTimeout:      5 * time.Minute,
+		DataTimeout:         10 * time.Minute,
+		SessionTimeout:      30 * time.Minute,
+		ShutdownTimeout:     30 * time.Second,
+		EventLoops:          1,
+		Log:                 zerolog.Nop(),
+	}
+}
+
+// ConfigError names the setting that is wrong.
+type ConfigError struct {
+	Key string
+	Err error
+}
+
+func (e *ConfigError) Error() string { return e.Key + ": " + e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Validate checks the settings that do not depend on the address book
+// (the spool validates domains, mailboxes and aliases).
+func (c *Config) Validate() error {
+	bad := func(key, format string, args ...any) error {
+		return &ConfigError{Key: key, Err: fmt.Errorf(format, args...)}
+	}
+	switch {
+	case c.Hostname == "":
+		return bad("hostname", "must not be empty")
+	case len(c.Listen) == 0:
+		return bad("listen", "needs at least one address")
+	case c.MaildirRoot == "":
+		return bad("maildir_root", "must not be empty")
+	case c.Postmaster == "":
+		return &ConfigError{Key: "postmaster", Err: errors.New("is required (RFC 5321 4.5.1: postmaster must be accepted)")}
+	case c.MaxMessageBytes < 1024:
+		return bad("max_message_size", "must be at least 1024 bytes")
+	case c.MaxRecipients < 1:
+		return bad("max_recipients", "must be at least 1")
+	case c.MaxLineBytes < 512:
+		return bad("max_line_length", "must be at least 512 (RFC 5321 4.5.3.1.4)")
+	case c.MaxAddressAllowance < 0:
+		return bad("max_address_allowance", "must not be negative")
+	case c.MaxBadCommands < 1:
+		return bad("max_bad_commands", "must be at least 1")
+	case c.MaxConnections < 1:
+		return bad("max_connections", "must be at least 1")
+	case c.MaxConnectionsPerIP < 1:
+		return bad("max_connections_per_ip", "must be at least 1")
+	case c.MaxPendingInput < 4096:
+		return bad("max_pending_input", "must be at least 4096 bytes")
+	case c.BodyBudgetBytes < c.MaxMessageBytes/4 && c.BodyBudgetBytes < 1<<20:
+		return bad("body_budget", "must be at least 1 MiB")
+	case c.BareNewline != BareNewlineReject && c.BareNewline != BareNewlineNormalize:
+		return bad("bare_newline", "must be %q or %q", BareNewlineReject, BareNewlineNormalize)
+	case c.Workers < 1:
+		return bad("workers", "must be at least 1")
+	case c.QueueLength < 1:
+		return bad("queue_length", "must be at least 1")
+	case c.CommandTimeout < time.Second:
+		return bad("command_timeout", "must be at least 1s")
+	case c.DataTimeout < time.Second:
+		return bad("data_timeout", "must be at least 1s")
+	case c.SessionTimeout < c.CommandTimeout:
+		return bad("session_timeout", "must be at least command_timeout")
+	case c.EventLoops < 1:
+		return bad("event_loops", "must be at least 1")
+	}
+	return nil
+}
