@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/nanomx/nanomx/spool"
 )
 
 // BareNewline policies for a bare LF or CR inside DATA or BDAT.
@@ -89,6 +91,9 @@ type Config struct {
 
 	// Log receives every log line.
 	Log zerolog.Logger
+
+	// syncer replaces the durability step in tests (nil: by Fsync).
+	syncer spool.Syncer
 }
 
 // Defaults returns a Config with safe defaults and no domains.

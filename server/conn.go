@@ -1,0 +1,420 @@
+package server
+
+import (
+	"errors"
+	"math"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/rs/zerolog"
+	"github.com/valyala/bytebufferpool"
+
+	"github.com/nanomx/nanomx/proto"
+	"github.com/nanomx/nanomx/spool"
+)
+
+// Flags set from other goroutines (OnTick, drain) and acted on by the loop.
+const (
+	flagTimeout  uint32 = 1 << iota // deadline passed: 421 4.4.2
+	flagShutdown                    // draining: close once idle
+	flagForce                       // drain deadline passed: close now
+)
+
+// Body budget is reserved in steps: the first from SIZE= (or this much),
+// then doubling as the body grows.
+const firstReservation = 64 << 10
+
+// conn is the server side of one connection. Unless a field says
+// otherwise, only the connection's event loop touches it.
+type conn struct {
+	srv  *Server
+	gc   gnet.Conn // valid for Wake from any goroutine
+	sess *proto.Session
+	log  zerolog.Logger
+
+	remote netip.Addr // client address, IPv4-mapped addresses unmapped
+	key    netip.Addr // per-IP limit key
+	sid    string
+	opened time.Time
+
+	// deadline is when the session times out (Unix ns). Written by the
+	// loop, read by OnTick.
+	deadline atomic.Int64
+	// flags carries flagTimeout/flagShutdown/flagForce to the loop.
+	flags      atomic.Uint32
+	sessionEnd int64  // opened + SessionTimeout, Unix ns
+	lastCmds   uint64 // proto Commands() when the deadline was last set
+	inTransfer bool   // the deadline in force is the transaction's
+
+	// body is the message being received; reserved is the budget it holds.
+	body     *bytebufferpool.ByteBuffer
+	reserved int64
+
+	// While a message is with the spool: waiting is set on the loop;
+	// result is stored by the worker's callback, then the loop is woken.
+	waiting bool
+	pending *spool.Message
+	size    int64 // decoded size of the pending message
+	started time.Time
+	result  atomic.Pointer[deliveryResult]
+
+	messages int
+	reason   string // why the connection closed, for the log line
+}
+
+type deliveryResult struct{ err error }
+
+// OnOpen admits a connection under the total and per-IP limits and sends
+// the greeting.
+func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	if s.draining.Load() {
+		return proto.ReplyShutdown.Bytes(), gnet.Close
+	}
+	remote := addrOf(gc.RemoteAddr())
+	key := ipKey(remote)
+	s.mu.Lock()
+	switch {
+	case len(s.conns) >= s.cfg.MaxConnections:
+		s.mu.Unlock()
+		s.stats.Refused.Add(1)
+		return proto.ReplyTooManyConns.Bytes(), gnet.Close
+	case s.perIP[key] >= s.cfg.MaxConnectionsPerIP:
+		s.mu.Unlock()
+		s.stats.Refused.Add(1)
+		return proto.ReplyTooManyConnsPerIP.Bytes(), gnet.Close
+	}
+	now := time.Now()
+	c := &conn{
+		srv:        s,
+		gc:         gc,
+		remote:     remote,
+		key:        key,
+		opened:     now,
+		sessionEnd: now.Add(s.cfg.SessionTimeout).UnixNano(),
+	}
+	c.sid = s.idBase + "s" + itoa36(s.nextSID.Add(1))
+	c.deadline.Store(min(now.Add(s.cfg.CommandTimeout).UnixNano(), c.sessionEnd))
+	s.conns[c] = struct{}{}
+	s.perIP[key]++
+	s.mu.Unlock()
+
+	c.log = s.log.With().Str("sid", c.sid).Str("remote", remote.String()).Logger()
+	c.sess = s.dialect.NewSession(c)
+	gc.SetContext(c)
+	s.stats.Accepted.Add(1)
+	c.log.Debug().Msg("connection opened")
+	return s.dialect.Greeting(), gnet.None
+}
+
+// OnClose forgets the connection, frees what it holds and logs one line.
+func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.None
+	}
+	gc.SetContext(nil)
+	s.mu.Lock()
+	delete(s.conns, c)
+	if s.perIP[c.key]--; s.perIP[c.key] <= 0 {
+		delete(s.perIP, c.key)
+	}
+	s.mu.Unlock()
+	c.freeBody()
+	reason := c.reason
+	if reason == "" {
+		reason = "client closed"
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			reason = err.Error()
+		}
+	}
+	ev := c.log.Info().Str("reason", reason).Dur("duration", time.Since(c.opened)).Int("messages", c.messages)
+	if c.waiting {
+		// The spool still owns the message and will finish it; the client
+		// went away before its answer (it will retry: a duplicate, not a
+		// loss).
+		ev = ev.Bool("unanswered_delivery", true)
+	}
+	ev.Msg("connection closed")
+	return gnet.None
+}
+
+// OnTraffic runs the session over the bytes gnet holds for it. It is also
+// called with no new bytes after Wake: a delivery result, a deadline or a
+// shutdown.
+func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.Close
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			// A bug must cost one connection, not the server.
+			c.log.Error().Interface("panic", p).Bytes("stack", debug.Stack()).Msg("session panic")
+			_, _ = gc.Write(proto.ReplyInternal.Bytes())
+			c.reason = "internal error"
+			action = gnet.Close
+		}
+	}()
+
+	if c.waiting {
+		r := c.result.Swap(nil)
+		if r == nil {
+			// Still with the spool. Pipelined input waits in gnet's buffer,
+			// which cannot be paused (gnet v2): bound it instead.
+			if gc.InboundBuffered() > s.cfg.MaxPendingInput || c.flags.Load()&flagForce != 0 {
+				_, _ = gc.Write(proto.ReplyPipelineOverflow.Bytes())
+				c.reason = "pipelined input overflow"
+				return gnet.Close
+			}
+			return gnet.None
+		}
+		c.finishDelivery(r.err)
+	}
+
+	flags := c.flags.Load()
+	switch {
+	case flags&flagForce != 0:
+		c.sess.Abort(proto.ReplyShutdown)
+		c.reason = "shutdown"
+	case flags&flagTimeout != 0:
+		c.sess.Abort(proto.ReplyTimeout)
+		c.reason = "timeout"
+		s.stats.TimedOut.Add(1)
+	case flags&flagShutdown != 0 && !c.sess.InTransfer():
+		c.sess.Abort(proto.ReplyShutdown)
+		c.reason = "shutdown"
+	}
+
+	if !c.sess.Closed() {
+		in, _ := gc.Peek(-1)
+		n := c.sess.Feed(in)
+		_, _ = gc.Discard(n)
+		if c.sess.Waiting() {
+			c.submit()
+		}
+	}
+	if out := c.sess.Output(); len(out) > 0 {
+		if e := c.log.Debug(); e.Enabled() {
+			e.Bytes("out", out).Msg("reply")
+		}
+		_, _ = gc.Write(out)
+		c.sess.ClearOutput()
+	}
+	if c.sess.Closed() {
+		if c.reason == "" {
+			c.reason = "session ended"
+		}
+		return gnet.Close
+	}
+	if !c.waiting && flags&flagShutdown != 0 && !c.sess.InTransfer() {
+		// The delivery that held the drain back has been answered.
+		_, _ = gc.Write(proto.ReplyShutdown.Bytes())
+		c.reason = "shutdown"
+		return gnet.Close
+	}
+	c.setDeadline()
+	return gnet.None
+}
+
+// setDeadline restarts the command deadline when a command completed and
+// starts the transaction deadline when data begins. Reads alone never move
+// it, so a client trickling bytes is still cut off (RFC 5321 4.5.3.2).
+func (c *conn) setDeadline() {
+	var d int64
+	switch {
+	case c.waiting:
+		d = math.MaxInt64 // the spool answers; no client timeout meanwhile
+		c.inTransfer = false
+	case c.sess.InTransfer():
+		if c.inTransfer {
+			return
+		}
+		c.inTransfer = true
+		d = time.Now().Add(c.srv.cfg.DataTimeout).UnixNano()
+	default:
+		if cmds := c.sess.Commands(); cmds == c.lastCmds && !c.inTransfer {
+			return
+		}
+		c.inTransfer = false
+		d = time.Now().Add(c.srv.cfg.CommandTimeout).UnixNano()
+	}
+	c.lastCmds = c.sess.Commands()
+	c.deadline.Store(min(d, c.sessionEnd))
+}
+
+// submit hands the waiting message to the spool.
+func (c *conn) submit() {
+	env := c.sess.Envelope()
+	m := &spool.Message{
+		ID:       c.srv.newID(),
+		From:     string(env.From),
+		Rcpts:    make([]string, len(env.Rcpts)),
+		Body:     c.body,
+		Helo:     string(env.Helo),
+		RemoteIP: c.remote,
+		Protocol: protocolName(env),
+		Received: time.Now(),
+	}
+	for i, r := range env.Rcpts {
+		m.Rcpts[i] = string(r)
+	}
+	reserved := c.reserved
+	c.body, c.reserved = nil, 0
+	srv, gc := c.srv, c.gc
+	err := srv.spool.Submit(m, func(err error) {
+		// On a worker goroutine: publish the result, then let the loop act.
+		srv.release(reserved)
+		c.result.Store(&deliveryResult{err})
+		_ = gc.Wake(nil)
+	})
+	if err != nil {
+		// The spool did not take the message (and returned its body).
+		srv.release(reserved)
+		srv.stats.Failed.Add(1)
+		c.log.Warn().Err(err).Str("id", m.ID).Msg("message not queued")
+		c.sess.Failed(replyFor(err))
+		return
+	}
+	c.waiting = true
+	c.pending = m
+	c.size = env.Size
+	c.started = time.Now()
+}
+
+// finishDelivery answers the message the spool has finished with.
+func (c *conn) finishDelivery(err error) {
+	m := c.pending
+	c.waiting, c.pending = false, nil
+	if err != nil {
+		c.srv.stats.Failed.Add(1)
+		c.log.Warn().Err(err).Str("id", m.ID).Msg("delivery failed")
+		c.sess.Failed(replyFor(err))
+		return
+	}
+	c.srv.stats.Delivered.Add(1)
+	c.messages++
+	c.log.Info().Str("id", m.ID).Str("from", m.From).Strs("rcpts", m.Rcpts).
+		Int64("size", c.size).Dur("delivery", time.Since(c.started)).Msg("delivered")
+	c.sess.Delivered(m.ID)
+}
+
+// replyFor turns a spool outcome into the reply the client gets. Anything
+// unknown is temporary: a failure is never turned into a 5xx by accident.
+func replyFor(err error) *proto.Reply {
+	var r *proto.Reply
+	switch {
+	case errors.As(err, &r):
+		return r
+	case errors.Is(err, spool.ErrQueueFull), errors.Is(err, spool.ErrClosed):
+		return proto.ReplyQueueFull
+	case errors.Is(err, spool.ErrNoSpace):
+		return proto.ReplyNoSpace
+	case errors.Is(err, spool.ErrMailLoop):
+		return proto.ReplyMailLoop
+	case errors.Is(err, spool.ErrUnknownUser):
+		return proto.ReplyUnknownUser
+	case errors.Is(err, spool.ErrNotLocal):
+		return proto.ReplyRelayDenied
+	}
+	return proto.ReplyLocalError
+}
+
+// protocolName is the Received header's "with" keyword (RFC 3848, RFC
+// 6531 3.7.3).
+func protocolName(env proto.Envelope) string {
+	switch {
+	case env.SMTPUTF8:
+		return "UTF8SMTP"
+	case env.ESMTP:
+		return "ESMTP"
+	}
+	return "SMTP"
+}
+
+// CheckMail refuses a declared size the disk cannot hold (RFC 1870 6.1).
+func (c *conn) CheckMail(size int64) *proto.Reply {
+	if size > 0 {
+		if free := c.srv.spool.FreeBytes(); free >= 0 && size > free {
+			return proto.ReplyNoSpace
+		}
+	}
+	return nil
+}
+
+// CheckRcpt asks the address book; configuration alone decides mailboxes.
+func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
+	switch err := c.srv.spool.Directory().Check(addr); {
+	case err == nil:
+		return nil
+	case errors.Is(err, spool.ErrNotLocal):
+		return proto.ReplyRelayDenied
+	default:
+		return proto.ReplyUnknownUser
+	}
+}
+
+// BeginBody reserves body budget and takes a pooled buffer. With no budget
+// left the transaction is refused 452 4.3.1 rather than memory grown.
+func (c *conn) BeginBody(sizeHint int64) *proto.Reply {
+	n := max(min(sizeHint, c.srv.cfg.MaxMessageBytes), firstReservation)
+	if !c.srv.reserve(n) {
+		return proto.ReplyNoStorageMemory
+	}
+	c.reserved = n
+	c.body = bytebufferpool.Get()
+	return nil
+}
+
+// WriteBody appends decoded bytes, growing the reservation as it fills.
+func (c *conn) WriteBody(p []byte) *proto.Reply {
+	need := int64(c.body.Len() + len(p))
+	if need > c.reserved {
+		grow := max(need, 2*c.reserved) - c.reserved
+		if !c.srv.reserve(grow) {
+			return proto.ReplyNoStorageMemory
+		}
+		c.reserved += grow
+	}
+	c.body.B = append(c.body.B, p...)
+	return nil
+}
+
+// AbortBody drops the body of an abandoned transaction.
+func (c *conn) AbortBody() { c.freeBody() }
+
+func (c *conn) freeBody() {
+	if c.body != nil {
+		bytebufferpool.Put(c.body)
+		c.body = nil
+	}
+	c.srv.release(c.reserved)
+	c.reserved = 0
+}
+
+// addrOf extracts the client IP, unmapping IPv4-mapped IPv6 addresses.
+func addrOf(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(ta.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.IPv4Unspecified()
+}
+
+func itoa36(n uint64) string {
+	const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	var b [13]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = digits[n%36]
+		n /= 36
+		if n == 0 {
+			return string(b[i:])
+		}
+	}
+}

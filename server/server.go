@@ -1,0 +1,325 @@
+// Package server wires the gnet reactor to the SMTP sessions of package
+// proto and the Maildir workers of package spool: connection limits,
+// timeouts, memory budgets, and turning spool outcomes into replies.
+//
+// Threading: each connection belongs to one gnet event loop, which alone
+// touches its proto.Session and its body buffer. Spool workers hand a
+// result back by storing it in the connection (an atomic) and calling
+// gnet's Wake, which runs OnTraffic on the loop again. OnTick runs on its
+// own goroutine and only reads atomics and calls Wake.
+//
+// Buffer lifetimes: the bytes gnet's Peek returns in OnTraffic are
+// borrowed until Discard. Nothing keeps them: proto copies envelope fields
+// into its per-session arena and message bytes into the body buffer (a
+// bytebufferpool buffer owned by the connection until it is handed to the
+// spool, which returns it to the pool after the message is durable).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/rs/zerolog"
+
+	"github.com/nanomx/nanomx/proto"
+	"github.com/nanomx/nanomx/spool"
+)
+
+// Server is a running MX: one gnet engine and one spool.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	cfg     Config
+	log     zerolog.Logger
+	dialect *proto.Dialect
+	spool   *spool.Spool
+
+	eng    gnet.Engine
+	booted chan struct{}
+
+	// budget is the body memory still free, in bytes (Config.BodyBudgetBytes
+	// minus every reservation). Loops reserve, workers' callbacks release.
+	budget atomic.Int64
+
+	// mu guards conns and perIP; OnOpen/OnClose (loops), OnTick and the
+	// drain read or change them.
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+	perIP map[netip.Addr]int
+
+	draining atomic.Bool
+	idBase   string
+	nextID   atomic.Uint64
+	nextSID  atomic.Uint64
+
+	stats Stats
+}
+
+// Stats are counters for tests and operators.
+type Stats struct {
+	Accepted  atomic.Uint64 // connections served
+	Refused   atomic.Uint64 // connections refused by a limit
+	Delivered atomic.Uint64 // messages answered 250
+	Failed    atomic.Uint64 // messages answered 4xx/5xx after the data
+	TimedOut  atomic.Uint64 // sessions closed by a deadline
+}
+
+// Check validates cfg as Run would, address book included, without
+// starting anything. Errors are *ConfigError.
+func Check(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	_, err := newDirectory(cfg)
+	return err
+}
+
+func newDirectory(cfg Config) (*spool.Directory, error) {
+	d, err := spool.NewDirectory(spool.DirectoryConfig{
+		Domains:             cfg.Domains,
+		Postmaster:          cfg.Postmaster,
+		Mailboxes:           cfg.Mailboxes,
+		Aliases:             cfg.Aliases,
+		CatchAll:            cfg.CatchAll,
+		SubaddressSeparator: cfg.SubaddressSeparator,
+	})
+	var ce *spool.ConfigError
+	if errors.As(err, &ce) {
+		return nil, &ConfigError{Key: ce.Key, Err: ce.Err}
+	}
+	return d, err
+}
+
+// New builds a server from cfg: it validates it, opens the spool (which
+// cleans stale tmp/ files) and prepares the SMTP dialect.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	dir, err := newDirectory(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var syncer spool.Syncer = spool.FsyncSyncer{}
+	if !cfg.Fsync {
+		syncer = spool.NoSync{}
+	}
+	if cfg.syncer != nil {
+		syncer = cfg.syncer
+	}
+	sp, err := spool.New(spool.Config{
+		Root:        cfg.MaildirRoot,
+		Hostname:    cfg.Hostname,
+		Workers:     cfg.Workers,
+		QueueLength: cfg.QueueLength,
+		Syncer:      syncer,
+		Directory:   dir,
+		Log:         cfg.Log,
+	})
+	if err != nil {
+		return nil, &ConfigError{Key: "maildir_root", Err: err}
+	}
+	bare := proto.BareNewlineReject
+	if cfg.BareNewline == BareNewlineNormalize {
+		bare = proto.BareNewlineNormalize
+	}
+	s := &Server{
+		cfg: cfg,
+		log: cfg.Log,
+		dialect: proto.NewDialect(proto.Config{
+			Hostname:            cfg.Hostname,
+			MaxLineBytes:        cfg.MaxLineBytes,
+			MaxAddressAllowance: cfg.MaxAddressAllowance,
+			MaxRcpts:            cfg.MaxRecipients,
+			MaxMessageBytes:     cfg.MaxMessageBytes,
+			MaxBadCommands:      cfg.MaxBadCommands,
+			BareNewline:         bare,
+		}),
+		spool:  sp,
+		booted: make(chan struct{}),
+		conns:  make(map[*conn]struct{}),
+		perIP:  make(map[netip.Addr]int),
+		idBase: strings.ToUpper(fmt.Sprintf("%09x", time.Now().Unix())),
+	}
+	s.budget.Store(cfg.BodyBudgetBytes)
+	return s, nil
+}
+
+// Run serves cfg until ctx is cancelled, then drains: it stops accepting,
+// lets deliveries in flight finish and answer, sends 421 to idle sessions
+// and returns nil.
+func Run(ctx context.Context, cfg Config) error {
+	s, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Serve runs the gnet engine until ctx is cancelled, then drains.
+func (s *Server) Serve(ctx context.Context) error {
+	addrs := make([]string, len(s.cfg.Listen))
+	for i, a := range s.cfg.Listen {
+		u, err := listenURL(a)
+		if err != nil {
+			_ = s.spool.Close()
+			return &ConfigError{Key: "listen", Err: err}
+		}
+		addrs[i] = u
+	}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- gnet.Rotate(s, addrs,
+			gnet.WithNumEventLoop(s.cfg.EventLoops),
+			gnet.WithReusePort(false),
+			gnet.WithReadBufferCap(64<<10),
+			gnet.WithTicker(true),
+			gnet.WithTCPKeepAlive(2*time.Minute),
+			gnet.WithLogger(gnetLogger{s.log}),
+		)
+	}()
+	select {
+	case err := <-errc:
+		_ = s.spool.Close()
+		return fmt.Errorf("listen %v: %w", s.cfg.Listen, err)
+	case <-s.booted:
+	}
+	s.log.Info().Strs("listen", s.cfg.Listen).Str("hostname", s.cfg.Hostname).
+		Str("maildir_root", s.cfg.MaildirRoot).Msg("nanomx ready")
+	select {
+	case err := <-errc:
+		_ = s.spool.Close()
+		return err
+	case <-ctx.Done():
+	}
+	s.drain()
+	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.eng.Stop(stopCtx); err != nil {
+		s.log.Warn().Err(err).Msg("engine stop")
+	}
+	<-errc
+	err := s.spool.Close()
+	s.log.Info().Uint64("delivered", s.stats.Delivered.Load()).Msg("nanomx stopped")
+	return err
+}
+
+// listenURL turns "host:port" into gnet's form. IPv6 literals listen
+// IPv6-only so that "0.0.0.0:25" and "[::]:25" can both be configured.
+func listenURL(a string) (string, error) {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return "", err
+	}
+	if port == "" {
+		return "", fmt.Errorf("%q: missing port", a)
+	}
+	ip, err := netip.ParseAddr(host)
+	switch {
+	case host == "":
+		return "tcp://" + a, nil
+	case err != nil:
+		return "tcp://" + a, nil // a name: let the resolver decide
+	case ip.Is4():
+		return "tcp4://" + a, nil
+	default:
+		return "tcp6://" + a, nil
+	}
+}
+
+// OnBoot records the engine.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	close(s.booted)
+	return gnet.None
+}
+
+// drain implements graceful shutdown: new connections are refused, idle
+// sessions get 421 4.3.2, and sessions in a transaction or waiting on the
+// spool finish it (and are then closed) until ShutdownTimeout.
+func (s *Server) drain() {
+	s.draining.Store(true)
+	deadline := time.Now().Add(s.cfg.ShutdownTimeout)
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		for c := range s.conns {
+			if time.Now().After(deadline) {
+				c.flags.Or(flagForce)
+			}
+			if c.flags.Or(flagShutdown)&flagShutdown == 0 || time.Now().After(deadline) {
+				_ = c.gc.Wake(nil)
+			}
+		}
+		s.mu.Unlock()
+		if n == 0 || time.Now().After(deadline.Add(2*time.Second)) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// OnTick closes sessions past their deadline. It runs on gnet's ticker
+// goroutine, so it only reads atomics and calls Wake; the loop does the
+// rest in OnTraffic.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	now := time.Now().UnixNano()
+	s.mu.Lock()
+	for c := range s.conns {
+		if now > c.deadline.Load() && c.flags.Or(flagTimeout)&flagTimeout == 0 {
+			_ = c.gc.Wake(nil)
+		}
+	}
+	s.mu.Unlock()
+	return time.Second, gnet.None
+}
+
+// reserve takes n bytes of body budget, or reports that there are none.
+func (s *Server) reserve(n int64) bool {
+	for {
+		avail := s.budget.Load()
+		if avail < n {
+			return false
+		}
+		if s.budget.CompareAndSwap(avail, avail-n) {
+			return true
+		}
+	}
+}
+
+func (s *Server) release(n int64) { s.budget.Add(n) }
+
+// ipKey is the address limits count by: the IPv4 address, or the /64 of
+// an IPv6 one (one host usually owns a whole /64).
+func ipKey(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		return a
+	}
+	p, _ := a.Prefix(64)
+	return p.Addr()
+}
+
+// newID returns a queue id unique to this process run.
+func (s *Server) newID() string {
+	return s.idBase + fmt.Sprintf("%06X", s.nextID.Add(1))
+}
+
+// gnetLogger sends gnet's own log lines to zerolog.
+type gnetLogger struct{ l zerolog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug().Str("from", "gnet").Msgf(f, a...) }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Info().Str("from", "gnet").Msgf(f, a...) }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn().Str("from", "gnet").Msgf(f, a...) }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error().Str("from", "gnet").Msgf(f, a...) }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Fatal().Str("from", "gnet").Msgf(f, a...) }

@@ -1,0 +1,526 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/smtp"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// freePort returns a loopback address nobody listens on right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func testServerConfig(t *testing.T) Config {
+	cfg := Defaults()
+	cfg.Hostname = "mx.example.test"
+	cfg.Listen = []string{freePort(t)}
+	cfg.MaildirRoot = t.TempDir()
+	cfg.Domains = []string{"example.test"}
+	cfg.Mailboxes = []string{"bob@example.test", "alice@example.test"}
+	cfg.Postmaster = "alice@example.test"
+	cfg.Aliases = map[string][]string{"team@example.test": {"bob@example.test", "alice@example.test"}}
+	cfg.ShutdownTimeout = 5 * time.Second
+	if testing.Verbose() {
+		cfg.Log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.DebugLevel)
+	}
+	return cfg
+}
+
+type running struct {
+	srv  *Server
+	addr string
+	stop func() error
+}
+
+// start runs a server until the test ends (or stop is called).
+func start(t *testing.T, cfg Config) *running {
+	t.Helper()
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ctx) }()
+	// Wait until it accepts.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := net.Dial("tcp", cfg.Listen[0])
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("server did not start: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	var once sync.Once
+	var stopErr error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case stopErr = <-errc:
+			case <-time.After(30 * time.Second):
+				stopErr = errors.New("server did not stop")
+			}
+		})
+		return stopErr
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return &running{srv: srv, addr: cfg.Listen[0], stop: stop}
+}
+
+// client is a raw SMTP client that reads whole (multi-line) replies.
+type client struct {
+	t  *testing.T
+	c  net.Conn
+	br *bufio.Reader
+}
+
+func dial(t *testing.T, addr string) *client {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &client{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+// reply reads one reply; multi-line replies are joined with "\n".
+func (c *client) reply() string {
+	c.t.Helper()
+	_ = c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var lines []string
+	for {
+		line, err := c.br.ReadString('\n')
+		if err != nil {
+			c.t.Fatalf("read reply: %v (so far %q)", err, lines)
+		}
+		line = strings.TrimRight(line, "\r\n")
+		lines = append(lines, line)
+		if len(line) < 4 || line[3] != '-' {
+			return strings.Join(lines, "\n")
+		}
+	}
+}
+
+func (c *client) send(s string) {
+	c.t.Helper()
+	if _, err := c.c.Write([]byte(s)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// cmd sends one line and returns the reply.
+func (c *client) cmd(line string) string {
+	c.t.Helper()
+	c.send(line + "\r\n")
+	return c.reply()
+}
+
+func (c *client) expect(line, wantPrefix string) {
+	c.t.Helper()
+	if got := c.cmd(line); !strings.HasPrefix(got, wantPrefix) {
+		c.t.Fatalf("%q: got %q, want %q...", line, got, wantPrefix)
+	}
+}
+
+// expectClosed asserts the server closes the connection.
+func (c *client) expectClosed() {
+	c.t.Helper()
+	_ = c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if line, err := c.br.ReadString('\n'); err == nil {
+		c.t.Fatalf("expected close, got %q", line)
+	}
+}
+
+func newFiles(t *testing.T, root, domain, user string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(root, domain, user, "new"))
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(root, domain, user, "new", e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, string(b))
+	}
+	return out
+}
+
+// TestDeliverNetSMTP sends with Go's net/smtp and checks the Maildir file.
+func TestDeliverNetSMTP(t *testing.T) {
+	cfg := testServerConfig(t)
+	r := start(t, cfg)
+	body := "From: sender@example.org\r\nTo: bob@example.test\r\nSubject: hello\r\n\r\nline one\r\n.leading dot\r\n"
+	if err := smtp.SendMail(r.addr, nil, "sender@example.org", []string{"bob@example.test"}, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+	files := newFiles(t, cfg.MaildirRoot, "example.test", "bob")
+	if len(files) != 1 {
+		t.Fatalf("%d files in new/, want 1", len(files))
+	}
+	got := files[0]
+	// Go's net/smtp uses SMTPUTF8 whenever offered, so "with UTF8SMTP"
+	// (RFC 6531 3.7.3).
+	wantTail := strings.ReplaceAll(body, "\r\n", "\n")
+	if !strings.HasPrefix(got, "Return-Path: <sender@example.org>\n") {
+		t.Errorf("no Return-Path first: %q", got)
+	}
+	if !strings.Contains(got, "Received: from ") || !strings.Contains(got, "by mx.example.test (nanomx) with UTF8SMTP id ") {
+		t.Errorf("no Received header: %q", got)
+	}
+	if !strings.HasSuffix(got, wantTail) {
+		t.Errorf("body differs:\n got %q\nwant suffix %q", got, wantTail)
+	}
+}
+
+// TestPipelinedSession sends a whole pipelined transaction in one write
+// and two messages on one connection, then checks every reply in order.
+func TestPipelinedSession(t *testing.T) {
+	cfg := testServerConfig(t)
+	r := start(t, cfg)
+	c := dial(t, r.addr)
+	if g := c.reply(); !strings.HasPrefix(g, "220 mx.example.test") {
+		t.Fatalf("greeting %q", g)
+	}
+	c.expect("EHLO client.example.org", "250-mx.example.test")
+	c.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<x@elsewhere.example>\r\nDATA\r\n")
+	for _, want := range []string{"250 2.1.0", "250 2.1.5", "550 5.1.1", "550 5.7.1", "354 "} {
+		if g := c.reply(); !strings.HasPrefix(g, want) {
+			t.Fatalf("got %q, want %q", g, want)
+		}
+	}
+	c.send("Subject: one\r\n\r\nfirst\r\n.\r\nMAIL FROM:<>\r\nRCPT TO:<team@example.test>\r\nDATA\r\n")
+	for _, want := range []string{"250 2.0.0 OK: queued as ", "250 2.1.0", "250 2.1.5", "354 "} {
+		if g := c.reply(); !strings.HasPrefix(g, want) {
+			t.Fatalf("got %q, want %q", g, want)
+		}
+	}
+	c.send("Subject: two\r\n\r\nsecond\r\n.\r\nQUIT\r\n")
+	if g := c.reply(); !strings.HasPrefix(g, "250 2.0.0 OK: queued as ") {
+		t.Fatalf("second message: %q", g)
+	}
+	if g := c.reply(); !strings.HasPrefix(g, "221 2.0.0") {
+		t.Fatalf("QUIT: %q", g)
+	}
+	bob := newFiles(t, cfg.MaildirRoot, "example.test", "bob")
+	alice := newFiles(t, cfg.MaildirRoot, "example.test", "alice")
+	if len(bob) != 2 || len(alice) != 1 {
+		t.Fatalf("bob has %d, alice %d messages; want 2 and 1", len(bob), len(alice))
+	}
+	if !strings.HasPrefix(alice[0], "Return-Path: <>\n") || !strings.HasSuffix(alice[0], "\n\nsecond\n") {
+		t.Errorf("alice's message: %q", alice[0])
+	}
+}
+
+// TestConnectionLimits checks the per-IP and total caps answer 421 4.7.0.
+func TestConnectionLimits(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.MaxConnectionsPerIP = 2
+	r := start(t, cfg)
+	a, b := dial(t, r.addr), dial(t, r.addr)
+	a.reply()
+	b.reply()
+	c := dial(t, r.addr)
+	if g := c.reply(); !strings.HasPrefix(g, "421 4.7.0") {
+		t.Fatalf("third connection: %q", g)
+	}
+	c.expectClosed()
+	a.expect("QUIT", "221")
+	a.expectClosed()
+	// A slot came free.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d := dial(t, r.addr)
+		if g := d.reply(); strings.HasPrefix(g, "220") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("slot never freed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	cfg2 := testServerConfig(t)
+	cfg2.MaxConnections = 1
+	r2 := start(t, cfg2)
+	// start's readiness probe may still hold the only slot for a moment.
+	for {
+		x := dial(t, r2.addr)
+		if g := x.reply(); strings.HasPrefix(g, "220") {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	y := dial(t, r2.addr)
+	if g := y.reply(); !strings.HasPrefix(g, "421 4.7.0") {
+		t.Fatalf("over total: %q", g)
+	}
+}
+
+// TestCommandTimeout checks that an idle session and a session trickling
+// bytes are both cut with 421 4.4.2: reads do not extend the deadline.
+func TestCommandTimeout(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.CommandTimeout = time.Second
+	cfg.SessionTimeout = time.Minute
+	r := start(t, cfg)
+
+	idle := dial(t, r.addr)
+	idle.reply()
+	if g := idle.reply(); !strings.HasPrefix(g, "421 4.4.2") {
+		t.Fatalf("idle: %q", g)
+	}
+	idle.expectClosed()
+
+	trickle := dial(t, r.addr)
+	trickle.reply()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, b := range []byte("NOOP NOOP NOOP NOOP NOOP NOOP NOOP NOOP") {
+			if _, err := trickle.c.Write([]byte{b}); err != nil {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	if g := trickle.reply(); !strings.HasPrefix(g, "421 4.4.2") {
+		t.Fatalf("trickle: %q", g)
+	}
+	trickle.c.Close()
+	<-done
+	if n := r.srv.Stats().TimedOut.Load(); n != 2 {
+		t.Errorf("TimedOut = %d, want 2", n)
+	}
+}
+
+// blockingSyncer holds every file sync until release is closed, so tests
+// can catch messages while they wait on storage.
+type blockingSyncer struct {
+	entered chan struct{}
+	release chan struct{}
+	fail    error
+}
+
+func (b *blockingSyncer) SyncFile(f *os.File) error {
+	b.entered <- struct{}{}
+	<-b.release
+	return b.fail
+}
+func (b *blockingSyncer) SyncDir(string) error { return nil }
+
+func sendEnvelope(t *testing.T, c *client) {
+	t.Helper()
+	c.reply()
+	c.expect("EHLO c", "250")
+	c.expect("MAIL FROM:<a@example.org>", "250 2.1.0")
+	c.expect("RCPT TO:<bob@example.test>", "250 2.1.5")
+	c.expect("DATA", "354")
+	c.send("Subject: x\r\n\r\nbody\r\n.\r\n")
+}
+
+// TestReplyWaitsForStorage checks that the 250 comes only after the sync,
+// that pipelined commands behind it wait, and that a failed sync answers
+// 451 4.3.0 with nothing in new/.
+func TestReplyWaitsForStorage(t *testing.T) {
+	cfg := testServerConfig(t)
+	bs := &blockingSyncer{entered: make(chan struct{}, 8), release: make(chan struct{})}
+	cfg.syncer = bs
+	r := start(t, cfg)
+	c := dial(t, r.addr)
+	sendEnvelope(t, c)
+	c.send("NOOP\r\n")
+	<-bs.entered
+	_ = c.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if line, err := c.br.ReadString('\n'); err == nil {
+		t.Fatalf("reply before the sync finished: %q", line)
+	}
+	close(bs.release)
+	if g := c.reply(); !strings.HasPrefix(g, "250 2.0.0 OK: queued as") {
+		t.Fatalf("after sync: %q", g)
+	}
+	if g := c.reply(); !strings.HasPrefix(g, "250 2.0.0 OK") {
+		t.Fatalf("pipelined NOOP: %q", g)
+	}
+	if n := len(newFiles(t, cfg.MaildirRoot, "example.test", "bob")); n != 1 {
+		t.Fatalf("%d files after 250", n)
+	}
+
+	cfg2 := testServerConfig(t)
+	cfg2.syncer = &blockingSyncer{entered: make(chan struct{}, 8), release: make(chan struct{}), fail: errors.New("injected EIO")}
+	close(cfg2.syncer.(*blockingSyncer).release)
+	r2 := start(t, cfg2)
+	c2 := dial(t, r2.addr)
+	sendEnvelope(t, c2)
+	if g := c2.reply(); !strings.HasPrefix(g, "451 4.3.0") {
+		t.Fatalf("failed sync: %q", g)
+	}
+	if n := len(newFiles(t, cfg2.MaildirRoot, "example.test", "bob")); n != 0 {
+		t.Fatalf("%d files after a failed sync", n)
+	}
+	c2.expect("NOOP", "250") // the session goes on
+}
+
+// TestPendingInputOverflow checks that a client flooding pipelined input
+// while its reply waits on storage is answered 421 and closed.
+func TestPendingInputOverflow(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.MaxPendingInput = 4096
+	bs := &blockingSyncer{entered: make(chan struct{}, 8), release: make(chan struct{})}
+	cfg.syncer = bs
+	r := start(t, cfg)
+	c := dial(t, r.addr)
+	sendEnvelope(t, c)
+	<-bs.entered
+	flood := strings.Repeat("NOOP\r\n", 2000)
+	go func() { _, _ = c.c.Write([]byte(flood)) }()
+	if g := c.reply(); !strings.HasPrefix(g, "421 4.7.0") {
+		t.Fatalf("flood: %q", g)
+	}
+	close(bs.release)
+}
+
+// TestQueueFull checks 451 4.3.2 when every worker is busy and the queue
+// is full.
+func TestQueueFull(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.Workers, cfg.QueueLength = 1, 1
+	bs := &blockingSyncer{entered: make(chan struct{}, 8), release: make(chan struct{})}
+	cfg.syncer = bs
+	r := start(t, cfg)
+	a, b, c := dial(t, r.addr), dial(t, r.addr), dial(t, r.addr)
+	sendEnvelope(t, a)
+	<-bs.entered // a's message is with the worker
+	sendEnvelope(t, b)
+	time.Sleep(100 * time.Millisecond) // b's message sits in the queue
+	sendEnvelope(t, c)
+	if g := c.reply(); !strings.HasPrefix(g, "451 4.3.2") {
+		t.Fatalf("queue full: %q", g)
+	}
+	close(bs.release)
+	for _, x := range []*client{a, b} {
+		if g := x.reply(); !strings.HasPrefix(g, "250 2.0.0") {
+			t.Fatalf("queued message: %q", g)
+		}
+	}
+}
+
+// TestBodyBudget checks 452 4.3.1 when the memory budget cannot hold the
+// declared size, rather than growing.
+func TestBodyBudget(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.MaxMessageBytes = 8 << 20
+	cfg.BodyBudgetBytes = 2 << 20
+	r := start(t, cfg)
+	c := dial(t, r.addr)
+	c.reply()
+	c.expect("EHLO c", "250")
+	c.expect(fmt.Sprintf("MAIL FROM:<a@example.org> SIZE=%d", 4<<20), "250 2.1.0")
+	c.expect("RCPT TO:<bob@example.test>", "250 2.1.5")
+	c.expect("DATA", "452 4.3.1")
+	c.expect("RSET", "250")
+	// Without SIZE= the budget is taken as the body grows: 3 MB cannot fit.
+	c.expect("MAIL FROM:<a@example.org>", "250 2.1.0")
+	c.expect("RCPT TO:<bob@example.test>", "250 2.1.5")
+	c.expect("DATA", "354")
+	line := strings.Repeat("x", 998) + "\r\n"
+	c.send(strings.Repeat(line, 3000) + ".\r\n")
+	if g := c.reply(); !strings.HasPrefix(g, "452 4.3.1") {
+		t.Fatalf("over budget: %q", g)
+	}
+	if r.srv.budget.Load() != cfg.BodyBudgetBytes {
+		t.Fatalf("budget not returned: %d of %d", r.srv.budget.Load(), cfg.BodyBudgetBytes)
+	}
+	// A normal message still goes through.
+	c.expect("MAIL FROM:<a@example.org>", "250 2.1.0")
+	c.expect("RCPT TO:<bob@example.test>", "250 2.1.5")
+	c.expect("DATA", "354")
+	c.expect("small\r\n.", "250 2.0.0")
+}
+
+// TestGracefulShutdown checks the drain: an idle session gets 421 4.3.2,
+// a message waiting on storage is answered 250 (then 421), new
+// connections are refused, and Serve returns nil.
+func TestGracefulShutdown(t *testing.T) {
+	cfg := testServerConfig(t)
+	bs := &blockingSyncer{entered: make(chan struct{}, 8), release: make(chan struct{})}
+	cfg.syncer = bs
+	r := start(t, cfg)
+	idle := dial(t, r.addr)
+	idle.reply()
+	busy := dial(t, r.addr)
+	sendEnvelope(t, busy)
+	<-bs.entered
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+	if g := idle.reply(); !strings.HasPrefix(g, "421 4.3.2") {
+		t.Fatalf("idle at shutdown: %q", g)
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(bs.release)
+	if g := busy.reply(); !strings.HasPrefix(g, "250 2.0.0") {
+		t.Fatalf("in-flight at shutdown: %q", g)
+	}
+	if g := busy.reply(); !strings.HasPrefix(g, "421 4.3.2") {
+		t.Fatalf("after in-flight: %q", g)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if n := len(newFiles(t, cfg.MaildirRoot, "example.test", "bob")); n != 1 {
+		t.Fatalf("%d files, want 1", n)
+	}
+}
+
+// TestCheckConfig checks that address-book errors name their key.
+func TestCheckConfig(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.Postmaster = ""
+	var ce *ConfigError
+	if err := Check(cfg); !errors.As(err, &ce) || ce.Key != "postmaster" {
+		t.Fatalf("no postmaster: %v", err)
+	}
+	cfg = testServerConfig(t)
+	cfg.Mailboxes = append(cfg.Mailboxes, "../etc@example.test")
+	if err := Check(cfg); !errors.As(err, &ce) || ce.Key != "mailboxes" {
+		t.Fatalf("bad mailbox: %v", err)
+	}
+	if err := Check(testServerConfig(t)); err != nil {
+		t.Fatalf("good config: %v", err)
+	}
+}
