@@ -86,7 +86,8 @@ type Config struct {
 	// EventLoops is the number of gnet event loops (1 suits one CPU).
 	EventLoops int
 
-	// PprofAddr, when set, serves net/http/pprof there (loopback only).
+	// PprofAddr, when set, is where cmd/nanomx serves net/http/pprof
+	// (loopback only). The server itself does not read it.
 	PprofAddr string
 
 	// Log receives every log line.

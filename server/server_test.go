@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/nanomx/nanomx/proto"
+	"github.com/nanomx/nanomx/spool"
 )
 
 // freePort returns a loopback address nobody listens on right now.
@@ -522,5 +525,25 @@ func TestCheckConfig(t *testing.T) {
 	}
 	if err := Check(testServerConfig(t)); err != nil {
 		t.Fatalf("good config: %v", err)
+	}
+}
+
+// TestReplyFor pins the spool outcome → reply mapping; the codes must
+// stay distinct (STYLE.md, Replies).
+func TestReplyFor(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{spool.ErrQueueFull, "451 4.3.2"},
+		{spool.ErrClosed, "451 4.3.2"},
+		{fmt.Errorf("write: %w", spool.ErrNoSpace), "452 4.3.1"},
+		{spool.ErrMailLoop, "554 5.4.6"},
+		{errors.New("rename: EIO"), "451 4.3.0"},
+		{proto.ReplyTooBig, "552 5.3.4"},
+	} {
+		if got := replyFor(tc.err).Error(); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%v → %q, want %s", tc.err, got, tc.want)
+		}
 	}
 }

@@ -1,0 +1,408 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/nanomx/nanomx/server"
+)
+
+// serveFlags are the flags of "nanomx serve". Each one but -config
+// overrides one TOML key, named in flagKeys.
+type serveFlags struct {
+	fs *flag.FlagSet
+
+	config              string
+	listen              string
+	hostname            string
+	maildirRoot         string
+	domains             listFlag
+	postmaster          string
+	maxMessageSize      string
+	maxConnections      int
+	maxConnectionsPerIP int
+	workers             int
+	logLevel            string
+	logFormat           string
+	pprof               string
+	fsync               bool
+}
+
+// flagKeys maps a flag name to the TOML key it overrides.
+var flagKeys = map[string]string{
+	"listen":                 "listen",
+	"hostname":               "hostname",
+	"maildir-root":           "maildir_root",
+	"domain":                 "domains",
+	"postmaster":             "postmaster",
+	"max-message-size":       "max_message_size",
+	"max-connections":        "max_connections",
+	"max-connections-per-ip": "max_connections_per_ip",
+	"workers":                "workers",
+	"log-level":              "log_level",
+	"log-format":             "log_format",
+	"pprof":                  "pprof",
+	"fsync":                  "fsync",
+}
+
+// listFlag collects a repeatable flag; each use may also be a comma list.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+
+func (l *listFlag) Set(s string) error {
+	*l = append(*l, splitList(s)...)
+	return nil
+}
+
+// splitList splits "a, b,,c" into [a b c].
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func newServeFlags(out io.Writer) *serveFlags {
+	f := &serveFlags{fs: flag.NewFlagSet("serve", flag.ContinueOnError)}
+	fs := f.fs
+	fs.SetOutput(out)
+	// Defaults shown by -h are left empty where the value comes from the
+	// file or server.Defaults: a flag only matters when it is set.
+	fs.StringVar(&f.config, "config", "", "TOML config `file`; without it, run the development default")
+	fs.StringVar(&f.listen, "listen", "", "comma-separated `addresses` to listen on (listen)")
+	fs.StringVar(&f.hostname, "hostname", "", "this MX's `name` in the greeting and Received header (hostname)")
+	fs.StringVar(&f.maildirRoot, "maildir-root", "", "`folder` holding <domain>/<user>/ Maildirs (maildir_root)")
+	fs.Var(&f.domains, "domain", "accepted `domain`; repeat or comma-separate (domains)")
+	fs.StringVar(&f.postmaster, "postmaster", "", "mailbox `address` that receives postmaster@ mail (postmaster)")
+	fs.StringVar(&f.maxMessageSize, "max-message-size", "", "largest message, bytes or a `size` like 25MiB (max_message_size)")
+	fs.IntVar(&f.maxConnections, "max-connections", 0, "`n` concurrent connections in total (max_connections)")
+	fs.IntVar(&f.maxConnectionsPerIP, "max-connections-per-ip", 0, "`n` concurrent connections per client IP or IPv6 /64 (max_connections_per_ip)")
+	fs.IntVar(&f.workers, "workers", 0, "`n` delivery workers (workers)")
+	fs.StringVar(&f.logLevel, "log-level", "", "log `level`: debug, info, warn or error (log_level)")
+	fs.StringVar(&f.logFormat, "log-format", "", "log `format`: json or console (log_format)")
+	fs.StringVar(&f.pprof, "pprof", "", "serve net/http/pprof on this loopback `address`, e.g. 127.0.0.1:6060 (pprof)")
+	fs.BoolVar(&f.fsync, "fsync", true, "fsync each delivery before 250; -fsync=false is for benchmarks only (fsync)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: nanomx serve [-config FILE] [flags]
+
+Runs the MX until SIGTERM or SIGINT, then stops accepting, finishes the
+messages in flight and exits 0. SIGHUP re-reads and checks the config file;
+changes take effect on restart.
+
+Without -config it runs the development default: 127.0.0.1:2525, domain
+localhost, every address delivered to ./mail/localhost/catchall/.
+Flags override the file; the TOML key each one sets is in parentheses.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	return f
+}
+
+// load builds the configuration from the parsed flags: the file (or the
+// development default), then the flags that were set on top. It does not
+// call server.Check. Errors are located (*locatedError values).
+func load(f *serveFlags) (*loaded, error) {
+	if f.fs.NArg() > 0 {
+		return nil, fmt.Errorf("serve: unexpected argument %q", f.fs.Arg(0))
+	}
+	l := &loaded{
+		Config:    server.Defaults(),
+		LogLevel:  zerolog.InfoLevel,
+		LogFormat: logJSON,
+		Path:      f.config,
+		byFlag:    make(map[string]string),
+	}
+	if l.Dev() {
+		devDefault(&l.Config, f.domains)
+	} else {
+		src, err := os.ReadFile(f.config)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		l.src = src
+		var fc fileConfig
+		if err := decodeFile(f.config, src, &fc); err != nil {
+			return nil, err
+		}
+		if err := apply(&fc, &l.Config, l); err != nil {
+			return nil, l.explain(err)
+		}
+	}
+	if err := f.apply(l); err != nil {
+		return nil, err
+	}
+	if err := checkLocal(&l.Config); err != nil {
+		return nil, l.explain(err)
+	}
+	return l, nil
+}
+
+// apply copies the flags that were set on the command line over l.
+func (f *serveFlags) apply(l *loaded) error {
+	var errs []error
+	cfg := &l.Config
+	f.fs.Visit(func(fl *flag.Flag) {
+		key := flagKeys[fl.Name]
+		if key == "" {
+			return
+		}
+		l.byFlag[key] = fl.Name
+		var err error
+		switch fl.Name {
+		case "listen":
+			cfg.Listen = splitList(f.listen)
+		case "hostname":
+			cfg.Hostname = f.hostname
+		case "maildir-root":
+			cfg.MaildirRoot = f.maildirRoot
+		case "domain":
+			cfg.Domains = append([]string(nil), f.domains...)
+		case "postmaster":
+			cfg.Postmaster = f.postmaster
+		case "max-message-size":
+			var n int64
+			if n, err = parseSize(f.maxMessageSize); err == nil {
+				cfg.MaxMessageBytes = n
+			}
+		case "max-connections":
+			cfg.MaxConnections = f.maxConnections
+		case "max-connections-per-ip":
+			cfg.MaxConnectionsPerIP = f.maxConnectionsPerIP
+		case "workers":
+			cfg.Workers = f.workers
+		case "log-level":
+			l.LogLevel, err = parseLogLevel(f.logLevel)
+		case "log-format":
+			l.LogFormat, err = parseLogFormat(f.logFormat)
+		case "pprof":
+			cfg.PprofAddr = f.pprof
+		case "fsync":
+			cfg.Fsync = f.fsync
+		}
+		if err != nil {
+			errs = append(errs, &server.ConfigError{Key: key, Err: err})
+		}
+	})
+	return l.explain(errors.Join(errs...))
+}
+
+// parseServe parses the command line of "nanomx serve" and loads the
+// configuration it names.
+func parseServe(args []string, stderr io.Writer) (*loaded, error) {
+	f := newServeFlags(stderr)
+	if err := f.fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return load(f)
+}
+
+// serve runs "nanomx serve" and returns the exit code.
+func serve(args []string, stdout, stderr io.Writer) int {
+	f := newServeFlags(stderr)
+	if err := f.fs.Parse(args); err != nil {
+		// The flag package has printed the error and the usage.
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	l, err := load(f)
+	if err == nil {
+		err = l.explain(server.Check(l.Config))
+	}
+	if err != nil {
+		printErr(stderr, err)
+		return exitUsage
+	}
+
+	log := newLogger(stdout, l.LogFormat, l.LogLevel)
+	cfg := l.Config
+	cfg.Log = log
+	// cmd serves pprof itself (below); the server is not to bind it too.
+	cfg.PprofAddr = ""
+
+	// The server's context ends only after the drain is logged, so the log
+	// reads in order. After the first signal, default handling is restored:
+	// a second Ctrl-C ends a slow drain at once.
+	sigCtx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	go func() {
+		<-sigCtx.Done()
+		stop()
+		// A signal leaves a cause such as "terminated signal received"; a
+		// plain context.Canceled means serve is returning anyway.
+		if cause := context.Cause(sigCtx); cause != context.Canceled {
+			log.Info().Str("reason", cause.Error()).Msg("draining; a second signal exits at once")
+		}
+		cancel(context.Cause(sigCtx))
+	}()
+	// Registered before anything slow: until then SIGHUP would kill us.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go recheckOnHUP(ctx, hup, args, log)
+
+	if l.Config.PprofAddr != "" {
+		closePprof, err := startPprof(l.Config.PprofAddr, log)
+		if err != nil {
+			log.Error().Err(err).Msg("pprof")
+			return exitError
+		}
+		defer closePprof()
+	}
+	if !cfg.Fsync {
+		log.Warn().Msg("fsync is off: a 250 reply does not mean the message is on disk; use this only for benchmarks")
+	}
+	if l.Dev() {
+		printDevHint(stderr, &cfg)
+	}
+
+	source := l.Path
+	if l.Dev() {
+		source = "(development default)"
+	}
+	log.Info().Str("version", versionString()).Str("config", source).Msg("nanomx starting")
+	if err := server.Run(ctx, cfg); err != nil {
+		log.Error().Err(l.explain(err)).Msg("nanomx stopped on error")
+		return exitError
+	}
+	// server.Run has logged the drain and its counters.
+	return exitOK
+}
+
+// printErr writes err to w, one "nanomx: " line per joined error.
+func printErr(w io.Writer, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		fmt.Fprintln(w, "nanomx:", line)
+	}
+}
+
+// newLogger builds the process logger and sets zerolog's global level.
+func newLogger(w io.Writer, format string, level zerolog.Level) zerolog.Logger {
+	zerolog.SetGlobalLevel(level)
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
+	if format == logConsole {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+	}
+	return zerolog.New(w).With().Timestamp().Logger()
+}
+
+// recheckOnHUP answers SIGHUP (systemctl reload) by reading and checking
+// the config file again and logging the verdict. Settings are not swapped
+// into the running server: a restart applies them. Without this handler
+// SIGHUP would kill the process.
+func recheckOnHUP(ctx context.Context, hup <-chan os.Signal, args []string, log zerolog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		l, err := parseServe(args, io.Discard)
+		if err == nil {
+			err = l.explain(server.Check(l.Config))
+		}
+		switch {
+		case err != nil:
+			log.Error().Err(err).Msg("SIGHUP: the configuration has errors; the running server keeps its settings")
+		case l.Dev():
+			log.Info().Msg("SIGHUP: no config file to re-read")
+		default:
+			log.Info().Str("config", l.Path).Msg("SIGHUP: config file is valid; restart nanomx to apply it")
+		}
+	}
+}
+
+// startPprof serves net/http/pprof on addr, on a mux of its own (importing
+// net/http/pprof also registers on http.DefaultServeMux, which nothing here
+// serves). It binds before returning so that a taken port fails startup.
+func startPprof(addr string, log zerolog.Logger) (closeFn func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	// No WriteTimeout: /profile?seconds=N and /trace write after N seconds.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error().Err(err).Msg("pprof server")
+		}
+	}()
+	log.Info().Str("addr", ln.Addr().String()).Msg("pprof listening")
+	return func() { srv.Close() }, nil
+}
+
+// printDevHint tells a developer how to send the development default a
+// message and where it will land.
+func printDevHint(w io.Writer, cfg *server.Config) {
+	host, port := dialTarget(cfg.Listen[0])
+	domain := cfg.Domains[0]
+	user, boxDomain, _ := strings.Cut(cfg.Mailboxes[0], "@")
+	dir := filepath.Join(cfg.MaildirRoot, boxDomain, user, "new")
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	swaksServer := "--server " + net.JoinHostPort(host, port)
+	if strings.Contains(host, ":") {
+		swaksServer = "--server " + host + " --port " + port
+	}
+	to := "someone@" + domain
+	fmt.Fprintf(w, `
+nanomx: no -config given, so this is the development default.
+  Listening on %s; every address @%s is accepted.
+  Each message is stored as one file in %s%c
+
+Send a test message from another terminal:
+  swaks %s --to %s
+or, without swaks:
+  python3 -c 'import smtplib; smtplib.SMTP("%s", %s).sendmail("me@example.test", ["%s"], b"Subject: test\r\n\r\nhello\r\n")'
+
+Ctrl-C stops the server after the messages in flight are stored.
+
+`, strings.Join(cfg.Listen, ", "), strings.Join(cfg.Domains, ", @"), dir, filepath.Separator,
+		swaksServer, to, host, port, to)
+}
+
+// dialTarget turns a listen address into one a client on this host can
+// dial: an unspecified address (0.0.0.0, [::], "") becomes loopback.
+func dialTarget(listen string) (host, port string) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "127.0.0.1", "25"
+	}
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::":
+		host = "::1"
+	}
+	return host, port
+}
