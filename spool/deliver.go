@@ -1,0 +1,317 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// nameMarker sits in every Maildir file name nanomx makes, so that start-up
+// can tell its own leftovers in tmp/ from other deliverers' files.
+const nameMarker = "_nanomx."
+
+// nameCounter makes unique names unique within the process: the Q<n> part
+// (cr.yp.to/proto/maildir.html).
+var nameCounter atomic.Uint64
+
+// uniqueName returns the Maildir file name
+//
+//	<sec>.M<usec>P<pid>Q<n>_nanomx.<host>,S=<size>
+//
+// host must already be escaped (escapeNameHost). Dovecot reads the message
+// size from S= without looking at the file, so size must be exact.
+func uniqueName(now time.Time, pid int, n uint64, host string, size int64) string {
+	b := make([]byte, 0, 64+len(host))
+	b = strconv.AppendInt(b, now.Unix(), 10)
+	b = append(b, ".M"...)
+	b = strconv.AppendInt(b, int64(now.Nanosecond()/1000), 10)
+	b = append(b, 'P')
+	b = strconv.AppendInt(b, int64(pid), 10)
+	b = append(b, 'Q')
+	b = strconv.AppendUint(b, n, 10)
+	b = append(b, nameMarker...)
+	b = append(b, host...)
+	b = append(b, ",S="...)
+	b = strconv.AppendInt(b, size, 10)
+	return string(b)
+}
+
+// escapeNameHost makes a host name safe inside a Maildir file name: '/'
+// becomes \057 and ':' \072 as the Maildir specification asks, and ',' and
+// '\' (Dovecot's field separator and our escape), as well as anything
+// outside printable ASCII, are escaped the same way. At most 100 bytes of
+// the host are used, keeping names well under NAME_MAX.
+func escapeNameHost(host string) string {
+	host = host[:min(len(host), 100)]
+	b := make([]byte, 0, len(host))
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		switch {
+		case c == '/' || c == ':' || c == ',' || c == '\\' || c < 0x21 || c > 0x7e:
+			b = append(b, '\\', '0'+c>>6, '0'+c>>3&7, '0'+c&7)
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+// Deliver stores m in every mailbox its recipients resolve to, on the
+// caller's goroutine (the workers call it; so may tests). It returns nil only
+// once the message is durable everywhere. Deliver borrows m.Body and does
+// not release it.
+//
+// Errors: ErrUnknownUser or ErrNotLocal (wrapped) if a recipient no longer
+// resolves, ErrMailLoop, ErrNoSpace (wrapped) when the disk or a quota is
+// full; anything else is a temporary storage failure.
+func (s *Spool) Deliver(m *Message) error {
+	if m == nil {
+		return errors.New("spool: nil message")
+	}
+	boxes, err := s.Directory().Resolve(m.Rcpts)
+	if err != nil {
+		return err
+	}
+	var body []byte
+	if m.Body != nil {
+		body = m.Body.B
+	}
+	received, returnPaths := scanHeader(body)
+	if received > maxReceived {
+		return fmt.Errorf("%w (%d)", ErrMailLoop, received)
+	}
+
+	// The file is our trace fields followed by the client's bytes minus any
+	// Return-Path it sent (RFC 5321 4.4: only the final delivery adds one),
+	// written with one writev.
+	segs := make([][]byte, 0, 2+len(returnPaths))
+	segs = append(segs, traceHeader(m, s.host))
+	segs = appendKept(segs, body, returnPaths)
+	var size int64
+	for _, seg := range segs {
+		size += int64(len(seg))
+	}
+
+	d := &delivery{s: s, id: m.ID, dirs: make([]string, len(boxes))}
+	for i, b := range boxes {
+		d.dirs[i] = b.Path(s.root)
+	}
+	if published, err := d.run(segs, size); err != nil {
+		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+			err = fmt.Errorf("%w: message %s: %w", ErrNoSpace, m.ID, err)
+		} else {
+			err = fmt.Errorf("spool: message %s: %w", m.ID, err)
+		}
+		// After a partial publication the client's retry will duplicate the
+		// message in the first mailboxes: say so.
+		s.log.Error().Err(err).Str("id", m.ID).Int("mailboxes", len(boxes)).Int("published", published).Msg("delivery failed")
+		return err
+	}
+	s.log.Debug().Str("id", m.ID).Int("mailboxes", len(boxes)).Int64("size", size).Str("file", d.name).Msg("delivered")
+	return nil
+}
+
+// delivery is one message on its way into a set of Maildirs.
+type delivery struct {
+	s    *Spool
+	id   string
+	dirs []string // Maildir of each mailbox; dirs[0] gets the real write
+	name string   // the file's name, the same in every tmp/ and new/
+	tmp  []string // tmp/<name> files created so far, in dirs order
+}
+
+// run performs the delivery:
+//
+//  1. write the file once into dirs[0]/tmp and SyncFile it;
+//  2. hard-link it into every other tmp/ (or write a copy);
+//  3. SyncDir every tmp/;
+//  4. rename each into its new/;
+//  5. SyncDir every new/.
+//
+// Until the first rename nothing is visible, and a failure removes every
+// tmp file: all or nothing. A failure after a rename cannot be undone
+// safely (an MUA may already have seen the message); the sender retries,
+// and a duplicate beats a loss. published counts the mailboxes whose new/
+// may hold the message.
+func (d *delivery) run(segs [][]byte, size int64) (published int, err error) {
+	s := d.s
+	if err := d.prepare(segs, size); err != nil {
+		d.removeTmp(0)
+		return 0, err
+	}
+	for i, dir := range d.dirs {
+		newPath := filepath.Join(dir, "new", d.name)
+		err := s.rename(d.tmp[i], newPath)
+		if errors.Is(err, fs.ErrNotExist) {
+			// new/ was removed behind our back.
+			if err = s.ensureMaildir(dir); err == nil {
+				err = s.rename(d.tmp[i], newPath)
+			}
+		}
+		if err != nil {
+			d.removeTmp(i)
+			if i > 0 {
+				err = fmt.Errorf("after %d of %d mailboxes: %w", i, len(d.dirs), err)
+			}
+			return i, err
+		}
+	}
+	// Only this fsync makes the new names durable. Until it returns, a crash
+	// could leave the file in tmp/, where start-up would delete it, so the
+	// client must not have been told 250 yet.
+	for _, dir := range d.dirs {
+		if err := s.syncer.SyncDir(filepath.Join(dir, "new")); err != nil {
+			return len(d.dirs), fmt.Errorf("after rename: %w", err)
+		}
+	}
+	return len(d.dirs), nil
+}
+
+// prepare does steps 1-3: after it, a durable copy of the message sits in
+// every mailbox's tmp/.
+func (d *delivery) prepare(segs [][]byte, size int64) error {
+	s := d.s
+	for _, dir := range d.dirs {
+		if _, ok := s.ready.Load(dir); !ok {
+			if err := s.ensureMaildir(dir); err != nil {
+				return err
+			}
+		}
+	}
+
+	first := d.dirs[0]
+	for attempt := 0; ; attempt++ {
+		d.name = uniqueName(time.Now(), s.pid, nameCounter.Add(1), s.nameHost, size)
+		path := filepath.Join(first, "tmp", d.name)
+		err := s.writeFile(first, path, segs)
+		if errors.Is(err, fs.ErrExist) && attempt < 3 {
+			continue // another process with our pid and host name; take the next counter
+		}
+		if err != nil {
+			return err
+		}
+		d.tmp = append(d.tmp, path)
+		break
+	}
+
+	// Hard links share the inode, whose data SyncFile already made durable;
+	// only the new directory entries need syncing (step 3). Different file
+	// systems (EXDEV), link limits (EMLINK) or file systems without links
+	// get a copy instead.
+	for _, dir := range d.dirs[1:] {
+		path := filepath.Join(dir, "tmp", d.name)
+		err := s.link(d.tmp[0], path)
+		if errors.Is(err, fs.ErrNotExist) {
+			// tmp/ was removed behind our back; recreate it durably.
+			if err := s.ensureMaildir(dir); err != nil {
+				return err
+			}
+			err = s.link(d.tmp[0], path)
+		}
+		if err != nil {
+			s.log.Debug().Err(err).Str("id", d.id).Msg("hard link failed; writing a copy")
+			if err := s.writeFile(dir, path, segs); err != nil {
+				return err
+			}
+		}
+		d.tmp = append(d.tmp, path)
+	}
+
+	for _, dir := range d.dirs {
+		if err := s.syncer.SyncDir(filepath.Join(dir, "tmp")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeTmp removes the tmp files from index i on; they were never
+// published. Failures are logged: start-up cleanup gets another chance.
+func (d *delivery) removeTmp(i int) {
+	for _, path := range d.tmp[i:] {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			d.s.log.Warn().Err(err).Str("id", d.id).Str("file", path).Msg("cannot remove tmp file")
+		}
+	}
+}
+
+// writeFile creates path (which must not exist) in Maildir box with mode
+// 0600, writes segs, syncs and closes it. On failure it removes the file.
+func (s *Spool) writeFile(box, path string, segs [][]byte) error {
+	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	f, err := os.OpenFile(path, flags, 0o600)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := s.ensureMaildir(box); err != nil {
+			return err
+		}
+		f, err = os.OpenFile(path, flags, 0o600)
+	}
+	if err != nil {
+		return err
+	}
+	err = s.write(f, segs)
+	if err == nil {
+		err = s.syncer.SyncFile(f)
+	}
+	// close(2) can report deferred write errors (NFS); it must succeed too.
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
+}
+
+// ensureMaildir creates the Maildir box (<root>/<domain>/<user>) with
+// tmp/, new/ and cur/, all mode 0700, and syncs root, domain and box
+// directories so that every entry on the way is durable: fsync on new/
+// covers the entries in new/, not new/ itself. It runs once per mailbox and
+// process even when everything exists, because a crash or a failed sync may
+// have left directories in place but not durable, and later only when a
+// path turns out to be missing. A missing root is an error, not recreated:
+// it may be an unmounted file system.
+func (s *Spool) ensureMaildir(box string) error {
+	domain := filepath.Dir(box)
+	for _, dir := range [...]string{domain, box, box + "/tmp", box + "/new", box + "/cur"} {
+		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+	}
+	for _, dir := range [...]string{s.root, domain, box} {
+		if err := s.syncer.SyncDir(dir); err != nil {
+			return err
+		}
+	}
+	s.ready.Store(box, struct{}{})
+	return nil
+}
+
+// mkdirSynced creates dir and its missing parents with mode 0700, syncing
+// the parent of each directory it makes. New uses it for the root.
+func (s *Spool) mkdirSynced(dir string) error {
+	err := os.Mkdir(dir, 0o700)
+	if errors.Is(err, fs.ErrNotExist) {
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return err
+		}
+		if err := s.mkdirSynced(parent); err != nil {
+			return err
+		}
+		err = os.Mkdir(dir, 0o700)
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return s.syncer.SyncDir(filepath.Dir(dir))
+}

@@ -1,0 +1,58 @@
+// Package spool delivers accepted messages into Maildirs and keeps the
+// address book.
+//
+// The server checks each RCPT with Directory.Check (no allocation, fit for
+// the event loop) and hands each accepted transaction to Spool.Submit. A
+// fixed pool of workers delivers it and calls back with nil only once the
+// message is durable, and only then may the server answer 250. spool knows
+// files, fsync and its workers; it never sees an SMTP reply code, and
+// nothing received from the network ever becomes a path: Maildir paths are
+// built only from validated, configured mailboxes.
+//
+// # Durability
+//
+// A delivery to mailboxes A and B goes (cr.yp.to/proto/maildir.html):
+//
+//	open(A/tmp/N, O_CREAT|O_EXCL); writev; fsync(file); close
+//	link(A/tmp/N, B/tmp/N)              (a copy, fsynced, if link fails)
+//	fsync(A/tmp); fsync(B/tmp)
+//	rename(A/tmp/N, A/new/N); rename(B/tmp/N, B/new/N)
+//	fsync(A/new); fsync(B/new)          -> done(nil), the server says 250
+//
+// fsync on the file makes its data and size durable; it says nothing about
+// any name for it. POSIX makes a directory entry durable only through fsync
+// on the directory. fsync(tmp/) makes each tmp name (the created file and
+// every hard link) durable before anything is published, so each step
+// starts from a state a crash cannot take back; on ext4 (data=ordered) and
+// XFS the file's fsync has already committed the journal transaction that
+// created it, so this fsync is nearly free. The rename is a later
+// transaction, and fsync(new/) is what commits it. Without that last fsync
+// a crash could put the message back in tmp/, where start-up removes our
+// files, after the client was told 250. Directories made on first use (and,
+// once per process, existing ones) are synced into their parents too.
+//
+// Until the first rename nothing is visible and any failure removes every
+// tmp file: all or nothing. A failure after a rename is reported as a
+// temporary error though some mailboxes have the message: the client
+// retries, and a duplicate beats a loss. ENOSPC and EDQUOT are reported as
+// ErrNoSpace. Files are created 0600 and directories 0700. On Linux the
+// rename uses RENAME_NOREPLACE, so a name collision can never overwrite
+// mail.
+//
+// The Syncer interface carries both fsyncs, so tests can inject failures
+// and check their order, and group commit can replace them later. NoSync
+// turns durability off, for benchmarks only.
+//
+// # Storage format
+//
+// Files are stored with LF line endings, as Dovecot (mail_save_crlf=no),
+// Postfix local and virtual, qmail and procmail store them; the body bytes
+// are written as given. nanomx prepends Return-Path and Received (RFC 5321
+// 4.4) and drops any Return-Path the client sent. File names are
+// <sec>.M<usec>P<pid>Q<n>_nanomx.<host>,S=<size>, where S= is the exact
+// file size, which Dovecot trusts without checking.
+//
+// One nanomx process should own a Maildir root: at start-up it removes
+// every file of its own (marked "_nanomx.") from tmp/, and other files not
+// touched for 36 hours.
+package spool

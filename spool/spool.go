@@ -1,0 +1,353 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/bytebufferpool"
+	"golang.org/x/sys/unix"
+)
+
+// Defaults for Config.
+const (
+	DefaultWorkers     = 4
+	DefaultQueueLength = 256
+)
+
+// freeSpaceInterval is how often the background goroutine measures the free
+// space under Root.
+const freeSpaceInterval = 5 * time.Second
+
+// Message is one accepted transaction handed to the spool. The server fills
+// it on the event loop; after Submit only the spool touches it.
+type Message struct {
+	// ID is the queue id, for logs and the Received header.
+	ID string
+	// From is the reverse-path without <>; "" for the null sender.
+	From string
+	// Rcpts are the accepted forward-paths without <>.
+	Rcpts []string
+	// Body is the message as received, with LF line endings and without
+	// trace headers. Submit takes ownership and returns it with
+	// bytebufferpool.Put when done, whatever the outcome (even when Submit
+	// itself fails). Deliver only borrows it.
+	Body *bytebufferpool.ByteBuffer
+	// Helo is the client's HELO/EHLO argument; "" becomes "unknown".
+	Helo string
+	// RemoteIP is the client address.
+	RemoteIP netip.Addr
+	// Protocol is the RFC 3848 "with" keyword: "SMTP", "ESMTP", "ESMTPS",
+	// "UTF8SMTP", "UTF8SMTPS".
+	Protocol string
+	// TLS describes the TLS session, e.g. "TLSv1.3 with cipher
+	// TLS_AES_128_GCM_SHA256"; empty without TLS.
+	TLS string
+	// Received is when the transaction ended; the Received header's date.
+	Received time.Time
+}
+
+// Config configures a Spool.
+type Config struct {
+	// Root is the Maildir root (maildir_root); mailboxes live in
+	// <Root>/<domain>/<user>/. New creates it if missing.
+	Root string
+	// Hostname goes into Received "by" clauses and Maildir file names.
+	Hostname string
+	// Workers is the number of delivery goroutines; 0 means DefaultWorkers.
+	Workers int
+	// QueueLength bounds the messages waiting for a worker; 0 means
+	// DefaultQueueLength.
+	QueueLength int
+	// Syncer makes deliveries durable; nil means FsyncSyncer{}.
+	Syncer Syncer
+	// Directory is the initial address book. Required.
+	Directory *Directory
+	// Log receives delivery errors, each with the message id. The zero
+	// Logger discards everything.
+	Log zerolog.Logger
+}
+
+// Spool delivers messages into Maildirs through a fixed pool of workers.
+// Its methods are safe for concurrent use.
+type Spool struct {
+	root     string // absolute, clean
+	host     string // validated hostname, for Received
+	nameHost string // host escaped for Maildir file names
+	pid      int
+	syncer   Syncer
+	log      zerolog.Logger
+
+	dir   atomic.Pointer[Directory]
+	free  atomic.Int64 // bytes available under root, -1 if unknown
+	ready sync.Map     // Maildir path -> struct{}: made durable by ensureMaildir
+
+	// mu guards closed and sends on queue: Submit holds it shared, so
+	// Close cannot close the channel under a send.
+	mu      sync.RWMutex
+	closed  bool
+	queue   chan job
+	workers sync.WaitGroup
+	stop    chan struct{} // closed by Close to end the free-space refresher
+	refresh sync.WaitGroup
+
+	// Test seams, set before any delivery starts; production uses the real
+	// system calls.
+	write   func(f *os.File, segs [][]byte) error
+	link    func(oldpath, newpath string) error
+	rename  func(oldpath, newpath string) error
+	release func(*bytebufferpool.ByteBuffer)
+}
+
+// job is one submitted message and its completion callback.
+type job struct {
+	m    *Message
+	done func(error)
+}
+
+// New checks cfg, creates Root if missing (mode 0700), removes stale files
+// from the tmp/ folder of every configured mailbox, measures the free space
+// and starts the workers and the free-space refresher. Configuration errors
+// are *ConfigError.
+func New(cfg Config) (*Spool, error) {
+	if cfg.Directory == nil {
+		return nil, errors.New("spool: Config.Directory is nil")
+	}
+	host := normalize(cfg.Hostname)
+	if !validDomain(host) {
+		return nil, configErr("hostname", "%q is not a valid host name", cfg.Hostname)
+	}
+	if cfg.Workers < 0 {
+		return nil, configErr("workers", "must not be negative")
+	}
+	if cfg.QueueLength < 0 {
+		return nil, configErr("queue_length", "must not be negative")
+	}
+	if cfg.Root == "" {
+		return nil, configErr("maildir_root", "must not be empty")
+	}
+	root, err := filepath.Abs(cfg.Root)
+	if err != nil {
+		return nil, &ConfigError{Key: "maildir_root", Err: err}
+	}
+	s := &Spool{
+		root:     root,
+		host:     host,
+		nameHost: escapeNameHost(host),
+		pid:      os.Getpid(),
+		syncer:   cfg.Syncer,
+		log:      cfg.Log,
+		stop:     make(chan struct{}),
+		write:    writeSegments,
+		link:     os.Link,
+		rename:   renameNoReplace,
+		release:  bytebufferpool.Put,
+	}
+	if s.syncer == nil {
+		s.syncer = FsyncSyncer{}
+	}
+	s.dir.Store(cfg.Directory)
+
+	switch fi, err := os.Stat(root); {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := s.mkdirSynced(root); err != nil {
+			return nil, &ConfigError{Key: "maildir_root", Err: err}
+		}
+	case err != nil:
+		return nil, &ConfigError{Key: "maildir_root", Err: err}
+	case !fi.IsDir():
+		return nil, configErr("maildir_root", "%s is not a directory", root)
+	}
+	s.cleanTmp(cfg.Directory, time.Now())
+	s.refreshFree()
+
+	workers, qlen := cfg.Workers, cfg.QueueLength
+	if workers == 0 {
+		workers = DefaultWorkers
+	}
+	if qlen == 0 {
+		qlen = DefaultQueueLength
+	}
+	s.queue = make(chan job, qlen)
+	s.workers.Add(workers)
+	for range workers {
+		go s.worker()
+	}
+	s.refresh.Add(1)
+	go s.refresher()
+	return s, nil
+}
+
+// Submit hands m to a worker without blocking. The spool owns m and m.Body
+// from the call on, whatever the result. It returns ErrQueueFull when the
+// queue is full and ErrClosed after Close; the body is then released at once
+// and done is never called. Otherwise done (if not nil) is called exactly
+// once, on a worker goroutine, with nil only once the message is durable in
+// every mailbox, after the body has been released.
+func (s *Spool) Submit(m *Message, done func(error)) error {
+	if m == nil {
+		return errors.New("spool: nil message")
+	}
+	err := s.enqueue(job{m: m, done: done})
+	if err != nil {
+		s.releaseBody(m)
+	}
+	return err
+}
+
+func (s *Spool) enqueue(j job) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	select {
+	case s.queue <- j:
+		return nil
+	default:
+		return ErrQueueFull
+	}
+}
+
+// releaseBody returns m.Body to the pool; m must not refer to it after.
+func (s *Spool) releaseBody(m *Message) {
+	if m.Body != nil {
+		s.release(m.Body)
+		m.Body = nil
+	}
+}
+
+func (s *Spool) worker() {
+	defer s.workers.Done()
+	for j := range s.queue {
+		err := s.deliverRecovered(j.m)
+		s.releaseBody(j.m)
+		if j.done != nil {
+			s.callDone(j, err)
+		}
+	}
+}
+
+// deliverRecovered is Deliver turning a panic into an error, so that one bad
+// message can neither kill a worker nor lose its done call.
+func (s *Spool) deliverRecovered(m *Message) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error().Str("id", m.ID).Interface("panic", p).Bytes("stack", debug.Stack()).Msg("delivery panicked")
+			err = fmt.Errorf("spool: delivery panicked: %v", p)
+		}
+	}()
+	return s.Deliver(m)
+}
+
+// callDone runs the server's callback; a panic there is logged, not retried.
+func (s *Spool) callDone(j job, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error().Str("id", j.m.ID).Interface("panic", p).Bytes("stack", debug.Stack()).Msg("done callback panicked")
+		}
+	}()
+	j.done(err)
+}
+
+// Close stops accepting messages, waits until the queued and in-flight
+// deliveries have finished and their done callbacks have returned, and stops
+// the background goroutines. Later calls return nil at once.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.queue)
+	s.mu.Unlock()
+
+	s.workers.Wait()
+	close(s.stop)
+	s.refresh.Wait()
+	return nil
+}
+
+// FreeBytes returns the space available to unprivileged writers on the
+// Maildir file system as last measured, or -1 if unknown. A background
+// goroutine refreshes it every few seconds, so FreeBytes is a single atomic
+// load, fit for the event loop (RFC 1870 SIZE checks).
+func (s *Spool) FreeBytes() int64 { return s.free.Load() }
+
+func (s *Spool) refresher() {
+	defer s.refresh.Done()
+	t := time.NewTicker(freeSpaceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.refreshFree()
+		}
+	}
+}
+
+func (s *Spool) refreshFree() {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.root, &st); err != nil {
+		s.free.Store(-1)
+		return
+	}
+	s.free.Store(int64(st.Bavail) * int64(st.Bsize))
+}
+
+// SetDirectory atomically replaces the address book, e.g. on reload.
+// Deliveries already resolved keep the old one. A nil d is ignored.
+func (s *Spool) SetDirectory(d *Directory) {
+	if d != nil {
+		s.dir.Store(d)
+	}
+}
+
+// Directory returns the current address book.
+func (s *Spool) Directory() *Directory { return s.dir.Load() }
+
+// staleTmpAge is how long a foreign file may sit in tmp/ before it is
+// removed (the Maildir specification's 36 hours).
+const staleTmpAge = 36 * time.Hour
+
+// cleanTmp removes what earlier runs left in tmp/ of every mailbox of d:
+// every file of ours (none of them was acknowledged: we answer only after
+// the rename into new/ is durable, so the client will retry), and any other
+// file neither read nor written for 36 hours. Recent foreign files stay:
+// Dovecot and others deliver through tmp/ too. Failures are only logged.
+func (s *Spool) cleanTmp(d *Directory, now time.Time) {
+	for _, box := range d.boxes {
+		tmp := filepath.Join(box.Path(s.root), "tmp")
+		entries, err := os.ReadDir(tmp)
+		if err != nil {
+			if !errors.Is(err, fs.ErrNotExist) {
+				s.log.Warn().Err(err).Str("dir", tmp).Msg("cannot scan tmp for stale files")
+			}
+			continue
+		}
+		for _, e := range entries {
+			if !e.Type().IsRegular() {
+				continue
+			}
+			name := e.Name()
+			if !strings.Contains(name, nameMarker) && !olderThan(filepath.Join(tmp, name), now.Add(-staleTmpAge)) {
+				continue
+			}
+			if err := os.Remove(filepath.Join(tmp, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				s.log.Warn().Err(err).Str("file", filepath.Join(tmp, name)).Msg("cannot remove stale tmp file")
+			}
+		}
+	}
+}
