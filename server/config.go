@@ -74,6 +74,9 @@ type Config struct {
 	QueueLength int
 	// Fsync makes deliveries durable before 250. Only benchmarks turn it off.
 	Fsync bool
+	// GroupCommit makes many deliveries durable with one flush (syncfs)
+	// instead of fsyncs per file; the 250 still waits for it.
+	GroupCommit bool
 
 	// CommandTimeout bounds the wait for each command, DataTimeout a whole
 	// DATA/BDAT transaction, SessionTimeout a whole connection.
@@ -117,6 +120,7 @@ func Defaults() Config {
 		Workers:             4,
 		QueueLength:         256,
 		Fsync:               true,
+		GroupCommit:         true,
 		CommandTimeout:      5 * time.Minute,
 		DataTimeout:         10 * time.Minute,
 		SessionTimeout:      30 * time.Minute,

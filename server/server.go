@@ -121,6 +121,7 @@ func New(cfg Config) (*Server, error) {
 		Workers:     cfg.Workers,
 		QueueLength: cfg.QueueLength,
 		Syncer:      syncer,
+		GroupCommit: cfg.GroupCommit,
 		Directory:   dir,
 		Log:         cfg.Log,
 	})

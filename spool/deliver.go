@@ -71,12 +71,23 @@ func escapeNameHost(host string) string {
 // resolves, ErrMailLoop, ErrNoSpace (wrapped) when the disk or a quota is
 // full; anything else is a temporary storage failure.
 func (s *Spool) Deliver(m *Message) error {
+	d, err := s.build(m, s.syncer)
+	if err != nil {
+		return err
+	}
+	published, err := d.run()
+	return d.finish(published, err)
+}
+
+// build resolves m's recipients and lays out its file, ready for
+// prepare. Files and tmp/ entries are made durable through sync.
+func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 	if m == nil {
-		return errors.New("spool: nil message")
+		return nil, errors.New("spool: nil message")
 	}
 	boxes, err := s.Directory().Resolve(m.Rcpts)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var body []byte
 	if m.Body != nil {
@@ -84,7 +95,7 @@ func (s *Spool) Deliver(m *Message) error {
 	}
 	received, returnPaths := scanHeader(body)
 	if received > maxReceived {
-		return fmt.Errorf("%w (%d)", ErrMailLoop, received)
+		return nil, fmt.Errorf("%w (%d)", ErrMailLoop, received)
 	}
 
 	// The file is our trace fields followed by the client's bytes minus any
@@ -98,22 +109,28 @@ func (s *Spool) Deliver(m *Message) error {
 		size += int64(len(seg))
 	}
 
-	d := &delivery{s: s, id: m.ID, dirs: make([]string, len(boxes))}
+	d := &delivery{s: s, id: m.ID, sync: sync, segs: segs, size: size, dirs: make([]string, len(boxes))}
 	for i, b := range boxes {
 		d.dirs[i] = b.Path(s.root)
 	}
-	if published, err := d.run(segs, size); err != nil {
+	return d, nil
+}
+
+// finish classifies and logs the outcome of a delivery.
+func (d *delivery) finish(published int, err error) error {
+	s := d.s
+	if err != nil {
 		if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-			err = fmt.Errorf("%w: message %s: %w", ErrNoSpace, m.ID, err)
+			err = fmt.Errorf("%w: message %s: %w", ErrNoSpace, d.id, err)
 		} else {
-			err = fmt.Errorf("spool: message %s: %w", m.ID, err)
+			err = fmt.Errorf("spool: message %s: %w", d.id, err)
 		}
 		// After a partial publication the client's retry will duplicate the
 		// message in the first mailboxes: say so.
-		s.log.Error().Err(err).Str("id", m.ID).Int("mailboxes", len(boxes)).Int("published", published).Msg("delivery failed")
+		s.log.Error().Err(err).Str("id", d.id).Int("mailboxes", len(d.dirs)).Int("published", published).Msg("delivery failed")
 		return err
 	}
-	s.log.Debug().Str("id", m.ID).Int("mailboxes", len(boxes)).Int64("size", size).Str("file", d.name).Msg("delivered")
+	s.log.Debug().Str("id", d.id).Int("mailboxes", len(d.dirs)).Int64("size", d.size).Str("file", d.name).Msg("delivered")
 	return nil
 }
 
@@ -121,6 +138,9 @@ func (s *Spool) Deliver(m *Message) error {
 type delivery struct {
 	s    *Spool
 	id   string
+	sync Syncer   // file and tmp/ syncs: the spool's, or none under group commit
+	segs [][]byte // the file's bytes
+	size int64
 	dirs []string // Maildir of each mailbox; dirs[0] gets the real write
 	name string   // the file's name, the same in every tmp/ and new/
 	tmp  []string // tmp/<name> files created so far, in dirs order
@@ -139,12 +159,18 @@ type delivery struct {
 // safely (an MUA may already have seen the message); the sender retries,
 // and a duplicate beats a loss. published counts the mailboxes whose new/
 // may hold the message.
-func (d *delivery) run(segs [][]byte, size int64) (published int, err error) {
-	s := d.s
-	if err := d.prepare(segs, size); err != nil {
+func (d *delivery) run() (published int, err error) {
+	if err := d.prepare(); err != nil {
 		d.removeTmp(0)
 		return 0, err
 	}
+	return d.publish(true)
+}
+
+// publish renames every tmp file into its new/ (step 4) and, with syncNew,
+// syncs each new/ (step 5); group commit flushes instead.
+func (d *delivery) publish(syncNew bool) (published int, err error) {
+	s := d.s
 	for i, dir := range d.dirs {
 		newPath := filepath.Join(dir, "new", d.name)
 		err := s.rename(d.tmp[i], newPath)
@@ -162,6 +188,9 @@ func (d *delivery) run(segs [][]byte, size int64) (published int, err error) {
 			return i, err
 		}
 	}
+	if !syncNew {
+		return len(d.dirs), nil
+	}
 	// Only this fsync makes the new names durable. Until it returns, a crash
 	// could leave the file in tmp/, where start-up would delete it, so the
 	// client must not have been told 250 yet.
@@ -175,8 +204,9 @@ func (d *delivery) run(segs [][]byte, size int64) (published int, err error) {
 
 // prepare does steps 1-3: after it, a durable copy of the message sits in
 // every mailbox's tmp/.
-func (d *delivery) prepare(segs [][]byte, size int64) error {
+func (d *delivery) prepare() error {
 	s := d.s
+	segs, size := d.segs, d.size
 	for _, dir := range d.dirs {
 		if _, ok := s.ready.Load(dir); !ok {
 			if err := s.ensureMaildir(dir); err != nil {
@@ -189,7 +219,7 @@ func (d *delivery) prepare(segs [][]byte, size int64) error {
 	for attempt := 0; ; attempt++ {
 		d.name = uniqueName(time.Now(), s.pid, nameCounter.Add(1), s.nameHost, size)
 		path := filepath.Join(first, "tmp", d.name)
-		err := s.writeFile(first, path, segs)
+		err := s.writeFile(first, path, segs, d.sync)
 		if errors.Is(err, fs.ErrExist) && attempt < 3 {
 			continue // another process with our pid and host name; take the next counter
 		}
@@ -216,7 +246,7 @@ func (d *delivery) prepare(segs [][]byte, size int64) error {
 		}
 		if err != nil {
 			s.log.Debug().Err(err).Str("id", d.id).Msg("hard link failed; writing a copy")
-			if err := s.writeFile(dir, path, segs); err != nil {
+			if err := s.writeFile(dir, path, segs, d.sync); err != nil {
 				return err
 			}
 		}
@@ -224,7 +254,7 @@ func (d *delivery) prepare(segs [][]byte, size int64) error {
 	}
 
 	for _, dir := range d.dirs {
-		if err := s.syncer.SyncDir(filepath.Join(dir, "tmp")); err != nil {
+		if err := d.sync.SyncDir(filepath.Join(dir, "tmp")); err != nil {
 			return err
 		}
 	}
@@ -242,8 +272,9 @@ func (d *delivery) removeTmp(i int) {
 }
 
 // writeFile creates path (which must not exist) in Maildir box with mode
-// 0600, writes segs, syncs and closes it. On failure it removes the file.
-func (s *Spool) writeFile(box, path string, segs [][]byte) error {
+// 0600, writes segs, syncs it with sync and closes it. On failure it
+// removes the file.
+func (s *Spool) writeFile(box, path string, segs [][]byte, sync Syncer) error {
 	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
 	f, err := os.OpenFile(path, flags, 0o600)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -257,7 +288,7 @@ func (s *Spool) writeFile(box, path string, segs [][]byte) error {
 	}
 	err = s.write(f, segs)
 	if err == nil {
-		err = s.syncer.SyncFile(f)
+		err = sync.SyncFile(f)
 	}
 	// close(2) can report deferred write errors (NFS); it must succeed too.
 	if cerr := f.Close(); err == nil {

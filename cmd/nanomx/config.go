@@ -46,6 +46,7 @@ type fileConfig struct {
 	Workers             *int              `toml:"workers"`
 	QueueLength         *int              `toml:"queue_length"`
 	Fsync               *bool             `toml:"fsync"`
+	GroupCommit         *bool             `toml:"group_commit"`
 	CommandTimeout      *string           `toml:"command_timeout"` // duration
 	DataTimeout         *string           `toml:"data_timeout"`
 	SessionTimeout      *string           `toml:"session_timeout"`
@@ -266,6 +267,9 @@ func apply(fc *fileConfig, cfg *server.Config, l *loaded) error {
 
 	setInt(&cfg.Workers, fc.Workers)
 	setInt(&cfg.QueueLength, fc.QueueLength)
+	if fc.GroupCommit != nil {
+		cfg.GroupCommit = *fc.GroupCommit
+	}
 	if fc.Fsync != nil {
 		cfg.Fsync = *fc.Fsync
 	}

@@ -75,6 +75,7 @@ bare_newline = "normalize"
 workers = 2
 queue_length = 16
 fsync = false
+group_commit = false
 command_timeout = "1m"
 data_timeout = "2m30s"
 session_timeout = "1h"
@@ -123,6 +124,7 @@ func TestEveryKey(t *testing.T) {
 	want.Workers = 2
 	want.QueueLength = 16
 	want.Fsync = false
+	want.GroupCommit = false
 	want.CommandTimeout = time.Minute
 	want.DataTimeout = 150 * time.Second
 	want.SessionTimeout = time.Hour
