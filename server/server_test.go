@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/smtp"
 	"os"
 	"path/filepath"
@@ -544,6 +545,91 @@ func TestReplyFor(t *testing.T) {
 	} {
 		if got := replyFor(tc.err).Error(); !strings.HasPrefix(got, tc.want) {
 			t.Errorf("%v → %q, want %s", tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestDataTimeout checks that a transaction trickling its data is cut by
+// the DATA deadline, which reads do not extend.
+func TestDataTimeout(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.CommandTimeout = time.Minute
+	cfg.DataTimeout = time.Second
+	cfg.SessionTimeout = time.Hour
+	r := start(t, cfg)
+	c := dial(t, r.addr)
+	c.reply()
+	c.expect("EHLO c", "250")
+	c.expect("MAIL FROM:<a@example.org>", "250")
+	c.expect("RCPT TO:<bob@example.test>", "250")
+	c.expect("DATA", "354")
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				if _, err := c.c.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	start := time.Now()
+	if g := c.reply(); !strings.HasPrefix(g, "421 4.4.2") {
+		t.Fatalf("trickled data: %q", g)
+	}
+	if time.Since(start) > 20*time.Second {
+		t.Fatalf("cut only after %v", time.Since(start))
+	}
+	if n := len(newFiles(t, cfg.MaildirRoot, "example.test", "bob")); n != 0 {
+		t.Fatalf("%d files stored from a timed-out transaction", n)
+	}
+}
+
+// TestSessionTimeout checks the whole-session cap: a client that keeps
+// its command deadline fresh with NOOPs is still cut.
+func TestSessionTimeout(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.CommandTimeout = time.Second
+	cfg.SessionTimeout = 2 * time.Second
+	r := start(t, cfg)
+	c := dial(t, r.addr)
+	c.reply()
+	for i := 0; ; i++ {
+		c.send("NOOP\r\n")
+		g := c.reply()
+		if strings.HasPrefix(g, "421 4.4.2") {
+			break
+		}
+		if !strings.HasPrefix(g, "250") || i > 100 {
+			t.Fatalf("NOOP %d: %q", i, g)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// TestIPKey checks per-IP accounting: IPv4 per address, IPv6 per /64,
+// IPv4-mapped IPv6 as IPv4.
+func TestIPKey(t *testing.T) {
+	mapped := addrOf(&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 25})
+	if mapped.String() != "192.0.2.7" {
+		t.Fatalf("mapped address %s, want 192.0.2.7", mapped)
+	}
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{
+		{"192.0.2.1", "192.0.2.1", true},
+		{"192.0.2.1", "192.0.2.2", false},
+		{"2001:db8:1:2::1", "2001:db8:1:2:ffff::9", true},
+		{"2001:db8:1:2::1", "2001:db8:1:3::1", false},
+	} {
+		a, b := netip.MustParseAddr(tc.a), netip.MustParseAddr(tc.b)
+		if got := ipKey(a) == ipKey(b); got != tc.same {
+			t.Errorf("ipKey(%s) == ipKey(%s): %v, want %v", a, b, got, tc.same)
 		}
 	}
 }
