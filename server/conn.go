@@ -32,6 +32,7 @@ const firstReservation = 64 << 10
 // otherwise, only the connection's event loop touches it.
 type conn struct {
 	srv  *Server
+	lv   *live     // the settings in force when the connection opened
 	gc   gnet.Conn // valid for Wake from any goroutine
 	sess *proto.Session
 	log  zerolog.Logger
@@ -76,13 +77,14 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	}
 	remote := addrOf(gc.RemoteAddr())
 	key := ipKey(remote)
+	lv := s.live.Load()
 	s.mu.Lock()
 	switch {
-	case len(s.conns) >= s.cfg.MaxConnections:
+	case len(s.conns) >= lv.cfg.MaxConnections:
 		s.mu.Unlock()
 		s.stats.Refused.Add(1)
 		return proto.ReplyTooManyConns.Bytes(), gnet.Close
-	case s.perIP[key] >= s.cfg.MaxConnectionsPerIP:
+	case s.perIP[key] >= lv.cfg.MaxConnectionsPerIP:
 		s.mu.Unlock()
 		s.stats.Refused.Add(1)
 		return proto.ReplyTooManyConnsPerIP.Bytes(), gnet.Close
@@ -90,24 +92,25 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	now := time.Now()
 	c := &conn{
 		srv:        s,
+		lv:         lv,
 		gc:         gc,
 		remote:     remote,
 		key:        key,
 		opened:     now,
-		sessionEnd: now.Add(s.cfg.SessionTimeout).UnixNano(),
+		sessionEnd: now.Add(lv.cfg.SessionTimeout).UnixNano(),
 	}
 	c.sid = s.idBase + "s" + itoa36(s.nextSID.Add(1))
-	c.deadline.Store(min(now.Add(s.cfg.CommandTimeout).UnixNano(), c.sessionEnd))
+	c.deadline.Store(min(now.Add(lv.cfg.CommandTimeout).UnixNano(), c.sessionEnd))
 	s.conns[c] = struct{}{}
 	s.perIP[key]++
 	s.mu.Unlock()
 
 	c.log = s.log.With().Str("sid", c.sid).Str("remote", remote.String()).Logger()
-	c.sess = s.dialect.NewSession(c)
+	c.sess = lv.dialect.NewSession(c)
 	gc.SetContext(c)
 	s.stats.Accepted.Add(1)
 	c.log.Debug().Msg("connection opened")
-	return s.dialect.Greeting(), gnet.None
+	return lv.dialect.Greeting(), gnet.None
 }
 
 // OnClose forgets the connection, frees what it holds and logs one line.
@@ -165,7 +168,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		if r == nil {
 			// Still with the spool. Pipelined input waits in gnet's buffer,
 			// which cannot be paused (gnet v2): bound it instead.
-			if gc.InboundBuffered() > s.cfg.MaxPendingInput || c.flags.Load()&flagForce != 0 {
+			if gc.InboundBuffered() > c.lv.cfg.MaxPendingInput || c.flags.Load()&flagForce != 0 {
 				_, _ = gc.Write(proto.ReplyPipelineOverflow.Bytes())
 				c.reason = "pipelined input overflow"
 				return gnet.Close
@@ -234,13 +237,13 @@ func (c *conn) setDeadline() {
 			return
 		}
 		c.inTransfer = true
-		d = time.Now().Add(c.srv.cfg.DataTimeout).UnixNano()
+		d = time.Now().Add(c.lv.cfg.DataTimeout).UnixNano()
 	default:
 		if cmds := c.sess.Commands(); cmds == c.lastCmds && !c.inTransfer {
 			return
 		}
 		c.inTransfer = false
-		d = time.Now().Add(c.srv.cfg.CommandTimeout).UnixNano()
+		d = time.Now().Add(c.lv.cfg.CommandTimeout).UnixNano()
 	}
 	c.lastCmds = c.sess.Commands()
 	c.deadline.Store(min(d, c.sessionEnd))
@@ -360,7 +363,7 @@ func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
 // BeginBody reserves body budget and takes a pooled buffer. With no budget
 // left the transaction is refused 452 4.3.1 rather than memory grown.
 func (c *conn) BeginBody(sizeHint int64) *proto.Reply {
-	n := max(min(sizeHint, c.srv.cfg.MaxMessageBytes), firstReservation)
+	n := max(min(sizeHint, c.lv.cfg.MaxMessageBytes), firstReservation)
 	if !c.srv.reserve(n) {
 		return proto.ReplyNoStorageMemory
 	}

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,10 +38,12 @@ import (
 type Server struct {
 	gnet.BuiltinEventEngine
 
-	cfg     Config
-	log     zerolog.Logger
-	dialect *proto.Dialect
-	spool   *spool.Spool
+	cfg   Config // as started; Reload changes live, not this
+	log   zerolog.Logger
+	spool *spool.Spool
+	// live holds the reloadable settings; each connection keeps the ones
+	// in force when it opened.
+	live atomic.Pointer[live]
 
 	eng    gnet.Engine
 	booted chan struct{}
@@ -128,22 +131,9 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, &ConfigError{Key: "maildir_root", Err: err}
 	}
-	bare := proto.BareNewlineReject
-	if cfg.BareNewline == BareNewlineNormalize {
-		bare = proto.BareNewlineNormalize
-	}
 	s := &Server{
-		cfg: cfg,
-		log: cfg.Log,
-		dialect: proto.NewDialect(proto.Config{
-			Hostname:            cfg.Hostname,
-			MaxLineBytes:        cfg.MaxLineBytes,
-			MaxAddressAllowance: cfg.MaxAddressAllowance,
-			MaxRcpts:            cfg.MaxRecipients,
-			MaxMessageBytes:     cfg.MaxMessageBytes,
-			MaxBadCommands:      cfg.MaxBadCommands,
-			BareNewline:         bare,
-		}),
+		cfg:    cfg,
+		log:    cfg.Log,
 		spool:  sp,
 		booted: make(chan struct{}),
 		conns:  make(map[*conn]struct{}),
@@ -151,7 +141,71 @@ func New(cfg Config) (*Server, error) {
 		idBase: strings.ToUpper(fmt.Sprintf("%09x", time.Now().Unix())),
 	}
 	s.budget.Store(cfg.BodyBudgetBytes)
+	s.live.Store(newLive(cfg))
 	return s, nil
+}
+
+// live is one generation of reloadable settings.
+type live struct {
+	cfg     Config
+	dialect *proto.Dialect
+}
+
+func newLive(cfg Config) *live {
+	bare := proto.BareNewlineReject
+	if cfg.BareNewline == BareNewlineNormalize {
+		bare = proto.BareNewlineNormalize
+	}
+	return &live{cfg: cfg, dialect: proto.NewDialect(proto.Config{
+		Hostname:            cfg.Hostname,
+		MaxLineBytes:        cfg.MaxLineBytes,
+		MaxAddressAllowance: cfg.MaxAddressAllowance,
+		MaxRcpts:            cfg.MaxRecipients,
+		MaxMessageBytes:     cfg.MaxMessageBytes,
+		MaxBadCommands:      cfg.MaxBadCommands,
+		BareNewline:         bare,
+	})}
+}
+
+// Reload applies a new configuration without dropping connections (SIGHUP):
+// the address book at once for every session, limits and timeouts for
+// connections opened from now on. Settings fixed at start-up (listen
+// addresses, Maildir root, hostname, workers, durability, event loops)
+// cannot change; a config that changes them, or any invalid one, is
+// refused whole with a *ConfigError and the running settings stay.
+func (s *Server) Reload(cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	old := s.live.Load().cfg
+	for _, f := range []struct {
+		key  string
+		same bool
+	}{
+		{"listen", slices.Equal(cfg.Listen, old.Listen)},
+		{"maildir_root", cfg.MaildirRoot == old.MaildirRoot},
+		{"hostname", cfg.Hostname == old.Hostname},
+		{"workers", cfg.Workers == old.Workers},
+		{"queue_length", cfg.QueueLength == old.QueueLength},
+		{"fsync", cfg.Fsync == old.Fsync},
+		{"group_commit", cfg.GroupCommit == old.GroupCommit},
+		{"event_loops", cfg.EventLoops == old.EventLoops},
+	} {
+		if !f.same {
+			return &ConfigError{Key: f.key, Err: errors.New("cannot change without a restart")}
+		}
+	}
+	dir, err := newDirectory(cfg)
+	if err != nil {
+		return err
+	}
+	cfg.Log, cfg.syncer = old.Log, old.syncer
+	s.spool.SetDirectory(dir)
+	// Reservations in flight stay valid; only the headroom changes.
+	s.budget.Add(cfg.BodyBudgetBytes - old.BodyBudgetBytes)
+	s.live.Store(newLive(cfg))
+	s.log.Info().Int("domains", len(cfg.Domains)).Int("mailboxes", len(cfg.Mailboxes)).Msg("configuration reloaded")
+	return nil
 }
 
 // Run serves cfg until ctx is cancelled, then drains: it stops accepting,

@@ -10,6 +10,7 @@ import (
 	"net/smtp"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -632,4 +633,53 @@ func TestIPKey(t *testing.T) {
 			t.Errorf("ipKey(%s) == ipKey(%s): %v, want %v", a, b, got, tc.same)
 		}
 	}
+}
+
+// TestReload checks SIGHUP semantics: the address book changes for every
+// session at once, limits for new connections, nothing is dropped, and a
+// bad or restart-only change is refused whole.
+func TestReload(t *testing.T) {
+	cfg := testServerConfig(t)
+	r := start(t, cfg)
+	a := dial(t, r.addr)
+	a.reply()
+	a.expect("EHLO a", "250")
+
+	next := cfg
+	next.Mailboxes = append(slices.Clone(cfg.Mailboxes), "carol@example.test")
+	next.MaxRecipients = 1
+	if err := r.srv.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	// The open session sees the new mailbox but keeps its limits.
+	a.expect("MAIL FROM:<x@example.org>", "250")
+	a.expect("RCPT TO:<carol@example.test>", "250 2.1.5")
+	a.expect("RCPT TO:<bob@example.test>", "250 2.1.5")
+	// A new session gets the new limit.
+	b := dial(t, r.addr)
+	b.reply()
+	b.expect("EHLO b", "250")
+	b.expect("MAIL FROM:<x@example.org>", "250")
+	b.expect("RCPT TO:<carol@example.test>", "250 2.1.5")
+	b.expect("RCPT TO:<bob@example.test>", "452 4.5.3")
+
+	var ce *ConfigError
+	moved := next
+	moved.Listen = []string{"127.0.0.1:1"}
+	if err := r.srv.Reload(moved); !errors.As(err, &ce) || ce.Key != "listen" {
+		t.Fatalf("listen change: %v", err)
+	}
+	bad := next
+	bad.Mailboxes = []string{"bob@example.test", "a/b@example.test"}
+	bad.Postmaster = "bob@example.test"
+	if err := r.srv.Reload(bad); !errors.As(err, &ce) || ce.Key != "mailboxes" {
+		t.Fatalf("bad mailbox: %v", err)
+	}
+	// Still the last good configuration.
+	c := dial(t, r.addr)
+	c.reply()
+	c.expect("EHLO c", "250")
+	c.expect("MAIL FROM:<x@example.org>", "250")
+	c.expect("RCPT TO:<carol@example.test>", "250 2.1.5")
+	a.expect("QUIT", "221")
 }

@@ -340,3 +340,72 @@ func TestE2EDevDefault(t *testing.T) {
 		t.Fatalf("mail/localhost holds %v, want only catchall", ents)
 	}
 }
+
+// TestE2EReloadOnHUP rewrites the config file with a new mailbox, sends
+// SIGHUP, and checks that an open session survives and the new mailbox is
+// served; then a broken file is refused and the old settings stay.
+func TestE2EReloadOnHUP(t *testing.T) {
+	p, root := startWithConfig(t)
+	c, err := smtp.Dial(p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.example.org"); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(p.dir, "nanomx.toml")
+	conf, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withCarol := strings.Replace(string(conf), `"bob@example.test"]`, `"bob@example.test", "carol@example.test"]`, 1)
+	if err := os.WriteFile(path, []byte(withCarol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitLog := func(what string, n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(p.log.String(), what) < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the log:\n%s", what, p.log.String())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog("SIGHUP: configuration reloaded", 1)
+	// The session opened before the reload goes on, and carol exists now.
+	if err := c.Mail("s@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("carol@example.test"); err != nil {
+		t.Fatalf("carol after reload: %v", err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(w, "Subject: reload\r\n\r\nhi carol\r\n")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(maildirFiles(t, filepath.Join(root, "example.test", "carol"))); n != 1 {
+		t.Fatalf("carol has %d messages", n)
+	}
+	// A broken file is refused; carol stays.
+	if err := os.WriteFile(path, []byte(withCarol+"\nmax_recipients = \"many\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog("SIGHUP: configuration refused", 1)
+	if err := c.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("s@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("carol@example.test"); err != nil {
+		t.Fatalf("carol after a refused reload: %v", err)
+	}
+}

@@ -104,8 +104,9 @@ func newServeFlags(out io.Writer) *serveFlags {
 		fmt.Fprint(fs.Output(), `Usage: nanomx serve [-config FILE] [flags]
 
 Runs the MX until SIGTERM or SIGINT, then stops accepting, finishes the
-messages in flight and exits 0. SIGHUP re-reads and checks the config file;
-changes take effect on restart.
+messages in flight and exits 0. SIGHUP reloads the config file without
+dropping connections (listen, maildir_root, hostname, workers, fsync and
+event_loops need a restart).
 
 Without -config it runs the development default: 127.0.0.1:2525, domain
 localhost, every address delivered to ./mail/localhost/catchall/.
@@ -262,7 +263,6 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	go recheckOnHUP(ctx, hup, args, log)
 
 	if l.Config.PprofAddr != "" {
 		closePprof, err := startPprof(l.Config.PprofAddr, log)
@@ -284,7 +284,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		source = "(development default)"
 	}
 	log.Info().Str("version", versionString()).Str("config", source).Msg("nanomx starting")
-	if err := server.Run(ctx, cfg); err != nil {
+	srv, err := server.New(cfg)
+	if err == nil {
+		go reloadOnHUP(ctx, hup, args, srv, log)
+		err = srv.Serve(ctx)
+	}
+	if err != nil {
 		log.Error().Err(l.explain(err)).Msg("nanomx stopped on error")
 		return exitError
 	}
@@ -309,11 +314,11 @@ func newLogger(w io.Writer, format string, level zerolog.Level) zerolog.Logger {
 	return zerolog.New(w).With().Timestamp().Logger()
 }
 
-// recheckOnHUP answers SIGHUP (systemctl reload) by reading and checking
-// the config file again and logging the verdict. Settings are not swapped
-// into the running server: a restart applies them. Without this handler
-// SIGHUP would kill the process.
-func recheckOnHUP(ctx context.Context, hup <-chan os.Signal, args []string, log zerolog.Logger) {
+// reloadOnHUP answers SIGHUP (systemctl reload): it reads the config file
+// again (with the same flags on top) and hands it to the running server,
+// which applies it without dropping connections or refuses it whole, in
+// which case the old settings stay and the log says why.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, args []string, srv *server.Server, log zerolog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -322,15 +327,15 @@ func recheckOnHUP(ctx context.Context, hup <-chan os.Signal, args []string, log 
 		}
 		l, err := parseServe(args, io.Discard)
 		if err == nil {
-			err = l.explain(server.Check(l.Config))
+			err = l.explain(srv.Reload(l.Config))
 		}
 		switch {
 		case err != nil:
-			log.Error().Err(err).Msg("SIGHUP: the configuration has errors; the running server keeps its settings")
+			log.Error().Err(err).Msg("SIGHUP: configuration refused; the running settings stay")
 		case l.Dev():
-			log.Info().Msg("SIGHUP: no config file to re-read")
+			log.Info().Msg("SIGHUP: development default reloaded")
 		default:
-			log.Info().Str("config", l.Path).Msg("SIGHUP: config file is valid; restart nanomx to apply it")
+			log.Info().Str("config", l.Path).Msg("SIGHUP: configuration reloaded")
 		}
 	}
 }
