@@ -211,7 +211,8 @@ func parsePath(b, dst []byte) (out []byte, rest []byte, p path, perr pathError) 
 			}
 			i++
 		}
-		if i == len(inner) {
+		// A route must lead to a mailbox: "<@a:>" has none.
+		if i+1 >= len(inner) {
 			return out, nil, p, pathSyntax
 		}
 		inner = inner[i+1:]

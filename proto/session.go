@@ -195,6 +195,7 @@ type Session struct {
 	bdatPrev   state  // state to return to after a refused chunk
 
 	skipping bool // inside an over-long command line, dropping to its LF
+	skipCR   bool // the last octet dropped while skipping was CR
 	bad      int  // rejected commands so far
 	commands uint64
 }
@@ -232,11 +233,20 @@ func (s *Session) Feed(in []byte) int {
 			i := bytes.IndexByte(in[n:], '\n')
 			if s.skipping {
 				if i < 0 {
+					s.skipCR = in[len(in)-1] == '\r'
 					return len(in)
 				}
+				// The CR before this LF may have gone with an earlier
+				// chunk. A bare LF closes, as command decides for a line
+				// that arrived whole: the reply must not hang on chunking.
+				crlf := (i > 0 && in[n+i-1] == '\r') || (i == 0 && s.skipCR)
 				n += i + 1
 				s.skipping = false
-				s.reject(ReplyLineTooLong)
+				if crlf {
+					s.reject(ReplyLineTooLong)
+				} else {
+					s.close(ReplyBareLFCommand)
+				}
 				continue
 			}
 			if i < 0 {
@@ -244,6 +254,7 @@ func (s *Session) Feed(in []byte) int {
 					// No line can be this long: drop it now rather than
 					// buffer it, and answer when its end arrives.
 					s.skipping = true
+					s.skipCR = in[len(in)-1] == '\r'
 					return len(in)
 				}
 				return n
@@ -871,12 +882,17 @@ func (s *Session) feedData(p []byte) int {
 
 // emit stores decoded octets unless the message is being discarded.
 func (s *Session) emit(p []byte) {
-	if len(p) == 0 || s.tooBig || s.bodyErr != nil || (s.bare && s.d.cfg.BareNewline == BareNewlineReject) {
+	if len(p) == 0 || s.tooBig || (s.bare && s.d.cfg.BareNewline == BareNewlineReject) {
 		return
 	}
+	// Count on after a WriteBody refusal: a message over the limit gets
+	// 552 however its data was cut into reads, not the handler's reply.
 	s.bodyLen += int64(len(p))
 	if s.bodyLen > s.d.cfg.MaxMessageBytes {
 		s.tooBig = true
+		return
+	}
+	if s.bodyErr != nil {
 		return
 	}
 	if r := s.h.WriteBody(p); r != nil {

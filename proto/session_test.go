@@ -1,10 +1,11 @@
 package proto
 
 import (
-	"bufio"
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,10 +16,14 @@ import (
 type fakeHandler struct {
 	body      []byte
 	begun     bool
+	begins    int // accepted BeginBody calls
 	aborted   int
 	budget    int64 // refuse BeginBody when sizeHint > budget (0 = no limit)
 	writeCap  int   // refuse WriteBody past this many bytes (0 = no limit)
 	freeBytes int64 // CheckMail refuses SIZE= above it (0 = no limit)
+	// failDeliveries answers that many waiting messages, first ones
+	// first, Failed(ReplyLocalError) instead of Delivered.
+	failDeliveries int
 }
 
 func (h *fakeHandler) CheckMail(size int64) *Reply {
@@ -55,6 +60,7 @@ func (h *fakeHandler) BeginBody(sizeHint int64) *Reply {
 		return ReplyNoStorageMemory
 	}
 	h.begun = true
+	h.begins++
 	h.body = h.body[:0]
 	return nil
 }
@@ -92,8 +98,11 @@ func testConfig() Config {
 
 // run feeds input to a new session in the given chunks, re-offering the
 // unconsumed rest with the next chunk as gnet does, and answers every
-// waiting message Delivered("ID"). It returns all output and the stored
-// messages.
+// waiting message Delivered("ID") (or Failed, see failDeliveries). It
+// returns all output and the stored messages. It also checks what must
+// hold after every Feed: Feed stops short only for a reason (waiting,
+// closed, or half a command line that could still be legal), and a body
+// is never left begun by an idle or closed session.
 func run(t testing.TB, cfg Config, h *fakeHandler, chunks [][]byte) (out string, msgs []string, closed bool) {
 	t.Helper()
 	s := NewDialect(cfg).NewSession(h)
@@ -103,6 +112,9 @@ func run(t testing.TB, cfg Config, h *fakeHandler, chunks [][]byte) (out string,
 	step := func() {
 		for {
 			n := s.Feed(buf)
+			if n < 0 || n > len(buf) {
+				t.Fatalf("Feed returned %d of %d", n, len(buf))
+			}
 			buf = buf[n:]
 			if s.Waiting() {
 				if !h.begun {
@@ -112,12 +124,31 @@ func run(t testing.TB, cfg Config, h *fakeHandler, chunks [][]byte) (out string,
 				if len(env.Rcpts) == 0 {
 					t.Fatalf("waiting without recipients")
 				}
-				msgs = append(msgs, string(h.body))
-				h.begun = false
-				s.Delivered("ID")
+				if env.Size != int64(len(h.body)) {
+					t.Fatalf("envelope size %d, body %d", env.Size, len(h.body))
+				}
+				h.begun = false // the server takes the body
+				if h.failDeliveries > 0 {
+					h.failDeliveries--
+					s.Failed(ReplyLocalError)
+				} else {
+					msgs = append(msgs, string(h.body))
+					s.Delivered("ID")
+				}
 				continue
 			}
 			break
+		}
+		switch {
+		case s.Closed():
+		case s.state == stateData || s.state == stateBdat:
+			if len(buf) > 0 {
+				t.Fatalf("Feed left %d bytes while reading message data", len(buf))
+			}
+		default:
+			if bytes.IndexByte(buf, '\n') >= 0 || len(buf) >= s.d.maxMailLine {
+				t.Fatalf("Feed left %d bytes unconsumed with no reason: %q", len(buf), buf)
+			}
 		}
 		o.Write(s.Output())
 		s.ClearOutput()
@@ -129,116 +160,249 @@ func run(t testing.TB, cfg Config, h *fakeHandler, chunks [][]byte) (out string,
 		buf = append(buf, c...)
 		step()
 	}
-	if h.begun && !s.Closed() && !s.InTransfer() {
-		t.Fatalf("body begun but session idle")
+	if h.begun && (s.Closed() || !s.InTransfer()) {
+		t.Fatalf("body begun but session idle or closed (state %v)", s.state)
 	}
 	return o.String(), msgs, s.Closed()
 }
 
-// transcript is a parsed testdata file: "C: " lines are client lines (CRLF
-// appended), "R: " lines are raw client bytes in Go string syntax (no CRLF
-// appended), "S: " lines are expected server lines, "M: " lines are the
-// expected stored message (LF joined; "M: ---" separates messages), "X:"
-// expects the connection closed, and "O: key=value" sets options.
+// transcript is one session of a testdata file. A file holds one or more
+// sessions; a line starting with "=" begins the next one (options reset).
+// Lines:
+//
+//	C: text       a client line (CRLF appended)
+//	R: "..."      raw client bytes in Go string syntax (no CRLF appended)
+//	S: text       an expected server line (CRLF appended)
+//	E:            the expected EHLO reply of mx.example.test (multi-line;
+//	              ehlo.txt spells it out)
+//	M: text       a line of the expected stored message (LF appended);
+//	              "M: ---" starts the next message
+//	B: "..."      raw bytes of the expected message in Go string syntax
+//	              (no LF appended; `B: ""` expects an empty message)
+//	X:            the session ends closed
+//	A: n          AbortBody is called n times in all
+//	O: key=value  an option (see below)
+//	# ...         a comment
+//
+// In C, R, S, M and B text, {{s*N}} stands for s repeated N times.
 type transcript struct {
-	name   string
-	cfg    Config
-	h      fakeHandler
-	input  []byte
-	want   string
-	msgs   []string
-	closed bool
+	name    string
+	cfg     Config
+	h       fakeHandler
+	input   []byte
+	want    string
+	msgs    []string
+	closed  bool
+	aborted int // -1: not checked
 }
 
-func loadTranscripts(t *testing.T) []transcript {
+var repeatMacro = regexp.MustCompile(`\{\{([^*}]*)\*([0-9]+)\}\}`)
+
+// expand replaces each {{s*N}} with s repeated N times.
+func expand(s string) string {
+	return repeatMacro.ReplaceAllStringFunc(s, func(m string) string {
+		sub := repeatMacro.FindStringSubmatch(m)
+		n, _ := strconv.Atoi(sub[2])
+		return strings.Repeat(sub[1], n)
+	})
+}
+
+func loadTranscripts(t testing.TB) []transcript {
 	files, err := filepath.Glob("testdata/transcripts/*.txt")
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no transcripts: %v", err)
 	}
 	var all []transcript
 	for _, f := range files {
-		fh, err := os.Open(f)
+		data, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr := transcript{name: filepath.Base(f), cfg: testConfig()}
-		var msg *strings.Builder
-		var want strings.Builder
-		want.WriteString("220 mx.example.test ESMTP nanomx\r\n")
-		sc := bufio.NewScanner(fh)
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			if line == "" || strings.HasPrefix(line, "#") {
-				continue
-			}
-			tag, rest, _ := strings.Cut(line, ":")
-			rest = strings.TrimPrefix(rest, " ")
-			switch tag {
-			case "C":
-				tr.input = append(tr.input, rest+"\r\n"...)
-			case "R":
-				u, err := strconv.Unquote(rest)
-				if err != nil {
-					t.Fatalf("%s: bad R line %q: %v", f, rest, err)
-				}
-				tr.input = append(tr.input, u...)
-			case "S":
-				want.WriteString(rest + "\r\n")
-			case "M":
-				if rest == "---" || msg == nil {
-					if msg != nil {
-						tr.msgs = append(tr.msgs, msg.String())
-					}
-					msg = &strings.Builder{}
-					if rest == "---" {
-						continue
-					}
-				}
-				msg.WriteString(rest + "\n")
-			case "X":
-				tr.closed = true
-			case "O":
-				k, v, _ := strings.Cut(rest, "=")
-				n, _ := strconv.Atoi(v)
-				switch k {
-				case "bare_newline":
-					if v == "normalize" {
-						tr.cfg.BareNewline = BareNewlineNormalize
-					}
-				case "max_rcpts":
-					tr.cfg.MaxRcpts = n
-				case "max_message_bytes":
-					tr.cfg.MaxMessageBytes = int64(n)
-				case "max_bad_commands":
-					tr.cfg.MaxBadCommands = n
-				case "budget":
-					tr.h.budget = int64(n)
-				case "write_cap":
-					tr.h.writeCap = n
-				case "free_bytes":
-					tr.h.freeBytes = int64(n)
-				default:
-					t.Fatalf("%s: unknown option %q", f, k)
-				}
-			default:
-				t.Fatalf("%s: bad line %q", f, line)
-			}
-		}
-		fh.Close()
-		if msg != nil {
-			tr.msgs = append(tr.msgs, msg.String())
-		}
-		tr.want = want.String()
-		all = append(all, tr)
+		all = append(all, parseTranscripts(t, filepath.Base(f), string(data))...)
 	}
 	return all
 }
 
-func check(t *testing.T, tr transcript, how string, out string, msgs []string, closed bool) {
+func parseTranscripts(t testing.TB, name, data string) []transcript {
+	var all []transcript
+	var tr transcript
+	var msg *strings.Builder
+	var want strings.Builder
+	session := 0
+	begin := func() {
+		session++
+		tr = transcript{name: name, cfg: testConfig(), aborted: -1}
+		if session > 1 {
+			tr.name += "#" + strconv.Itoa(session)
+		}
+		msg = nil
+		want.Reset()
+		want.WriteString("220 mx.example.test ESMTP nanomx\r\n")
+	}
+	finish := func() {
+		if msg != nil {
+			tr.msgs = append(tr.msgs, msg.String())
+		}
+		tr.want = want.String()
+		if len(tr.input) == 0 {
+			t.Fatalf("%s: session without input", tr.name)
+		}
+		all = append(all, tr)
+	}
+	unquote := func(s string) string {
+		u, err := strconv.Unquote(s)
+		if err != nil {
+			t.Fatalf("%s: bad quoted string %q: %v", tr.name, s, err)
+		}
+		return u
+	}
+	begin()
+	for _, line := range strings.Split(data, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if strings.HasPrefix(line, "=") {
+			finish()
+			begin()
+			continue
+		}
+		tag, rest, _ := strings.Cut(line, ":")
+		rest = strings.TrimPrefix(rest, " ")
+		switch tag {
+		case "C":
+			tr.input = append(tr.input, expand(rest)+"\r\n"...)
+		case "R":
+			tr.input = append(tr.input, expand(unquote(rest))...)
+		case "S":
+			want.WriteString(expand(rest) + "\r\n")
+		case "E":
+			want.WriteString("250-mx.example.test\r\n250-PIPELINING\r\n" +
+				"250-SIZE " + strconv.FormatInt(tr.cfg.MaxMessageBytes, 10) + "\r\n" +
+				"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n")
+		case "M", "B":
+			if rest == "---" || msg == nil {
+				if msg != nil {
+					tr.msgs = append(tr.msgs, msg.String())
+				}
+				msg = &strings.Builder{}
+				if rest == "---" {
+					continue
+				}
+			}
+			if tag == "M" {
+				msg.WriteString(expand(rest) + "\n")
+			} else {
+				msg.WriteString(expand(unquote(rest)))
+			}
+		case "X":
+			tr.closed = true
+		case "A":
+			n, err := strconv.Atoi(rest)
+			if err != nil {
+				t.Fatalf("%s: bad A line %q", tr.name, line)
+			}
+			tr.aborted = n
+		case "O":
+			k, v, _ := strings.Cut(rest, "=")
+			n, _ := strconv.Atoi(v)
+			switch k {
+			case "bare_newline":
+				switch v {
+				case "normalize":
+					tr.cfg.BareNewline = BareNewlineNormalize
+				case "reject":
+					tr.cfg.BareNewline = BareNewlineReject
+				default:
+					t.Fatalf("%s: bad bare_newline %q", tr.name, v)
+				}
+			case "max_rcpts":
+				tr.cfg.MaxRcpts = n
+			case "max_message_bytes":
+				tr.cfg.MaxMessageBytes = int64(n)
+			case "max_bad_commands":
+				tr.cfg.MaxBadCommands = n
+			case "budget":
+				tr.h.budget = int64(n)
+			case "write_cap":
+				tr.h.writeCap = n
+			case "free_bytes":
+				tr.h.freeBytes = int64(n)
+			case "fail_deliveries":
+				tr.h.failDeliveries = n
+			default:
+				t.Fatalf("%s: unknown option %q", tr.name, k)
+			}
+		default:
+			t.Fatalf("%s: bad line %q", tr.name, line)
+		}
+	}
+	finish()
+	return all
+}
+
+// checkReplies returns an error for the first malformed reply in out.
+// Each line is three digits (2xx to 5xx), SP or "-", text and CRLF, with
+// no other CR or LF; the lines of a multi-line reply share a code. Every
+// 2xx, 4xx and 5xx reply but the greeting and the HELO/EHLO replies
+// (RFC 2034) starts its text with an RFC 3463 enhanced status code of the
+// reply's class.
+func checkReplies(d *Dialect, out []byte) error {
+	cont := "" // the code of an unfinished multi-line reply
+next:
+	for len(out) > 0 {
+		if cont == "" {
+			for _, fixed := range [][]byte{d.greeting, d.ehlo, d.helo} {
+				if bytes.HasPrefix(out, fixed) {
+					out = out[len(fixed):]
+					continue next
+				}
+			}
+		}
+		i := bytes.Index(out, []byte("\r\n"))
+		if i < 0 {
+			return fmt.Errorf("reply without CRLF: %q", out)
+		}
+		line := string(out[:i])
+		out = out[i+2:]
+		if strings.ContainsAny(line, "\r\n") {
+			return fmt.Errorf("bare CR or LF in reply %q", line)
+		}
+		if len(line) < 5 || line[0] < '2' || line[0] > '5' ||
+			line[1] < '0' || line[1] > '9' || line[2] < '0' || line[2] > '9' ||
+			(line[3] != ' ' && line[3] != '-') {
+			return fmt.Errorf("malformed reply %q", line)
+		}
+		code := line[:3]
+		if cont != "" && code != cont {
+			return fmt.Errorf("multi-line reply changes code: %q after %s", line, cont)
+		}
+		cont = ""
+		if line[3] == '-' {
+			cont = code
+		}
+		if code[0] == '3' {
+			continue
+		}
+		if !enhancedCode.MatchString(line[4:]) || line[4] != code[0] {
+			return fmt.Errorf("reply %q lacks an enhanced status code of its class", line)
+		}
+	}
+	if cont != "" {
+		return fmt.Errorf("unfinished multi-line reply %s", cont)
+	}
+	return nil
+}
+
+var enhancedCode = regexp.MustCompile(`^[245]\.[0-9]{1,3}\.[0-9]{1,3} `)
+
+func check(t *testing.T, tr transcript, how string, h *fakeHandler, out string, msgs []string, closed bool) {
 	t.Helper()
 	if out != tr.want {
 		t.Fatalf("%s (%s): replies differ\n got: %q\nwant: %q", tr.name, how, out, tr.want)
+	}
+
+	if tr.aborted >= 0 && h.aborted != tr.aborted {
+		t.Fatalf("%s (%s): AbortBody called %d times, want %d", tr.name, how, h.aborted, tr.aborted)
 	}
 	if len(msgs) != len(tr.msgs) {
 		t.Fatalf("%s (%s): %d messages stored, want %d: %q", tr.name, how, len(msgs), len(tr.msgs), msgs)
@@ -258,9 +422,14 @@ func check(t *testing.T, tr transcript, how string, out string, msgs []string, c
 func TestTranscripts(t *testing.T) {
 	for _, tr := range loadTranscripts(t) {
 		t.Run(tr.name, func(t *testing.T) {
+			// Every run must produce exactly tr.want, so checking the
+			// expected replies once covers them all.
+			if err := checkReplies(NewDialect(tr.cfg), []byte(tr.want)); err != nil {
+				t.Fatalf("%s: expected replies: %v", tr.name, err)
+			}
 			h := tr.h
 			out, msgs, closed := run(t, tr.cfg, &h, [][]byte{tr.input})
-			check(t, tr, "whole", out, msgs, closed)
+			check(t, tr, "whole", &h, out, msgs, closed)
 
 			h = tr.h
 			var bytewise [][]byte
@@ -268,12 +437,12 @@ func TestTranscripts(t *testing.T) {
 				bytewise = append(bytewise, tr.input[i:i+1])
 			}
 			out, msgs, closed = run(t, tr.cfg, &h, bytewise)
-			check(t, tr, "bytewise", out, msgs, closed)
+			check(t, tr, "bytewise", &h, out, msgs, closed)
 
 			for cut := 1; cut < len(tr.input); cut++ {
 				h = tr.h
 				out, msgs, closed = run(t, tr.cfg, &h, [][]byte{tr.input[:cut], tr.input[cut:]})
-				check(t, tr, "cut at "+strconv.Itoa(cut), out, msgs, closed)
+				check(t, tr, "cut at "+strconv.Itoa(cut), &h, out, msgs, closed)
 			}
 		})
 	}

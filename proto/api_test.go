@@ -1,0 +1,464 @@
+package proto
+
+import (
+	"bytes"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+)
+
+// feedString feeds in whole and returns the replies it produced; the
+// session must consume all of it unless it stops to wait or close.
+func feedString(t *testing.T, s *Session, in string) string {
+	t.Helper()
+	n := s.Feed([]byte(in))
+	if n != len(in) && !s.Waiting() && !s.Closed() {
+		t.Fatalf("Feed consumed %d of %d octets of %q", n, len(in), in)
+	}
+	out := string(s.Output())
+	s.ClearOutput()
+	return out
+}
+
+// newRcptSession returns a session after EHLO, MAIL and one RCPT.
+func newRcptSession(t *testing.T, cfg Config, h Handler) *Session {
+	t.Helper()
+	s := NewDialect(cfg).NewSession(h)
+	out := feedString(t, s, "EHLO c.example.org\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.test>\r\n")
+	if !strings.HasSuffix(out, "250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n") {
+		t.Fatalf("setup: %q", out)
+	}
+	return s
+}
+
+// TestWaitingStopsFeed checks that a complete message stops the session:
+// Feed consumes nothing while it waits, and a pipelined NOOP is answered
+// only after the message's own reply.
+func TestWaitingStopsFeed(t *testing.T) {
+	h := &fakeHandler{}
+	s := newRcptSession(t, testConfig(), h)
+	in := []byte("DATA\r\nhello\r\n.\r\nNOOP\r\n")
+	n := s.Feed(in)
+	if want := len(in) - len("NOOP\r\n"); n != want {
+		t.Fatalf("Feed consumed %d, want %d", n, want)
+	}
+	if !s.Waiting() || s.Closed() || s.InTransfer() {
+		t.Fatalf("Waiting %v Closed %v InTransfer %v", s.Waiting(), s.Closed(), s.InTransfer())
+	}
+	if got := string(s.Output()); got != "354 End data with <CR><LF>.<CR><LF>\r\n" {
+		t.Fatalf("output while waiting: %q", got)
+	}
+	for range 3 {
+		if n := s.Feed(in[n:]); n != 0 {
+			t.Fatalf("Feed consumed %d while waiting", n)
+		}
+	}
+	if got := string(s.Output()); strings.Contains(got, "250") {
+		t.Fatalf("NOOP answered while waiting: %q", got)
+	}
+	if string(h.body) != "hello\n" {
+		t.Fatalf("body %q", h.body)
+	}
+	h.begun = false
+	s.Delivered("Q1")
+	if n := s.Feed(in[n:]); n != len("NOOP\r\n") {
+		t.Fatalf("after Delivered Feed consumed %d", n)
+	}
+	want := "354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 OK: queued as Q1\r\n250 2.0.0 OK\r\n"
+	if got := string(s.Output()); got != want {
+		t.Fatalf("output %q, want %q", got, want)
+	}
+	// Delivered and Failed with nothing waiting do nothing.
+	s.ClearOutput()
+	s.Delivered("again")
+	s.Failed(ReplyLocalError)
+	if len(s.Output()) != 0 || s.Waiting() {
+		t.Fatalf("Delivered/Failed while not waiting: %q", s.Output())
+	}
+}
+
+// TestWaitingAfterBdat is TestWaitingStopsFeed for BDAT LAST.
+func TestWaitingAfterBdat(t *testing.T) {
+	h := &fakeHandler{}
+	s := newRcptSession(t, testConfig(), h)
+	in := []byte("BDAT 5 LAST\r\nhelloRSET\r\n")
+	n := s.Feed(in)
+	if n != len(in)-len("RSET\r\n") || !s.Waiting() {
+		t.Fatalf("consumed %d, waiting %v", n, s.Waiting())
+	}
+	if s.Feed(in[n:]) != 0 || len(s.Output()) != 0 {
+		t.Fatalf("session went on while waiting: %q", s.Output())
+	}
+	h.begun = false
+	s.Delivered("Q2")
+	s.Feed(in[n:])
+	if got, want := string(s.Output()), "250 2.0.0 OK: queued as Q2\r\n250 2.0.0 OK\r\n"; got != want {
+		t.Fatalf("output %q, want %q", got, want)
+	}
+}
+
+// TestFailedLocalError: a delivery failure answers 451 4.3.0 and the
+// session takes the next transaction.
+func TestFailedLocalError(t *testing.T) {
+	h := &fakeHandler{}
+	s := newRcptSession(t, testConfig(), h)
+	feedString(t, s, "DATA\r\nx\r\n.\r\n")
+	if !s.Waiting() {
+		t.Fatal("not waiting")
+	}
+	h.begun = false
+	s.Failed(ReplyLocalError)
+	if got := string(s.Output()); got != "451 4.3.0 Local error in processing, try again later\r\n" {
+		t.Fatalf("output %q", got)
+	}
+	s.ClearOutput()
+	if s.Closed() || s.Waiting() {
+		t.Fatal("session ended")
+	}
+	if env := s.Envelope(); len(env.From) != 0 || len(env.Rcpts) != 0 {
+		t.Fatalf("transaction not reset: %+v", env)
+	}
+	out := feedString(t, s, "RCPT TO:<bob@example.test>\r\nMAIL FROM:<b@example.org>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\ny\r\n.\r\n")
+	if !strings.HasPrefix(out, "503 5.5.1 Need MAIL command first\r\n250 2.1.0") || !s.Waiting() {
+		t.Fatalf("next transaction: %q", out)
+	}
+}
+
+// TestAbort: Abort(ReplyTimeout) answers 421 4.4.2 and closes in any
+// state; a body still being read is aborted, a waiting one is the
+// server's and is left alone.
+func TestAbort(t *testing.T) {
+	tests := []struct {
+		name    string
+		input   string
+		aborted int
+	}{
+		{"greeted", "", 0},
+		{"half a command", "MAIL FROM:<a@exa", 0},
+		{"mail", "EHLO c\r\nMAIL FROM:<a@example.org>\r\n", 0},
+		{"data", "EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\npartial", 1},
+		{"bdat chunk", "EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.test>\r\nBDAT 10\r\npart", 1},
+		{"between chunks", "EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.test>\r\nBDAT 4\r\npart", 1},
+		{"waiting", "EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nx\r\n.\r\n", 0},
+	}
+	for _, tt := range tests {
+		h := &fakeHandler{}
+		s := NewDialect(testConfig()).NewSession(h)
+		s.Feed([]byte(tt.input))
+		s.ClearOutput()
+		s.Abort(ReplyTimeout)
+		if got := string(s.Output()); got != "421 4.4.2 Timeout, closing connection\r\n" {
+			t.Errorf("%s: output %q", tt.name, got)
+		}
+		if !s.Closed() || s.Waiting() {
+			t.Errorf("%s: Closed %v Waiting %v", tt.name, s.Closed(), s.Waiting())
+		}
+		if h.aborted != tt.aborted {
+			t.Errorf("%s: AbortBody called %d times, want %d", tt.name, h.aborted, tt.aborted)
+		}
+		if n := s.Feed([]byte("NOOP\r\n")); n != 0 {
+			t.Errorf("%s: closed session consumed %d", tt.name, n)
+		}
+		s.ClearOutput()
+		s.Abort(ReplyTimeout)
+		if len(s.Output()) != 0 {
+			t.Errorf("%s: second Abort wrote %q", tt.name, s.Output())
+		}
+	}
+}
+
+// TestEnvelope checks the envelope handed to delivery: canonical paths,
+// the HELO argument, the protocol flags and the decoded size.
+func TestEnvelope(t *testing.T) {
+	cfg := testConfig()
+	h := &fakeHandler{}
+	s := NewDialect(cfg).NewSession(h)
+	feedString(t, s, "EHLO [192.0.2.1]\r\n"+
+		"MAIL FROM:<@relay.example:\"bob\"@example.org> SMTPUTF8 SIZE=100\r\n"+
+		"RCPT TO:<@a.example,@b.example:alice@example.test>\r\n"+
+		"RCPT TO:<Postmaster>\r\n"+
+		"RCPT TO:<nobody@example.test>\r\n"+
+		"RCPT TO:<\"bob\"@example.test>\r\n"+
+		"RCPT TO:<δοκιμή@example.test>\r\n"+
+		"RCPT TO:bob+tag@example.test.\r\n"+
+		"DATA\r\na\r\n..b\r\n.\r\n")
+	if !s.Waiting() {
+		t.Fatal("not waiting")
+	}
+	env := s.Envelope()
+	var rcpts []string
+	for _, r := range env.Rcpts {
+		rcpts = append(rcpts, string(r))
+	}
+	want := []string{"alice@example.test", "Postmaster", "bob@example.test", "δοκιμή@example.test", "bob+tag@example.test"}
+	if string(env.From) != "bob@example.org" || strings.Join(rcpts, " ") != strings.Join(want, " ") ||
+		string(env.Helo) != "[192.0.2.1]" || !env.ESMTP || !env.SMTPUTF8 || env.Size != int64(len("a\n.b\n")) {
+		t.Fatalf("envelope From %q Rcpts %q Helo %q ESMTP %v SMTPUTF8 %v Size %d",
+			env.From, rcpts, env.Helo, env.ESMTP, env.SMTPUTF8, env.Size)
+	}
+	h.begun = false
+	s.Delivered("1")
+
+	// HELO, null sender, a quoted local part kept quoted; nothing of the
+	// previous transaction is left.
+	feedString(t, s, "HELO   client_1.example.org  \r\n"+
+		"MAIL FROM:<>\r\n"+
+		"RCPT TO:<bob@example.test>\r\n"+
+		"BDAT 3 LAST\r\nabc")
+	env = s.Envelope()
+	if len(env.From) != 0 || len(env.Rcpts) != 1 || string(env.Rcpts[0]) != "bob@example.test" ||
+		string(env.Helo) != "client_1.example.org" || env.ESMTP || env.SMTPUTF8 || env.Size != 3 {
+		t.Fatalf("second envelope %+v", env)
+	}
+	h.begun = false
+	s.Delivered("2")
+
+	feedString(t, s, "EHLO c\r\nMAIL FROM:<\"john doe\"@example.org>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n.\r\n")
+	env = s.Envelope()
+	if string(env.From) != `"john doe"@example.org` || env.SMTPUTF8 || env.Size != 0 {
+		t.Fatalf("third envelope %+v", env)
+	}
+
+	// A HELO argument is stored cut to a domain's 255 octets.
+	h.begun = false
+	s.Delivered("3")
+	feedString(t, s, "EHLO "+strings.Repeat("h", 300)+"\r\n")
+	if got := len(s.Envelope().Helo); got != 255 {
+		t.Fatalf("HELO stored %d octets", got)
+	}
+}
+
+// TestResetReusesBuffers checks that Reset gives a fresh session for a new
+// connection on the old buffers, and that a warm session then runs a whole
+// transaction without allocating.
+func TestResetReusesBuffers(t *testing.T) {
+	h := &nopHandler{}
+	d := NewDialect(benchConfig())
+	s := d.NewSession(h)
+	conv := []byte("EHLO client.example.org\r\n" +
+		"MAIL FROM:<a@example.org> SIZE=20\r\n" +
+		"RCPT TO:<bob@example.test>\r\nRCPT TO:<alice@example.test>\r\n" +
+		"DATA\r\nhello\r\n..\r\n.\r\n" +
+		"MAIL FROM:<b@example.org>\r\nRCPT TO:<bob@example.test>\r\nBDAT 2\r\nabBDAT 1 LAST\r\nc" +
+		"NOOP\r\nBAD\r\n")
+	session := func() {
+		for in := conv; len(in) > 0; {
+			n := s.Feed(in)
+			in = in[n:]
+			if s.Waiting() {
+				h.begun = false
+				s.Delivered("ID")
+			} else if n == 0 {
+				t.Fatalf("stuck at %q", in)
+			}
+		}
+	}
+	session()
+	// Leave some state behind: a half line, an open transaction.
+	s.Feed([]byte("MAIL FROM:<x@example.org>\r\nRCPT TO:<bob@example.test>\r\nBDAT 5\r\nab"))
+	h.begun = false // the server dropped the connection and its body
+	arena, out, rcpts, helo := unsafe.SliceData(s.arena), unsafe.SliceData(s.out), unsafe.SliceData(s.rcpts), unsafe.SliceData(s.helo)
+
+	s.Reset(h)
+	if len(s.Output()) != 0 || s.Closed() || s.Waiting() || s.InTransfer() || s.Commands() != 0 ||
+		s.state != stateGreeted || s.bad != 0 || len(s.arena) != 0 || len(s.rcpts) != 0 || len(s.helo) != 0 {
+		t.Fatalf("Reset left state: %v out %q", s.state, s.Output())
+	}
+	if env := s.Envelope(); len(env.From)+len(env.Rcpts)+len(env.Helo) != 0 || env.ESMTP || env.Size != 0 {
+		t.Fatalf("Reset left an envelope: %+v", env)
+	}
+	if n := s.Feed([]byte("MAIL FROM:<a@example.org>\r\n")); n == 0 || !strings.HasPrefix(string(s.Output()), "503 5.5.1 Send HELO") {
+		t.Fatalf("after Reset MAIL got %q", s.Output())
+	}
+	s.ClearOutput()
+	if unsafe.SliceData(s.arena) != arena || unsafe.SliceData(s.out) != out ||
+		unsafe.SliceData(s.rcpts) != rcpts || unsafe.SliceData(s.helo) != helo {
+		t.Fatal("Reset dropped a buffer")
+	}
+
+	allocs := testing.AllocsPerRun(100, func() {
+		s.Reset(h)
+		session()
+		s.ClearOutput()
+	})
+	if allocs != 0 {
+		t.Fatalf("a reset session allocates %.1f times per conversation", allocs)
+	}
+}
+
+// TestLongLineBounded streams a 1 MiB line in 4 KiB reads the way gnet
+// does (unconsumed bytes are offered again): the session never holds more
+// than one legal line, answers 500 5.5.2 once, and goes on.
+func TestLongLineBounded(t *testing.T) {
+	s := NewDialect(testConfig()).NewSession(&fakeHandler{})
+	feedString(t, s, "EHLO c\r\n")
+	line := []byte("NOOP " + strings.Repeat("x", 1<<20) + "\r\nNOOP\r\n")
+	var buf []byte
+	for off := 0; off < len(line); off += 4096 {
+		buf = append(buf, line[off:min(off+4096, len(line))]...)
+		n := s.Feed(buf)
+		buf = append(buf[:0], buf[n:]...)
+		if len(buf) >= s.d.maxMailLine {
+			t.Fatalf("session left %d octets unconsumed at offset %d", len(buf), off)
+		}
+	}
+	if len(buf) != 0 {
+		t.Fatalf("left %q", buf)
+	}
+	if got := string(s.Output()); got != "500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n" {
+		t.Fatalf("output %q", got)
+	}
+	if cap(s.arena) != 0 || cap(s.out) > 4096 {
+		t.Fatalf("buffers grew: arena %d out %d", cap(s.arena), cap(s.out))
+	}
+}
+
+// TestBigMessageBounded streams 1 MiB of DATA and of BDAT past a 1000
+// octet limit: the handler never sees more than the limit, the session
+// answers 552 5.3.4 at the end and takes the next message.
+func TestBigMessageBounded(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd\r\n"), 1<<14)
+	for _, bdat := range []bool{false, true} {
+		h := &fakeHandler{}
+		s := newRcptSession(t, testConfig(), h)
+		in := []byte("DATA\r\n")
+		if bdat {
+			in = []byte("BDAT " + strconv.Itoa(len(body)) + " LAST\r\n")
+		}
+		in = append(in, body...)
+		if !bdat {
+			in = append(in, ".\r\n"...)
+		}
+		for off := 0; off < len(in); off += 4096 {
+			chunk := in[off:min(off+4096, len(in))]
+			if n := s.Feed(chunk); n != len(chunk) {
+				t.Fatalf("bdat=%v: consumed %d of %d at %d", bdat, n, len(chunk), off)
+			}
+			if len(h.body) > 1000 {
+				t.Fatalf("bdat=%v: handler holds %d octets", bdat, len(h.body))
+			}
+		}
+		out := string(s.Output())
+		if !strings.HasSuffix(out, "552 5.3.4 Message size exceeds fixed limit\r\n") || h.aborted != 1 || h.begun {
+			t.Fatalf("bdat=%v: output %q aborted %d", bdat, out, h.aborted)
+		}
+		s.ClearOutput()
+		feedString(t, s, "MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nok\r\n.\r\n")
+		if !s.Waiting() || string(h.body) != "ok\n" {
+			t.Fatalf("bdat=%v: next message not taken (%q)", bdat, h.body)
+		}
+	}
+}
+
+// TestRefusedBdatConsumed: a refused BDAT's octets are read however many
+// there are, and commands inside them are not run.
+func TestRefusedBdatConsumed(t *testing.T) {
+	s := NewDialect(testConfig()).NewSession(&fakeHandler{})
+	feedString(t, s, "EHLO c\r\n")
+	payload := bytes.Repeat([]byte("QUIT\r\n"), 50000)
+	in := append([]byte("BDAT "+strconv.Itoa(len(payload))+" LAST\r\n"), payload...)
+	in = append(in, "NOOP\r\n"...)
+	if n := s.Feed(in); n != len(in) {
+		t.Fatalf("consumed %d of %d", n, len(in))
+	}
+	if got := string(s.Output()); got != "503 5.5.1 Need MAIL command first\r\n250 2.0.0 OK\r\n" || s.Closed() {
+		t.Fatalf("output %q closed %v", got, s.Closed())
+	}
+}
+
+// TestInTransfer: the transaction deadline applies while message data is
+// read, between BDAT chunks included.
+func TestInTransfer(t *testing.T) {
+	h := &fakeHandler{}
+	s := newRcptSession(t, testConfig(), h)
+	steps := []struct {
+		in   string
+		want bool
+	}{
+		{"", false},
+		{"BDAT 4\r\nab", true},
+		{"cd", true}, // between chunks
+		{"NOOP\r\n", true},
+		{"RSET\r\n", false},
+		{"MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n", true},
+		{"x\r\n", true},
+	}
+	for _, st := range steps {
+		s.Feed([]byte(st.in))
+		if s.InTransfer() != st.want {
+			t.Fatalf("after %q InTransfer = %v", st.in, !st.want)
+		}
+	}
+}
+
+// TestCommandsCounter: the server restarts its command deadline whenever
+// Commands changes.
+func TestCommandsCounter(t *testing.T) {
+	s := NewDialect(testConfig()).NewSession(&fakeHandler{})
+	c0 := s.Commands()
+	s.Feed([]byte("NOOP"))
+	if s.Commands() != c0 {
+		t.Fatal("half a command counted")
+	}
+	s.Feed([]byte("NOOP\r\nEHLO c\r\n"))
+	if s.Commands() != c0+2 {
+		t.Fatalf("Commands = %d, want %d", s.Commands(), c0+2)
+	}
+}
+
+// TestReplies checks every named reply: class-consistent RFC 3463 code
+// (none on 354), the wire form, Error and Temporary.
+func TestReplies(t *testing.T) {
+	all := []*Reply{ReplyOK, ReplyMailOK, ReplyRcptOK, ReplyStartData, ReplyBye, ReplyVrfy, ReplyHelp,
+		ReplyUnknownCommand, ReplyNotImplemented, ReplyLineTooLong, ReplyBareLFCommand, ReplyBadCharacter,
+		ReplyHeloSyntax, ReplyEhloSyntax, ReplyMailSyntax, ReplyRcptSyntax, ReplyBdatSyntax, ReplyVrfySyntax,
+		ReplyNoParams, ReplyBadSizeParam, ReplyBadBodyParam, ReplyUnsupportedParam, ReplyUnsupportedBody,
+		ReplyBadSenderSyntax, ReplyBadRcptSyntax, ReplyNeedSMTPUTF8, ReplyBadUTF8, ReplyDeclaredTooBig,
+		ReplyTooBig, ReplyTooManyRcpts, ReplyBareNewline, ReplyTooManyErrors, ReplyNeedHelo, ReplyNestedMail,
+		ReplyNeedMail, ReplyNeedRcpt, ReplyDataInBdat, ReplyCommandInBdat, ReplyUnknownUser, ReplyRelayDenied,
+		ReplyNoStorageMemory, ReplyNoSpace, ReplyQueueFull, ReplyLocalError, ReplyMailLoop, ReplyTimeout,
+		ReplyShutdown, ReplyInternal, ReplyTooManyConns, ReplyTooManyConnsPerIP, ReplyPipelineOverflow}
+	d := NewDialect(testConfig())
+	for _, r := range all {
+		if err := checkReplies(d, r.Bytes()); err != nil {
+			t.Errorf("%v", err)
+		}
+		if r.Code/100 == 3 && r.Enh != "" {
+			t.Errorf("%q: 3xx with an enhanced code", r.Bytes())
+		}
+		if r.Error()+"\r\n" != string(r.Bytes()) || r.Temporary() != (r.Code/100 == 4) {
+			t.Errorf("%q: Error %q Temporary %v", r.Bytes(), r.Error(), r.Temporary())
+		}
+		// Closing replies say so; 421 always closes.
+		if r.Code == 421 && !strings.Contains(r.Text, "closing") && !strings.Contains(r.Text, "try again later") {
+			t.Errorf("%q: 421 does not say the connection closes", r.Bytes())
+		}
+	}
+	if got := string(NewReply(451, "4.3.0", "x").Bytes()); got != "451 4.3.0 x\r\n" {
+		t.Errorf("NewReply: %q", got)
+	}
+}
+
+func TestDialect(t *testing.T) {
+	cfg := testConfig()
+	d := NewDialect(cfg)
+	if string(d.Greeting()) != "220 mx.example.test ESMTP nanomx\r\n" || d.Config() != cfg {
+		t.Fatalf("greeting %q", d.Greeting())
+	}
+	if err := checkReplies(d, append(append(append([]byte{}, d.greeting...), d.ehlo...), d.helo...)); err != nil {
+		t.Fatal(err)
+	}
+	if want := 512 + 26 + 14 + 9 + 512; d.maxMailLine != want {
+		t.Fatalf("maxMailLine %d, want %d", d.maxMailLine, want)
+	}
+}
+
+func TestStateString(t *testing.T) {
+	want := []string{"greeted", "ready", "mail", "rcpt", "data", "bdat", "wait", "closed", "state(42)"}
+	for i, st := range []state{stateGreeted, stateReady, stateMail, stateRcpt, stateData, stateBdat, stateWait, stateClosed, 42} {
+		if st.String() != want[i] {
+			t.Errorf("state %d: %q, want %q", i, st.String(), want[i])
+		}
+	}
+}
