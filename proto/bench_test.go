@@ -16,6 +16,7 @@ type nopHandler struct {
 
 func (h *nopHandler) CheckMail(int64) *Reply  { return nil }
 func (h *nopHandler) CheckRcpt([]byte) *Reply { return nil }
+func (h *nopHandler) StartTLS() *Reply        { return nil }
 
 func (h *nopHandler) BeginBody(int64) *Reply {
 	if h.begun {

@@ -95,4 +95,12 @@ var (
 	ReplyTooManyConns      = NewReply(421, "4.7.0", "Too many connections, try again later")
 	ReplyTooManyConnsPerIP = NewReply(421, "4.7.0", "Too many connections from your address, try again later")
 	ReplyPipelineOverflow  = NewReply(421, "4.7.0", "Too much pipelined input, closing connection")
+
+	// STARTTLS (RFC 3207).
+	ReplyReadyTLS         = NewReply(220, "2.0.0", "Ready to start TLS")
+	ReplyTLSUnavailable   = NewReply(454, "4.7.0", "TLS not available now, continue in plaintext")
+	ReplyTLSActive        = NewReply(503, "5.5.1", "TLS already active")
+	ReplyStartTLSSyntax   = NewReply(501, "5.5.4", "Syntax: STARTTLS")
+	ReplyTLSInTransaction = NewReply(503, "5.5.1", "STARTTLS not allowed in a mail transaction")
+	ReplyNeedTLS          = NewReply(530, "5.7.0", "Must issue a STARTTLS command first")
 )

@@ -43,6 +43,10 @@ type Config struct {
 	MaxBadCommands int
 	// BareNewline is the policy for bare CR and LF in message data.
 	BareNewline BareNewline
+	// StartTLS offers STARTTLS (RFC 3207) on plaintext sessions.
+	StartTLS bool
+	// TLSRequired refuses MAIL before STARTTLS with 530 5.7.0.
+	TLSRequired bool
 }
 
 // Extra room for MAIL and RCPT lines granted by the extensions nanomx
@@ -57,7 +61,8 @@ const maxHeloBytes = 255
 type Dialect struct {
 	cfg         Config
 	greeting    []byte
-	ehlo        []byte
+	ehlo        []byte // without STARTTLS: TLS sessions, or not offered
+	ehloPlain   []byte // for plaintext sessions: with STARTTLS if offered
 	helo        []byte
 	maxMailLine int
 }
@@ -67,13 +72,18 @@ func NewDialect(cfg Config) *Dialect {
 	d := &Dialect{cfg: cfg}
 	d.greeting = []byte("220 " + cfg.Hostname + " ESMTP nanomx\r\n")
 	d.helo = []byte("250 " + cfg.Hostname + "\r\n")
-	d.ehlo = []byte("250-" + cfg.Hostname + "\r\n" +
-		"250-PIPELINING\r\n" +
+	ext := "250-PIPELINING\r\n" +
 		"250-SIZE " + strconv.FormatInt(cfg.MaxMessageBytes, 10) + "\r\n" +
 		"250-8BITMIME\r\n" +
 		"250-ENHANCEDSTATUSCODES\r\n" +
 		"250-SMTPUTF8\r\n" +
-		"250 CHUNKING\r\n")
+		"250 CHUNKING\r\n"
+	d.ehlo = []byte("250-" + cfg.Hostname + "\r\n" + ext)
+	d.ehloPlain = d.ehlo
+	if cfg.StartTLS {
+		// RFC 3207 4: STARTTLS is offered only before TLS is in force.
+		d.ehloPlain = []byte("250-" + cfg.Hostname + "\r\n250-STARTTLS\r\n" + ext)
+	}
 	d.maxMailLine = cfg.MaxLineBytes + mailExtensionRoom + cfg.MaxAddressAllowance
 	return d
 }
@@ -106,6 +116,11 @@ type Handler interface {
 	// one of two things happens: AbortBody, or the session waits for
 	// delivery (Waiting) and the server takes the body.
 	AbortBody()
+	// StartTLS is asked when a client sends STARTTLS, e.g. to take one of
+	// a bounded number of TLS slots. nil lets the session wait for the
+	// handshake (StartingTLS); a reply (454 4.7.0) refuses and the session
+	// goes on in plaintext.
+	StartTLS() *Reply
 }
 
 type state uint8
@@ -118,6 +133,7 @@ const (
 	stateData                 // reading DATA
 	stateBdat                 // reading the octets of a BDAT chunk
 	stateWait                 // message complete, waiting for delivery
+	stateTLS                  // STARTTLS accepted, waiting for the handshake
 	stateClosed               // QUIT or fatal: nothing more is read
 )
 
@@ -137,6 +153,8 @@ func (s state) String() string {
 		return "bdat"
 	case stateWait:
 		return "wait"
+	case stateTLS:
+		return "tls"
 	case stateClosed:
 		return "closed"
 	}
@@ -166,6 +184,7 @@ type Session struct {
 	h Handler
 
 	state state
+	tls   bool   // TLS is in force (after TLSStarted)
 	esmtp bool   // EHLO rather than HELO
 	helo  []byte // owned copy of the HELO/EHLO argument
 	out   []byte // replies not yet taken by the server
@@ -223,7 +242,7 @@ func (s *Session) Feed(in []byte) int {
 	n := 0
 	for n < len(in) {
 		switch s.state {
-		case stateWait, stateClosed:
+		case stateWait, stateTLS, stateClosed:
 			return n
 		case stateData:
 			n += s.feedData(in[n:])
@@ -276,6 +295,26 @@ func (s *Session) ClearOutput() { s.out = s.out[:0] }
 
 // Waiting reports a complete message waiting for Delivered or Failed.
 func (s *Session) Waiting() bool { return s.state == stateWait }
+
+// StartingTLS reports that STARTTLS was accepted: the server sends
+// "220 2.0.0 Ready to start TLS" itself, runs the handshake and calls
+// TLSStarted. Bytes the client sent after the STARTTLS line must be thrown
+// away, never fed (CVE-2011-0411).
+func (s *Session) StartingTLS() bool { return s.state == stateTLS }
+
+// TLSStarted resets the session after a successful handshake: RFC 3207 4.2
+// makes the client start again with EHLO, and STARTTLS is not offered again.
+func (s *Session) TLSStarted() {
+	s.resetTx()
+	s.helo = s.helo[:0]
+	s.esmtp = false
+	s.tls = true
+	s.state = stateGreeted
+	s.commands++
+}
+
+// TLS reports whether TLS is in force.
+func (s *Session) TLS() bool { return s.tls }
 
 // Closed reports that the session has ended (QUIT, a fatal error, Abort):
 // write Output, then close the connection.
@@ -456,7 +495,9 @@ func (s *Session) command(line []byte) {
 		s.reply(ReplyVrfy)
 	case verbHelp:
 		s.reply(ReplyHelp)
-	case verbExpn, verbTurn, verbEtrn, verbAtrn, verbAuth, verbSend, verbSoml, verbSaml, verbStar:
+	case verbStar:
+		s.handleStartTLS(arg)
+	case verbExpn, verbTurn, verbEtrn, verbAtrn, verbAuth, verbSend, verbSoml, verbSaml:
 		s.reject(ReplyNotImplemented)
 	default:
 		s.reject(ReplyUnknownCommand)
@@ -483,10 +524,31 @@ func (s *Session) handleHelo(arg []byte, esmtp bool) {
 	s.helo = append(s.helo[:0], tok...)
 	s.esmtp = esmtp
 	s.state = stateReady
-	if esmtp {
+	if esmtp && !s.tls {
+		s.out = append(s.out, s.d.ehloPlain...)
+	} else if esmtp {
 		s.out = append(s.out, s.d.ehlo...)
 	} else {
 		s.out = append(s.out, s.d.helo...)
+	}
+}
+
+func (s *Session) handleStartTLS(arg []byte) {
+	switch {
+	case !s.d.cfg.StartTLS:
+		s.reject(ReplyNotImplemented)
+	case s.tls:
+		s.reject(ReplyTLSActive)
+	case len(arg) > 0:
+		s.reject(ReplyStartTLSSyntax)
+	case s.state > stateReady:
+		s.reject(ReplyTLSInTransaction)
+	default:
+		if r := s.h.StartTLS(); r != nil {
+			s.reply(r)
+			return
+		}
+		s.state = stateTLS
 	}
 }
 
@@ -494,6 +556,9 @@ func (s *Session) handleMail(arg []byte) {
 	switch {
 	case s.state == stateGreeted:
 		s.reject(ReplyNeedHelo)
+		return
+	case s.d.cfg.TLSRequired && !s.tls:
+		s.reject(ReplyNeedTLS)
 		return
 	case s.state != stateReady:
 		s.reject(ReplyNestedMail)

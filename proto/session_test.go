@@ -24,11 +24,19 @@ type fakeHandler struct {
 	// failDeliveries answers that many waiting messages, first ones
 	// first, Failed(ReplyLocalError) instead of Delivered.
 	failDeliveries int
+	noTLS          bool // StartTLS refuses: no TLS slot
 }
 
 func (h *fakeHandler) CheckMail(size int64) *Reply {
 	if h.freeBytes > 0 && size > h.freeBytes {
 		return ReplyNoSpace
+	}
+	return nil
+}
+
+func (h *fakeHandler) StartTLS() *Reply {
+	if h.noTLS {
+		return ReplyTLSUnavailable
 	}
 	return nil
 }

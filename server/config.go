@@ -89,6 +89,21 @@ type Config struct {
 	// EventLoops is the number of gnet event loops (1 suits one CPU).
 	EventLoops int
 
+	// TLSCert and TLSKey are PEM files (the certificate with its full
+	// chain, and its key). When both are set, EHLO offers STARTTLS.
+	TLSCert string
+	TLSKey  string
+	// TLSMinVersion is "1.2" or "1.3".
+	TLSMinVersion string
+	// TLSRequired refuses MAIL before STARTTLS (530 5.7.0). Off for an MX:
+	// senders that cannot do TLS would bounce.
+	TLSRequired bool
+	// MaxTLSSessions bounds sessions running TLS at once (each holds a
+	// goroutine and ~30 KB); over it STARTTLS gets 454 4.7.0.
+	MaxTLSSessions int
+	// TLSHandshakeTimeout bounds the handshake.
+	TLSHandshakeTimeout time.Duration
+
 	// PprofAddr, when set, is where cmd/nanomx serves net/http/pprof
 	// (loopback only). The server itself does not read it.
 	PprofAddr string
@@ -126,6 +141,9 @@ func Defaults() Config {
 		SessionTimeout:      30 * time.Minute,
 		ShutdownTimeout:     30 * time.Second,
 		EventLoops:          1,
+		TLSMinVersion:       "1.2",
+		MaxTLSSessions:      1000,
+		TLSHandshakeTimeout: 30 * time.Second,
 		Log:                 zerolog.Nop(),
 	}
 }
@@ -186,6 +204,16 @@ func (c *Config) Validate() error {
 		return bad("session_timeout", "must be at least command_timeout")
 	case c.EventLoops < 1:
 		return bad("event_loops", "must be at least 1")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return bad("tls_key", "tls_cert and tls_key must be set together")
+	case c.TLSMinVersion != "1.2" && c.TLSMinVersion != "1.3":
+		return bad("tls_min_version", `must be "1.2" or "1.3"`)
+	case c.TLSRequired && c.TLSCert == "":
+		return bad("tls_required", "needs tls_cert and tls_key")
+	case c.MaxTLSSessions < 1:
+		return bad("max_tls_sessions", "must be at least 1")
+	case c.TLSHandshakeTimeout < time.Second:
+		return bad("tls_handshake_timeout", "must be at least 1s")
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"errors"
 	"math"
 	"net"
@@ -65,6 +66,14 @@ type conn struct {
 
 	messages int
 	reason   string // why the connection closed, for the log line
+
+	// TLS (tls.go). detached is set on the loop just before the session
+	// moves to its goroutine, which then owns every field; tc is set by
+	// that goroutine and read by the drain to interrupt a read.
+	detached bool
+	wakeCh   chan struct{} // a detached session's wake-up for results
+	tc       atomic.Pointer[tls.Conn]
+	tlsInfo  string // "TLSv1.3 with cipher ...", once TLS is up
 }
 
 type deliveryResult struct{ err error }
@@ -116,25 +125,30 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 // OnClose forgets the connection, frees what it holds and logs one line.
 func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c, ok := gc.Context().(*conn)
-	if !ok {
-		return gnet.None
-	}
 	gc.SetContext(nil)
+	if !ok || c.detached {
+		return gnet.None // a detached session is its goroutine's now
+	}
+	c.freeBody()
+	if c.reason == "" {
+		c.reason = "client closed"
+		if err != nil && !errors.Is(err, net.ErrClosed) {
+			c.reason = err.Error()
+		}
+	}
+	s.forget(c)
+	return gnet.None
+}
+
+// forget releases the connection's slots and logs its one line.
+func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	if s.perIP[c.key]--; s.perIP[c.key] <= 0 {
 		delete(s.perIP, c.key)
 	}
 	s.mu.Unlock()
-	c.freeBody()
-	reason := c.reason
-	if reason == "" {
-		reason = "client closed"
-		if err != nil && !errors.Is(err, net.ErrClosed) {
-			reason = err.Error()
-		}
-	}
-	ev := c.log.Info().Str("reason", reason).Dur("duration", time.Since(c.opened)).Int("messages", c.messages)
+	ev := c.log.Info().Str("reason", c.reason).Dur("duration", time.Since(c.opened)).Int("messages", c.messages)
 	if c.waiting {
 		// The spool still owns the message and will finish it; the client
 		// went away before its answer (it will retry: a duplicate, not a
@@ -142,7 +156,6 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 		ev = ev.Bool("unanswered_delivery", true)
 	}
 	ev.Msg("connection closed")
-	return gnet.None
 }
 
 // OnTraffic runs the session over the bytes gnet holds for it. It is also
@@ -195,6 +208,13 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	if !c.sess.Closed() {
 		in, _ := gc.Peek(-1)
 		n := c.sess.Feed(in)
+		if c.sess.StartingTLS() && n < len(in) {
+			// CVE-2011-0411: commands pipelined after STARTTLS would run
+			// as if they had come over TLS. Drop them, as Postfix does.
+			c.log.Warn().Int("bytes", len(in)-n).Msg("STARTTLS: discarding input pipelined after it")
+			s.stats.TLSInjections.Add(1)
+			n = len(in)
+		}
 		_, _ = gc.Discard(n)
 		if c.sess.Waiting() {
 			c.submit()
@@ -211,7 +231,13 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		if c.reason == "" {
 			c.reason = "session ended"
 		}
+		if c.sess.StartingTLS() {
+			s.tlsSessions.Add(-1)
+		}
 		return gnet.Close
+	}
+	if c.sess.StartingTLS() {
+		return c.detach(gc)
 	}
 	if !c.waiting && flags&flagShutdown != 0 && !c.sess.InTransfer() {
 		// The delivery that held the drain back has been answered.
@@ -259,7 +285,8 @@ func (c *conn) submit() {
 		Body:     c.body,
 		Helo:     string(env.Helo),
 		RemoteIP: c.remote,
-		Protocol: protocolName(env),
+		Protocol: protocolName(env, c.tlsInfo != ""),
+		TLS:      c.tlsInfo,
 		Received: time.Now(),
 	}
 	for i, r := range env.Rcpts {
@@ -267,12 +294,17 @@ func (c *conn) submit() {
 	}
 	reserved := c.reserved
 	c.body, c.reserved = nil, 0
-	srv, gc := c.srv, c.gc
+	srv := c.srv
+	wake := func() { _ = c.gc.Wake(nil) }
+	if ch := c.wakeCh; ch != nil {
+		wake = func() { ch <- struct{}{} }
+	}
 	err := srv.spool.Submit(m, func(err error) {
-		// On a worker goroutine: publish the result, then let the loop act.
+		// On a worker goroutine: publish the result, then let the session's
+		// goroutine (the loop, or a TLS session's) act on it.
 		srv.release(reserved)
 		c.result.Store(&deliveryResult{err})
-		_ = gc.Wake(nil)
+		wake()
 	})
 	if err != nil {
 		// The spool did not take the message (and returned its body).
@@ -328,14 +360,18 @@ func replyFor(err error) *proto.Reply {
 
 // protocolName is the Received header's "with" keyword (RFC 3848, RFC
 // 6531 3.7.3).
-func protocolName(env proto.Envelope) string {
+func protocolName(env proto.Envelope, tls bool) string {
+	name := "SMTP"
 	switch {
 	case env.SMTPUTF8:
-		return "UTF8SMTP"
+		name = "UTF8SMTP"
 	case env.ESMTP:
-		return "ESMTP"
+		name = "ESMTP"
 	}
-	return "SMTP"
+	if tls {
+		name += "S" // ESMTPS, UTF8SMTPS (RFC 3848, RFC 6531)
+	}
+	return name
 }
 
 // CheckMail refuses a declared size the disk cannot hold (RFC 1870 6.1).

@@ -17,6 +17,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -58,10 +59,11 @@ type Server struct {
 	conns map[*conn]struct{}
 	perIP map[netip.Addr]int
 
-	draining atomic.Bool
-	idBase   string
-	nextID   atomic.Uint64
-	nextSID  atomic.Uint64
+	draining    atomic.Bool
+	tlsSessions atomic.Int64 // TLS slots taken (MaxTLSSessions)
+	idBase      string
+	nextID      atomic.Uint64
+	nextSID     atomic.Uint64
 
 	stats Stats
 }
@@ -73,12 +75,20 @@ type Stats struct {
 	Delivered atomic.Uint64 // messages answered 250
 	Failed    atomic.Uint64 // messages answered 4xx/5xx after the data
 	TimedOut  atomic.Uint64 // sessions closed by a deadline
+
+	TLSSessions   atomic.Uint64 // successful handshakes
+	TLSFailed     atomic.Uint64 // failed handshakes
+	TLSRefused    atomic.Uint64 // STARTTLS answered 454: no TLS slot
+	TLSInjections atomic.Uint64 // input pipelined after STARTTLS, dropped
 }
 
 // Check validates cfg as Run would, address book included, without
 // starting anything. Errors are *ConfigError.
 func Check(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if _, err := loadTLS(cfg); err != nil {
 		return err
 	}
 	_, err := newDirectory(cfg)
@@ -108,6 +118,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	dir, err := newDirectory(cfg)
+	if err != nil {
+		return nil, err
+	}
+	lv, err := newLive(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +155,7 @@ func New(cfg Config) (*Server, error) {
 		idBase: strings.ToUpper(fmt.Sprintf("%09x", time.Now().Unix())),
 	}
 	s.budget.Store(cfg.BodyBudgetBytes)
-	s.live.Store(newLive(cfg))
+	s.live.Store(lv)
 	return s, nil
 }
 
@@ -149,14 +163,19 @@ func New(cfg Config) (*Server, error) {
 type live struct {
 	cfg     Config
 	dialect *proto.Dialect
+	tls     *tls.Config // nil: no STARTTLS
 }
 
-func newLive(cfg Config) *live {
+func newLive(cfg Config) (*live, error) {
+	tlsConf, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	bare := proto.BareNewlineReject
 	if cfg.BareNewline == BareNewlineNormalize {
 		bare = proto.BareNewlineNormalize
 	}
-	return &live{cfg: cfg, dialect: proto.NewDialect(proto.Config{
+	return &live{cfg: cfg, tls: tlsConf, dialect: proto.NewDialect(proto.Config{
 		Hostname:            cfg.Hostname,
 		MaxLineBytes:        cfg.MaxLineBytes,
 		MaxAddressAllowance: cfg.MaxAddressAllowance,
@@ -164,7 +183,9 @@ func newLive(cfg Config) *live {
 		MaxMessageBytes:     cfg.MaxMessageBytes,
 		MaxBadCommands:      cfg.MaxBadCommands,
 		BareNewline:         bare,
-	})}
+		StartTLS:            tlsConf != nil,
+		TLSRequired:         cfg.TLSRequired,
+	})}, nil
 }
 
 // Reload applies a new configuration without dropping connections (SIGHUP):
@@ -200,10 +221,14 @@ func (s *Server) Reload(cfg Config) error {
 		return err
 	}
 	cfg.Log, cfg.syncer = old.Log, old.syncer
+	lv, err := newLive(cfg) // reloads the certificate too
+	if err != nil {
+		return err
+	}
 	s.spool.SetDirectory(dir)
 	// Reservations in flight stay valid; only the headroom changes.
 	s.budget.Add(cfg.BodyBudgetBytes - old.BodyBudgetBytes)
-	s.live.Store(newLive(cfg))
+	s.live.Store(lv)
 	s.log.Info().Int("domains", len(cfg.Domains)).Int("mailboxes", len(cfg.Mailboxes)).Msg("configuration reloaded")
 	return nil
 }
@@ -313,8 +338,8 @@ func (s *Server) drain() {
 			if time.Now().After(deadline) {
 				c.flags.Or(flagForce)
 			}
-			if c.flags.Or(flagShutdown)&flagShutdown == 0 || time.Now().After(deadline) {
-				_ = c.gc.Wake(nil)
+			if c.flags.Or(flagShutdown)&flagShutdown == 0 || time.Now().After(deadline) || c.tc.Load() != nil {
+				c.kick()
 			}
 		}
 		s.mu.Unlock()

@@ -52,6 +52,12 @@ type fileConfig struct {
 	SessionTimeout      *string           `toml:"session_timeout"`
 	ShutdownTimeout     *string           `toml:"shutdown_timeout"`
 	EventLoops          *int              `toml:"event_loops"`
+	TLSCert             *string           `toml:"tls_cert"`
+	TLSKey              *string           `toml:"tls_key"`
+	TLSMinVersion       *string           `toml:"tls_min_version"`
+	TLSRequired         *bool             `toml:"tls_required"`
+	MaxTLSSessions      *int              `toml:"max_tls_sessions"`
+	TLSHandshakeTimeout *string           `toml:"tls_handshake_timeout"`
 	Pprof               *string           `toml:"pprof"`
 	LogLevel            *string           `toml:"log_level"`
 	LogFormat           *string           `toml:"log_format"`
@@ -281,6 +287,15 @@ func apply(fc *fileConfig, cfg *server.Config, l *loaded) error {
 
 	setInt(&cfg.EventLoops, fc.EventLoops)
 	setStr(&cfg.PprofAddr, fc.Pprof)
+
+	setStr(&cfg.TLSCert, fc.TLSCert)
+	setStr(&cfg.TLSKey, fc.TLSKey)
+	setStr(&cfg.TLSMinVersion, fc.TLSMinVersion)
+	if fc.TLSRequired != nil {
+		cfg.TLSRequired = *fc.TLSRequired
+	}
+	setInt(&cfg.MaxTLSSessions, fc.MaxTLSSessions)
+	setDuration("tls_handshake_timeout", &cfg.TLSHandshakeTimeout, fc.TLSHandshakeTimeout)
 
 	if fc.LogLevel != nil {
 		lvl, err := parseLogLevel(*fc.LogLevel)

@@ -82,6 +82,12 @@ session_timeout = "1h"
 shutdown_timeout = "5s"
 event_loops = 2
 pprof = "127.0.0.1:6060"
+tls_cert = "/etc/ssl/mx.pem"
+tls_key = "/etc/ssl/mx.key"
+tls_min_version = "1.3"
+tls_required = true
+max_tls_sessions = 200
+tls_handshake_timeout = "10s"
 log_level = "debug"
 log_format = "console"
 
@@ -131,6 +137,11 @@ func TestEveryKey(t *testing.T) {
 	want.ShutdownTimeout = 5 * time.Second
 	want.EventLoops = 2
 	want.PprofAddr = "127.0.0.1:6060"
+	want.TLSCert, want.TLSKey = "/etc/ssl/mx.pem", "/etc/ssl/mx.key"
+	want.TLSMinVersion = "1.3"
+	want.TLSRequired = true
+	want.MaxTLSSessions = 200
+	want.TLSHandshakeTimeout = 10 * time.Second
 	sameConfig(t, l.Config, want)
 	if l.LogLevel != zerolog.DebugLevel || l.LogFormat != logConsole {
 		t.Errorf("log = %v %q, want debug console", l.LogLevel, l.LogFormat)

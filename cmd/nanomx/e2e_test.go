@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nanomx/nanomx/server/servertest"
 )
 
 var binPath string
@@ -147,7 +149,12 @@ func startNanomx(t *testing.T, dir, addr string, args ...string) *proc {
 
 func startWithConfig(t *testing.T) (*proc, string) {
 	t.Helper()
-	dir := t.TempDir()
+	return startWithExtra(t, t.TempDir(), "")
+}
+
+// startWithExtra is startWithConfig with more top-level keys, in dir.
+func startWithExtra(t *testing.T, dir, extra string) (*proc, string) {
+	t.Helper()
 	addr := freeAddr(t)
 	root := filepath.Join(dir, "maildir")
 	conf := fmt.Sprintf(`hostname = "mx.example.test"
@@ -157,10 +164,10 @@ domains = ["example.test"]
 postmaster = "alice@example.test"
 mailboxes = ["alice@example.test", "bob@example.test"]
 max_connections_per_ip = 100
-
+%s
 [aliases]
 "team@example.test" = ["alice@example.test", "bob@example.test"]
-`, addr, root)
+`, addr, root, extra)
 	path := filepath.Join(dir, "nanomx.toml")
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -407,5 +414,66 @@ func TestE2EReloadOnHUP(t *testing.T) {
 	}
 	if err := c.Rcpt("carol@example.test"); err != nil {
 		t.Fatalf("carol after a refused reload: %v", err)
+	}
+}
+
+// startTLS runs the binary with a throwaway certificate.
+func startTLS(t *testing.T) (*proc, string, *servertest.PKI) {
+	t.Helper()
+	dir := t.TempDir()
+	pki, err := servertest.NewPKI(dir, "mx.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, root := startWithExtra(t, dir, fmt.Sprintf("tls_cert = %q\ntls_key = %q\n", pki.CertFile, pki.KeyFile))
+	return p, root, pki
+}
+
+// TestE2ESwaksTLS delivers with swaks --tls and checks the stored message
+// records the TLS session.
+func TestE2ESwaksTLS(t *testing.T) {
+	swaks := needTool(t, "swaks", "swaks libnet-ssleay-perl libio-socket-ssl-perl")
+	if out, _ := exec.Command(swaks, "--support").CombinedOutput(); !bytes.Contains(out, []byte("=== TLS supported")) {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("swaks lacks TLS support (libnet-ssleay-perl):\n%s", out)
+		}
+		t.Skip("swaks lacks TLS support: apt-get install libnet-ssleay-perl libio-socket-ssl-perl")
+	}
+	p, root, pki := startTLS(t)
+	host, port, _ := net.SplitHostPort(p.addr)
+	cmd := exec.Command(swaks, "--server", host, "--port", port, "--tls", "--tls-verify",
+		"--tls-ca-path", pki.CAFile, "--tls-sni", "mx.example.test",
+		"--from", "s@example.org", "--to", "bob@example.test", "--helo", "swaks.example.org",
+		"--data", "Subject: swaks tls\r\n\r\nover TLS", "--hide-all")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("swaks --tls: %v\n%s\n%s", err, out, p.log.String())
+	}
+	files := maildirFiles(t, filepath.Join(root, "example.test", "bob"))
+	if len(files) != 1 {
+		t.Fatalf("%d files", len(files))
+	}
+	for _, b := range files {
+		if !bytes.Contains(b, []byte("with ESMTPS\n\t(using TLSv1.")) || !bytes.HasSuffix(b, []byte("\nover TLS\n")) {
+			t.Fatalf("stored: %s", b)
+		}
+	}
+}
+
+// TestE2EOpenSSLStartTLS: openssl s_client -starttls smtp connects and
+// shows the configured certificate.
+func TestE2EOpenSSLStartTLS(t *testing.T) {
+	openssl := needTool(t, "openssl", "openssl")
+	p, _, pki := startTLS(t)
+	cmd := exec.Command(openssl, "s_client", "-starttls", "smtp", "-connect", p.addr,
+		"-servername", "mx.example.test", "-CAfile", pki.CAFile, "-verify_return_error")
+	cmd.Stdin = strings.NewReader("QUIT\r\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("openssl s_client: %v\n%s", err, out)
+	}
+	for _, want := range []string{"subject=CN = mx.example.test", "issuer=CN = nanomx test CA", "Verify return code: 0 (ok)"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("openssl output lacks %q:\n%s", want, out)
+		}
 	}
 }

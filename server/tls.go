@@ -1,0 +1,239 @@
+package server
+
+// STARTTLS (RFC 3207) on an event-loop server. gnet has no TLS, and a
+// forked, non-blocking crypto/tls would have to track Go's security fixes
+// by hand. So the plaintext phase, where most abuse lands, runs on the
+// event loop, and a session that asks for STARTTLS leaves it:
+//
+//  1. OnTraffic sees the session waiting for TLS. Everything the client
+//     pipelined after "STARTTLS\r\n" is discarded, never run
+//     (CVE-2011-0411), logged and counted.
+//  2. It duplicates the socket (Conn.Dup) and returns gnet.Close. That
+//     closes gnet's descriptor at once, without another read, so gnet never
+//     consumes the ClientHello; gnet never calls shutdown(2), so the
+//     duplicate keeps the connection. Detaching with c.Close() instead
+//     would only queue a task, and gnet would read the ClientHello first.
+//  3. A goroutine writes "220 2.0.0 Ready to start TLS" on the duplicate,
+//     runs Go's crypto/tls handshake, resets the session (the client must
+//     EHLO again) and drives the same proto.Session with blocking reads and
+//     writes until the end.
+//
+// A TLS session keeps its connection slot (total and per IP) until its
+// goroutine ends; their number is bounded by MaxTLSSessions, and past it
+// STARTTLS is answered 454 4.7.0 and the session stays in plaintext.
+// Deadlines are the same as on the loop, applied as read deadlines, so a
+// client trickling bytes is still cut off; the drain interrupts idle reads.
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/nanomx/nanomx/proto"
+)
+
+// loadTLS builds the TLS configuration of cfg, or nil when TLS is off.
+// Errors name the key and the file.
+func loadTLS(cfg Config) (*tls.Config, error) {
+	if cfg.TLSCert == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		key := "tls_cert"
+		var pe *os.PathError
+		if errors.As(err, &pe) && pe.Path == cfg.TLSKey {
+			key = "tls_key"
+		}
+		return nil, &ConfigError{Key: key, Err: fmt.Errorf("%s, %s: %w", cfg.TLSCert, cfg.TLSKey, err)}
+	}
+	min := uint16(tls.VersionTLS12)
+	if cfg.TLSMinVersion == "1.3" {
+		min = tls.VersionTLS13
+	}
+	// Go's default cipher suites and session tickets.
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   min,
+	}, nil
+}
+
+// StartTLS takes a TLS slot for the session, or refuses with 454 4.7.0.
+func (c *conn) StartTLS() *proto.Reply {
+	if c.lv.tls == nil {
+		return proto.ReplyNotImplemented
+	}
+	if c.srv.tlsSessions.Add(1) > int64(c.lv.cfg.MaxTLSSessions) {
+		c.srv.tlsSessions.Add(-1)
+		c.srv.stats.TLSRefused.Add(1)
+		return proto.ReplyTLSUnavailable
+	}
+	return nil
+}
+
+// detach takes the connection off the event loop for its TLS phase. It
+// runs on the loop, after the replies before STARTTLS were written.
+func (c *conn) detach(gc gnet.Conn) gnet.Action {
+	s := c.srv
+	if gc.OutboundBuffered() > 0 {
+		// gnet drops unflushed output on close: the client would miss
+		// replies. This needs a client that does not read; drop it.
+		s.tlsSessions.Add(-1)
+		c.reason = "STARTTLS with replies unsent"
+		return gnet.Close
+	}
+	fd, err := gc.Dup()
+	if err != nil {
+		s.tlsSessions.Add(-1)
+		c.log.Error().Err(err).Msg("STARTTLS: dup")
+		_, _ = gc.Write(proto.ReplyInternal.Bytes())
+		c.reason = "STARTTLS dup failed"
+		return gnet.Close
+	}
+	// From here the goroutine owns c; OnClose sees detached and leaves it.
+	c.detached = true
+	c.wakeCh = make(chan struct{}, 1)
+	go c.serveTLS(fd)
+	return gnet.Close
+}
+
+// serveTLS is the goroutine of a detached session.
+func (c *conn) serveTLS(fd int) {
+	s := c.srv
+	defer func() {
+		if p := recover(); p != nil {
+			c.log.Error().Interface("panic", p).Msg("TLS session panic")
+			c.reason = "internal error"
+		}
+		s.tlsSessions.Add(-1)
+		c.freeBody()
+		s.forget(c)
+	}()
+	f := os.NewFile(uintptr(fd), "smtp")
+	nc, err := net.FileConn(f) // duplicates fd again
+	f.Close()
+	if err != nil {
+		c.reason = "STARTTLS: " + err.Error()
+		return
+	}
+	defer nc.Close()
+
+	handshakeEnd := time.Now().Add(c.lv.cfg.TLSHandshakeTimeout)
+	_ = nc.SetWriteDeadline(handshakeEnd)
+	if _, err := nc.Write(proto.ReplyReadyTLS.Bytes()); err != nil {
+		c.reason = "STARTTLS: " + err.Error()
+		return
+	}
+	tc := tls.Server(nc, c.lv.tls)
+	c.tc.Store(tc)
+	ctx, cancel := context.WithDeadline(context.Background(), handshakeEnd)
+	err = tc.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		s.stats.TLSFailed.Add(1)
+		c.reason = "TLS handshake: " + err.Error()
+		return
+	}
+	st := tc.ConnectionState()
+	c.tlsInfo = tlsVersion(st.Version) + " with cipher " + tls.CipherSuiteName(st.CipherSuite)
+	c.log = c.log.With().Str("tls", c.tlsInfo).Logger()
+	s.stats.TLSSessions.Add(1)
+	c.sess.TLSStarted()
+	c.serveBlocking(tc)
+}
+
+// serveBlocking drives the session over a blocking connection: the TLS
+// twin of OnTraffic.
+func (c *conn) serveBlocking(nc net.Conn) {
+	s := c.srv
+	buf := make([]byte, 0, 16<<10)
+	for {
+		for {
+			n := c.sess.Feed(buf)
+			buf = buf[:copy(buf, buf[n:])]
+			if !c.sess.Waiting() {
+				break
+			}
+			c.submit()
+			if c.waiting {
+				<-c.wakeCh
+				c.finishDelivery(c.result.Swap(nil).err)
+			}
+		}
+		flags := c.flags.Load()
+		switch {
+		case flags&flagForce != 0:
+			c.sess.Abort(proto.ReplyShutdown)
+			c.reason = "shutdown"
+		case flags&flagTimeout != 0:
+			c.sess.Abort(proto.ReplyTimeout)
+			c.reason = "timeout"
+			s.stats.TimedOut.Add(1)
+		case flags&flagShutdown != 0 && !c.sess.InTransfer():
+			c.sess.Abort(proto.ReplyShutdown)
+			c.reason = "shutdown"
+		}
+		if out := c.sess.Output(); len(out) > 0 {
+			_ = nc.SetWriteDeadline(time.Now().Add(c.lv.cfg.CommandTimeout))
+			if _, err := nc.Write(out); err != nil {
+				c.reason = "write: " + err.Error()
+				return
+			}
+			c.sess.ClearOutput()
+		}
+		if c.sess.Closed() {
+			if c.reason == "" {
+				c.reason = "session ended"
+			}
+			return
+		}
+		c.setDeadline()
+		_ = nc.SetReadDeadline(time.Unix(0, c.deadline.Load()))
+		if cap(buf)-len(buf) < 4096 {
+			buf = append(buf, make([]byte, 16<<10)...)[:len(buf)]
+		}
+		n, err := nc.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			var ne net.Error
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				// The deadline passed, or the drain interrupted the read:
+				// the flags decide on the next turn.
+				if time.Now().UnixNano() >= c.deadline.Load() {
+					c.flags.Or(flagTimeout)
+				}
+			case n == 0:
+				c.reason = "client closed"
+				return
+			}
+		}
+	}
+}
+
+// tlsVersion names a version as Postfix writes it in Received headers.
+func tlsVersion(v uint16) string {
+	switch v {
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	}
+	return tls.VersionName(v)
+}
+
+// kick makes a session look at its flags: a Wake on the loop, or an
+// interrupted read for a detached session.
+func (c *conn) kick() {
+	if tc := c.tc.Load(); tc != nil {
+		_ = tc.SetReadDeadline(time.Now())
+		return
+	}
+	_ = c.gc.Wake(nil)
+}
