@@ -95,6 +95,7 @@ var (
 	ReplyTooManyConns      = NewReply(421, "4.7.0", "Too many connections, try again later")
 	ReplyTooManyConnsPerIP = NewReply(421, "4.7.0", "Too many connections from your address, try again later")
 	ReplyPipelineOverflow  = NewReply(421, "4.7.0", "Too much pipelined input, closing connection")
+	ReplyEarlyTalker       = NewReply(554, "5.5.1", "Protocol error: data sent before the greeting")
 
 	// STARTTLS (RFC 3207).
 	ReplyReadyTLS         = NewReply(220, "2.0.0", "Ready to start TLS")

@@ -85,6 +85,10 @@ type Config struct {
 	SessionTimeout time.Duration
 	// ShutdownTimeout bounds the drain on SIGTERM.
 	ShutdownTimeout time.Duration
+	// GreetingDelay holds the 220 greeting back; a client that talks
+	// before it is an early talker (like Postfix's postscreen pregreet
+	// test): 554 5.5.1 and close. 0 greets at once.
+	GreetingDelay time.Duration
 
 	// EventLoops is the number of gnet event loops (1 suits one CPU).
 	EventLoops int
@@ -202,6 +206,8 @@ func (c *Config) Validate() error {
 		return bad("data_timeout", "must be at least 1s")
 	case c.SessionTimeout < c.CommandTimeout:
 		return bad("session_timeout", "must be at least command_timeout")
+	case c.GreetingDelay < 0 || c.GreetingDelay > time.Minute:
+		return bad("greeting_delay", "must be between 0 and 1m")
 	case c.EventLoops < 1:
 		return bad("event_loops", "must be at least 1")
 	case (c.TLSCert == "") != (c.TLSKey == ""):

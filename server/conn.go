@@ -47,7 +47,10 @@ type conn struct {
 	// loop, read by OnTick.
 	deadline atomic.Int64
 	// flags carries flagTimeout/flagShutdown/flagForce to the loop.
-	flags      atomic.Uint32
+	flags atomic.Uint32
+	// greetAt is when the greeting is due (Unix ns), 0 once it was sent.
+	// Written by the loop, read by OnTick.
+	greetAt    atomic.Int64
 	sessionEnd int64  // opened + SessionTimeout, Unix ns
 	lastCmds   uint64 // proto Commands() when the deadline was last set
 	inTransfer bool   // the deadline in force is the transaction's
@@ -119,6 +122,10 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	gc.SetContext(c)
 	s.stats.Accepted.Add(1)
 	c.log.Debug().Msg("connection opened")
+	if d := lv.cfg.GreetingDelay; d > 0 {
+		c.greetAt.Store(now.Add(d).UnixNano()) // OnTick wakes us then
+		return nil, gnet.None
+	}
 	return lv.dialect.Greeting(), gnet.None
 }
 
@@ -189,6 +196,21 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 			return gnet.None
 		}
 		c.finishDelivery(r.err)
+	}
+
+	if at := c.greetAt.Load(); at != 0 {
+		// Greeting held back: any input now is an early talker's.
+		if gc.InboundBuffered() > 0 {
+			_, _ = gc.Write(proto.ReplyEarlyTalker.Bytes())
+			c.reason = "early talker"
+			s.stats.EarlyTalkers.Add(1)
+			return gnet.Close
+		}
+		if time.Now().UnixNano() < at && c.flags.Load() == 0 {
+			return gnet.None
+		}
+		c.greetAt.Store(0)
+		_, _ = gc.Write(c.lv.dialect.Greeting())
 	}
 
 	flags := c.flags.Load()

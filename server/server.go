@@ -76,6 +76,8 @@ type Stats struct {
 	Failed    atomic.Uint64 // messages answered 4xx/5xx after the data
 	TimedOut  atomic.Uint64 // sessions closed by a deadline
 
+	EarlyTalkers atomic.Uint64 // clients that spoke before the greeting
+
 	TLSSessions   atomic.Uint64 // successful handshakes
 	TLSFailed     atomic.Uint64 // failed handshakes
 	TLSRefused    atomic.Uint64 // STARTTLS answered 454: no TLS slot
@@ -357,11 +359,18 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	now := time.Now().UnixNano()
 	s.mu.Lock()
 	for c := range s.conns {
-		if now > c.deadline.Load() && c.flags.Or(flagTimeout)&flagTimeout == 0 {
+		switch at := c.greetAt.Load(); {
+		case now > c.deadline.Load() && c.flags.Or(flagTimeout)&flagTimeout == 0:
 			_ = c.gc.Wake(nil)
+		case at != 0 && now >= at:
+			_ = c.gc.Wake(nil) // time to greet
 		}
 	}
 	s.mu.Unlock()
+	if s.cfg.GreetingDelay > 0 {
+		// Greetings are sent from here: keep their lateness small.
+		return 50 * time.Millisecond, gnet.None
+	}
 	return time.Second, gnet.None
 }
 

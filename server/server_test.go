@@ -683,3 +683,31 @@ func TestReload(t *testing.T) {
 	c.expect("RCPT TO:<carol@example.test>", "250 2.1.5")
 	a.expect("QUIT", "221")
 }
+
+// TestEarlyTalker: with a greeting delay, a client that talks first is
+// refused 554 5.5.1 and closed; a patient one is greeted and served.
+func TestEarlyTalker(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.GreetingDelay = 500 * time.Millisecond
+	r := start(t, cfg)
+
+	rude := dial(t, r.addr)
+	rude.send("EHLO bot\r\n")
+	if g := rude.reply(); !strings.HasPrefix(g, "554 5.5.1") {
+		t.Fatalf("early talker: %q", g)
+	}
+	rude.expectClosed()
+
+	begin := time.Now()
+	polite := dial(t, r.addr)
+	if g := polite.reply(); !strings.HasPrefix(g, "220 mx.example.test") {
+		t.Fatalf("greeting: %q", g)
+	}
+	if d := time.Since(begin); d < cfg.GreetingDelay {
+		t.Fatalf("greeted after %v, before the %v delay", d, cfg.GreetingDelay)
+	}
+	polite.expect("EHLO c", "250")
+	if n := r.srv.Stats().EarlyTalkers.Load(); n != 1 {
+		t.Fatalf("EarlyTalkers = %d", n)
+	}
+}

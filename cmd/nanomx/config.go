@@ -51,6 +51,7 @@ type fileConfig struct {
 	DataTimeout         *string           `toml:"data_timeout"`
 	SessionTimeout      *string           `toml:"session_timeout"`
 	ShutdownTimeout     *string           `toml:"shutdown_timeout"`
+	GreetingDelay       *string           `toml:"greeting_delay"`
 	EventLoops          *int              `toml:"event_loops"`
 	TLSCert             *string           `toml:"tls_cert"`
 	TLSKey              *string           `toml:"tls_key"`
@@ -284,6 +285,7 @@ func apply(fc *fileConfig, cfg *server.Config, l *loaded) error {
 	setDuration("data_timeout", &cfg.DataTimeout, fc.DataTimeout)
 	setDuration("session_timeout", &cfg.SessionTimeout, fc.SessionTimeout)
 	setDuration("shutdown_timeout", &cfg.ShutdownTimeout, fc.ShutdownTimeout)
+	setDuration("greeting_delay", &cfg.GreetingDelay, fc.GreetingDelay)
 
 	setInt(&cfg.EventLoops, fc.EventLoops)
 	setStr(&cfg.PprofAddr, fc.Pprof)

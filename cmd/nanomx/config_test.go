@@ -80,6 +80,7 @@ command_timeout = "1m"
 data_timeout = "2m30s"
 session_timeout = "1h"
 shutdown_timeout = "5s"
+greeting_delay = "2s"
 event_loops = 2
 pprof = "127.0.0.1:6060"
 tls_cert = "/etc/ssl/mx.pem"
@@ -135,6 +136,7 @@ func TestEveryKey(t *testing.T) {
 	want.DataTimeout = 150 * time.Second
 	want.SessionTimeout = time.Hour
 	want.ShutdownTimeout = 5 * time.Second
+	want.GreetingDelay = 2 * time.Second
 	want.EventLoops = 2
 	want.PprofAddr = "127.0.0.1:6060"
 	want.TLSCert, want.TLSKey = "/etc/ssl/mx.pem", "/etc/ssl/mx.key"
