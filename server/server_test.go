@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -709,5 +711,47 @@ func TestEarlyTalker(t *testing.T) {
 	polite.expect("EHLO c", "250")
 	if n := r.srv.Stats().EarlyTalkers.Load(); n != 1 {
 		t.Fatalf("EarlyTalkers = %d", n)
+	}
+}
+
+// flakySyncer fails file syncs with err while failing is set.
+type flakySyncer struct {
+	failing atomic.Bool
+	err     error
+}
+
+func (f *flakySyncer) SyncFile(*os.File) error {
+	if f.failing.Load() {
+		return f.err
+	}
+	return nil
+}
+func (f *flakySyncer) SyncDir(string) error { return nil }
+
+// TestDiskFull: ENOSPC answers 452 4.3.1 with nothing stored, and service
+// resumes once space returns.
+func TestDiskFull(t *testing.T) {
+	cfg := testServerConfig(t)
+	fs := &flakySyncer{err: syscall.ENOSPC}
+	fs.failing.Store(true)
+	cfg.syncer = fs
+	r := start(t, cfg)
+	c := dial(t, r.addr)
+	sendEnvelope(t, c)
+	if g := c.reply(); !strings.HasPrefix(g, "452 4.3.1") {
+		t.Fatalf("disk full: %q", g)
+	}
+	for _, sub := range []string{"tmp", "new"} {
+		if ents, _ := os.ReadDir(filepath.Join(cfg.MaildirRoot, "example.test", "bob", sub)); len(ents) != 0 {
+			t.Fatalf("%s/ holds %d files after ENOSPC", sub, len(ents))
+		}
+	}
+	fs.failing.Store(false)
+	c.expect("MAIL FROM:<a@example.org>", "250")
+	c.expect("RCPT TO:<bob@example.test>", "250")
+	c.expect("DATA", "354")
+	c.expect("again\r\n.", "250 2.0.0")
+	if n := len(newFiles(t, cfg.MaildirRoot, "example.test", "bob")); n != 1 {
+		t.Fatalf("%d files after space returned", n)
 	}
 }
