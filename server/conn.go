@@ -253,9 +253,6 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		if c.reason == "" {
 			c.reason = "session ended"
 		}
-		if c.sess.StartingTLS() {
-			s.tlsSessions.Add(-1)
-		}
 		return gnet.Close
 	}
 	if c.sess.StartingTLS() {
