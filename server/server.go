@@ -265,6 +265,9 @@ func (s *Server) Serve(ctx context.Context) error {
 		errc <- gnet.Rotate(s, addrs,
 			gnet.WithNumEventLoop(s.cfg.EventLoops),
 			gnet.WithReusePort(false),
+			// SO_REUSEADDR: a restart must not wait a minute for the
+			// TIME_WAIT sockets of the last run to clear.
+			gnet.WithReuseAddr(true),
 			gnet.WithReadBufferCap(64<<10),
 			gnet.WithTicker(true),
 			gnet.WithTCPKeepAlive(2*time.Minute),
