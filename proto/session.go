@@ -224,6 +224,12 @@ func (d *Dialect) NewSession(h Handler) *Session {
 	return &Session{d: d, h: h}
 }
 
+// InitSession is NewSession into a Session the caller allocated, e.g.
+// embedded in its own per-connection struct to save an allocation.
+func (d *Dialect) InitSession(s *Session, h Handler) {
+	*s = Session{d: d, h: h}
+}
+
 // Reset makes s a fresh session for a new connection, keeping its buffers.
 func (s *Session) Reset(h Handler) {
 	*s = Session{

@@ -35,12 +35,11 @@ type conn struct {
 	srv  *Server
 	lv   *live     // the settings in force when the connection opened
 	gc   gnet.Conn // valid for Wake from any goroutine
-	sess *proto.Session
-	log  zerolog.Logger
+	sess proto.Session
 
 	remote netip.Addr // client address, IPv4-mapped addresses unmapped
 	key    netip.Addr // per-IP limit key
-	sid    string
+	n      uint64     // connection number, for the session id
 	opened time.Time
 
 	// deadline is when the session times out (Unix ns). Written by the
@@ -111,17 +110,18 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		opened:     now,
 		sessionEnd: now.Add(lv.cfg.SessionTimeout).UnixNano(),
 	}
-	c.sid = s.idBase + "s" + itoa36(s.nextSID.Add(1))
+	c.n = s.nextSID.Add(1)
 	c.deadline.Store(min(now.Add(lv.cfg.CommandTimeout).UnixNano(), c.sessionEnd))
 	s.conns[c] = struct{}{}
 	s.perIP[key]++
 	s.mu.Unlock()
 
-	c.log = s.log.With().Str("sid", c.sid).Str("remote", remote.String()).Logger()
-	c.sess = lv.dialect.NewSession(c)
+	lv.dialect.InitSession(&c.sess, c)
 	gc.SetContext(c)
 	s.stats.Accepted.Add(1)
-	c.log.Debug().Msg("connection opened")
+	if s.debug {
+		c.log().Debug().Msg("connection opened")
+	}
 	if d := lv.cfg.GreetingDelay; d > 0 {
 		c.greetAt.Store(now.Add(d).UnixNano()) // OnTick wakes us then
 		return nil, gnet.None
@@ -155,7 +155,7 @@ func (s *Server) forget(c *conn) {
 		delete(s.perIP, c.key)
 	}
 	s.mu.Unlock()
-	ev := c.log.Info().Str("reason", c.reason).Dur("duration", time.Since(c.opened)).Int("messages", c.messages)
+	ev := c.log().Info().Str("reason", c.reason).Dur("duration", time.Since(c.opened)).Int("messages", c.messages)
 	if c.waiting {
 		// The spool still owns the message and will finish it; the client
 		// went away before its answer (it will retry: a duplicate, not a
@@ -176,7 +176,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	defer func() {
 		if p := recover(); p != nil {
 			// A bug must cost one connection, not the server.
-			c.log.Error().Interface("panic", p).Bytes("stack", debug.Stack()).Msg("session panic")
+			c.log().Error().Interface("panic", p).Bytes("stack", debug.Stack()).Msg("session panic")
 			_, _ = gc.Write(proto.ReplyInternal.Bytes())
 			c.reason = "internal error"
 			action = gnet.Close
@@ -233,7 +233,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		if c.sess.StartingTLS() && n < len(in) {
 			// CVE-2011-0411: commands pipelined after STARTTLS would run
 			// as if they had come over TLS. Drop them, as Postfix does.
-			c.log.Warn().Int("bytes", len(in)-n).Msg("STARTTLS: discarding input pipelined after it")
+			c.log().Warn().Int("bytes", len(in)-n).Msg("STARTTLS: discarding input pipelined after it")
 			s.stats.TLSInjections.Add(1)
 			n = len(in)
 		}
@@ -243,8 +243,8 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		}
 	}
 	if out := c.sess.Output(); len(out) > 0 {
-		if e := c.log.Debug(); e.Enabled() {
-			e.Bytes("out", out).Msg("reply")
+		if s.debug {
+			c.log().Debug().Bytes("out", out).Msg("reply")
 		}
 		_, _ = gc.Write(out)
 		c.sess.ClearOutput()
@@ -329,7 +329,7 @@ func (c *conn) submit() {
 		// The spool did not take the message (and returned its body).
 		srv.release(reserved)
 		srv.stats.Failed.Add(1)
-		c.log.Warn().Err(err).Str("id", m.ID).Msg("message not queued")
+		c.log().Warn().Err(err).Str("id", m.ID).Msg("message not queued")
 		c.sess.Failed(replyFor(err))
 		return
 	}
@@ -345,13 +345,13 @@ func (c *conn) finishDelivery(err error) {
 	c.waiting, c.pending = false, nil
 	if err != nil {
 		c.srv.stats.Failed.Add(1)
-		c.log.Warn().Err(err).Str("id", m.ID).Msg("delivery failed")
+		c.log().Warn().Err(err).Str("id", m.ID).Msg("delivery failed")
 		c.sess.Failed(replyFor(err))
 		return
 	}
 	c.srv.stats.Delivered.Add(1)
 	c.messages++
-	c.log.Info().Str("id", m.ID).Str("from", m.From).Strs("rcpts", m.Rcpts).
+	c.log().Info().Str("id", m.ID).Str("from", m.From).Strs("rcpts", m.Rcpts).
 		Int64("size", c.size).Dur("delivery", time.Since(c.started)).Msg("delivered")
 	c.sess.Delivered(m.ID)
 }
@@ -451,6 +451,18 @@ func (c *conn) freeBody() {
 	}
 	c.srv.release(c.reserved)
 	c.reserved = 0
+}
+
+// log returns the connection's logger: the server's, with the session id,
+// the client address and, once up, TLS. It is built per call rather than
+// kept, because an idle connection should hold as little as possible.
+func (c *conn) log() *zerolog.Logger {
+	ctx := c.srv.log.With().Str("sid", c.srv.idBase+"s"+itoa36(c.n)).Stringer("remote", c.remote)
+	if c.tlsInfo != "" {
+		ctx = ctx.Str("tls", c.tlsInfo)
+	}
+	l := ctx.Logger()
+	return &l
 }
 
 // addrOf extracts the client IP, unmapping IPv4-mapped IPv6 addresses.

@@ -59,6 +59,7 @@ type Server struct {
 	conns map[*conn]struct{}
 	perIP map[netip.Addr]int
 
+	debug       bool // the logger takes debug lines: build them
 	draining    atomic.Bool
 	tlsSessions atomic.Int64 // TLS slots taken (MaxTLSSessions)
 	idBase      string
@@ -158,6 +159,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.budget.Store(cfg.BodyBudgetBytes)
 	s.live.Store(lv)
+	s.debug = cfg.Log.GetLevel() <= zerolog.DebugLevel && zerolog.GlobalLevel() <= zerolog.DebugLevel
 	return s, nil
 }
 
@@ -244,6 +246,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	return s.Serve(ctx)
+}
+
+// connCount returns the number of open connections, TLS ones included.
+func (s *Server) connCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 // Stats returns the server's counters.

@@ -73,7 +73,14 @@ func start(t *testing.T, cfg Config) *running {
 	for {
 		c, err := net.Dial("tcp", cfg.Listen[0])
 		if err == nil {
+			// Read the greeting so that the server has counted the probe,
+			// then let its slot go before the test counts connections.
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, _ = bufio.NewReader(c).ReadString('\n')
 			c.Close()
+			for srv.connCount() > 0 {
+				time.Sleep(5 * time.Millisecond)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -260,8 +267,11 @@ func TestConnectionLimits(t *testing.T) {
 	cfg.MaxConnectionsPerIP = 2
 	r := start(t, cfg)
 	a, b := dial(t, r.addr), dial(t, r.addr)
-	a.reply()
-	b.reply()
+	for _, x := range []*client{a, b} {
+		if g := x.reply(); !strings.HasPrefix(g, "220") {
+			t.Fatalf("within the limit: %q", g)
+		}
+	}
 	c := dial(t, r.addr)
 	if g := c.reply(); !strings.HasPrefix(g, "421 4.7.0") {
 		t.Fatalf("third connection: %q", g)
@@ -285,13 +295,9 @@ func TestConnectionLimits(t *testing.T) {
 	cfg2 := testServerConfig(t)
 	cfg2.MaxConnections = 1
 	r2 := start(t, cfg2)
-	// start's readiness probe may still hold the only slot for a moment.
-	for {
-		x := dial(t, r2.addr)
-		if g := x.reply(); strings.HasPrefix(g, "220") {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	x := dial(t, r2.addr)
+	if g := x.reply(); !strings.HasPrefix(g, "220") {
+		t.Fatalf("first connection: %q", g)
 	}
 	y := dial(t, r2.addr)
 	if g := y.reply(); !strings.HasPrefix(g, "421 4.7.0") {

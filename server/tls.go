@@ -91,7 +91,7 @@ func (c *conn) detach(gc gnet.Conn) gnet.Action {
 	fd, err := gc.Dup()
 	if err != nil {
 		s.tlsSessions.Add(-1)
-		c.log.Error().Err(err).Msg("STARTTLS: dup")
+		c.log().Error().Err(err).Msg("STARTTLS: dup")
 		_, _ = gc.Write(proto.ReplyInternal.Bytes())
 		c.reason = "STARTTLS dup failed"
 		return gnet.Close
@@ -108,7 +108,7 @@ func (c *conn) serveTLS(fd int) {
 	s := c.srv
 	defer func() {
 		if p := recover(); p != nil {
-			c.log.Error().Interface("panic", p).Msg("TLS session panic")
+			c.log().Error().Interface("panic", p).Msg("TLS session panic")
 			c.reason = "internal error"
 		}
 		s.tlsSessions.Add(-1)
@@ -142,7 +142,6 @@ func (c *conn) serveTLS(fd int) {
 	}
 	st := tc.ConnectionState()
 	c.tlsInfo = tlsVersion(st.Version) + " with cipher " + tls.CipherSuiteName(st.CipherSuite)
-	c.log = c.log.With().Str("tls", c.tlsInfo).Logger()
 	s.stats.TLSSessions.Add(1)
 	c.sess.TLSStarted()
 	c.serveBlocking(tc)
