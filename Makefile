@@ -23,9 +23,15 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
-# bench: the micro-benchmarks of every package (no tests run).
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+# bench: the micro-benchmarks of every package (no tests run) into
+# bench/microbench.txt, then the "nanode" load profile (bench/nanode.sh):
+# nanomx pinned to one CPU under nanomx bench, results in bench/RESULTS.md
+# and bench/throughput.svg. Takes about four minutes; needs 2 CPUs,
+# taskset and Postfix's smtp-sink and smtp-source.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./... > bench/microbench.txt 2>&1 || { cat bench/microbench.txt; exit 1; }
+	cat bench/microbench.txt
+	bash bench/nanode.sh
 
 fmt:
 	$(GO) fmt ./...
@@ -33,3 +39,25 @@ fmt:
 # clean: removes build output only, never ./mail.
 clean:
 	rm -rf bin
+
+.PHONY: crashtest fuzz
+
+# crashtest: the long crash-safety test: CRASH_KILLS kill -9s of the real
+# binary (built with -race) per durability mode, under load from 16
+# senders; every message answered 250 is then checked in new/.
+# NANOMX_CRASH_SEED=<seed from the log> replays a run's schedule.
+CRASH_KILLS ?= 25
+crashtest:
+	NANOMX_CRASH_KILLS=$(CRASH_KILLS) $(GO) test -race -run 'TestCrashSafety' -count=1 -timeout 30m -v ./cmd/nanomx/
+
+# fuzz: every fuzz target of FUZZPKGS for FUZZTIME each (go test -fuzz
+# takes one target at a time). New crashers land in <pkg>/testdata/fuzz/.
+FUZZTIME ?= 60s
+FUZZPKGS ?= ./proto/ ./spool/
+fuzz:
+	@set -e; for pkg in $(FUZZPKGS); do \
+		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "$(GO) test -run '^$$' -fuzz '^$$target\$$' -fuzztime $(FUZZTIME) $$pkg"; \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg; \
+		done; \
+	done

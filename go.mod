@@ -3,11 +3,13 @@ module github.com/nanomx/nanomx
 go 1.26.8
 
 require (
+	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/panjf2000/gnet/v2 v2.9.7
 	github.com/pelletier/go-toml/v2 v2.4.3
 	github.com/rs/zerolog v1.35.1
 	github.com/valyala/bytebufferpool v1.0.0
 	golang.org/x/sys v0.30.0
+	golang.org/x/term v0.29.0
 )
 
 require (

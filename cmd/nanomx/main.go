@@ -3,8 +3,9 @@
 // Usage:
 //
 //	nanomx serve [-config FILE] [flags]
+//	nanomx bench [flags]
 //	nanomx version
-//	nanomx help [serve]
+//	nanomx help [serve|bench]
 package main
 
 import (
@@ -39,12 +40,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stdout, stderr)
+	case "bench":
+		return benchCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "nanomx %s %s %s/%s\n", versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 && args[1] == "serve" {
 			newServeFlags(stdout).fs.Usage()
+			return exitOK
+		}
+		if len(args) > 1 && args[1] == "bench" {
+			newBenchFlags(stdout).fs.Usage()
 			return exitOK
 		}
 		usage(stdout)
@@ -63,6 +70,7 @@ Usage:
 
 Commands:
   serve     run the MX until SIGTERM or SIGINT ("nanomx help serve" lists flags)
+  bench     send SMTP load to a server and measure it ("nanomx help bench")
   version   print the version and the Go version
   help      print this help
 

@@ -1,0 +1,223 @@
+package bench
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Config describes one run. The zero value of a field means its default
+// (see Defaults), except for the bools.
+type Config struct {
+	// Label names the run in reports (RESULTS.md, the chart); free text.
+	Label string `json:"label,omitempty"`
+	// Target is the server's host:port.
+	Target string `json:"target"`
+	// Conns is the number of concurrent sessions sending messages.
+	Conns int `json:"conns"`
+	// Count is the number of messages to attempt; 0 means no bound by
+	// count. Every claimed message counts, including one whose connection
+	// could not be opened.
+	Count int64 `json:"count,omitempty"`
+	// Duration stops the run from starting new messages; those in flight
+	// finish. 0 means no bound by time (Count then bounds the run).
+	Duration time.Duration `json:"duration,omitempty"`
+	// MaxDuration is the hard bound on the run, idle and slow set-up
+	// included: past it every connection is cut, whatever Count and
+	// Duration say.
+	MaxDuration time.Duration `json:"max_duration"`
+	// Size is the size of each message, header included.
+	Size Size `json:"size"`
+	// PerConn is how many messages a session sends before QUIT; 1 opens a
+	// connection per message, 0 keeps sessions until the run ends.
+	PerConn int `json:"per_conn"`
+	// Rcpts is the number of recipients per message, taken in turn from To.
+	Rcpts int `json:"rcpts"`
+	// From is the envelope sender.
+	From string `json:"from"`
+	// To are the recipient addresses, used round robin.
+	To []string `json:"to"`
+	// Pipelining sends MAIL, every RCPT and DATA in one write when the
+	// server offers PIPELINING (RFC 2920).
+	Pipelining bool `json:"pipelining"`
+	// EHLO is the name sent with EHLO.
+	EHLO string `json:"ehlo"`
+	// Seed fixes the body text and the sizes of a "mix" run.
+	Seed int64 `json:"seed"`
+	// RunID starts every marker; random when empty.
+	RunID string `json:"run_id"`
+	// Timeout bounds each transaction, and each connect, greeting and EHLO.
+	Timeout time.Duration `json:"timeout"`
+	// SpreadSources binds each connection to the next local address of
+	// 127.0.0.2-127.0.255.254 when the target is on 127.0.0.0/8, so
+	// TIME_WAIT does not use up the ephemeral ports of one address. It has
+	// no effect on other targets.
+	SpreadSources bool `json:"spread_sources"`
+
+	// PID is a local server process to measure from /proc; 0 for none.
+	PID int `json:"pid,omitempty"`
+	// Idle sessions are opened (greeting and EHLO) before the load and
+	// held, silent, until it ends.
+	Idle int `json:"idle,omitempty"`
+	// Slow sessions trickle a transaction, one byte every SlowInterval,
+	// while the load runs.
+	Slow         int           `json:"slow,omitempty"`
+	SlowInterval time.Duration `json:"slow_interval,omitempty"`
+	// VerifyMaildir, when set, is searched after the run for the markers
+	// of this run (see VerifyMaildir).
+	VerifyMaildir string `json:"verify_maildir,omitempty"`
+
+	// Progress receives a progress line every second (with a carriage
+	// return, for a terminal); nil for none.
+	Progress io.Writer `json:"-"`
+}
+
+// Defaults are the values Run uses for zero fields. Count defaults to
+// DefaultCount only when Duration is zero too.
+const (
+	DefaultTarget       = "127.0.0.1:2525"
+	DefaultConns        = 10
+	DefaultCount        = 1000
+	DefaultMaxDuration  = 15 * time.Minute
+	DefaultSize         = 10_000
+	DefaultFrom         = "bench@localhost"
+	DefaultTo           = "bench@localhost"
+	DefaultEHLO         = "bench.localhost"
+	DefaultTimeout      = 30 * time.Second
+	DefaultSlowInterval = 2 * time.Second
+)
+
+// withDefaults returns c with zero fields set to their defaults, or an
+// error for a field no default can fix.
+func (c Config) withDefaults() (Config, error) {
+	if c.Target == "" {
+		c.Target = DefaultTarget
+	}
+	if c.Conns == 0 {
+		c.Conns = DefaultConns
+	}
+	if c.Count == 0 && c.Duration == 0 {
+		c.Count = DefaultCount
+	}
+	if c.MaxDuration == 0 {
+		c.MaxDuration = DefaultMaxDuration
+	}
+	if c.Size == (Size{}) {
+		c.Size = Size{Bytes: DefaultSize}
+	}
+	if c.Rcpts == 0 {
+		c.Rcpts = 1
+	}
+	if c.From == "" {
+		c.From = DefaultFrom
+	}
+	if len(c.To) == 0 {
+		c.To = []string{DefaultTo}
+	}
+	if c.EHLO == "" {
+		c.EHLO = DefaultEHLO
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.SlowInterval == 0 {
+		c.SlowInterval = DefaultSlowInterval
+	}
+	if c.RunID == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		c.RunID = "r" + hex.EncodeToString(b[:])
+	}
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	switch {
+	case c.Conns < 0:
+		bad("conns: must be at least 1")
+	case c.Count < 0:
+		bad("count: must not be negative")
+	case c.Duration < 0:
+		bad("duration: must not be negative")
+	case c.MaxDuration < 0:
+		bad("max-duration: must not be negative")
+	case c.Duration > c.MaxDuration:
+		bad("duration: %v is past max-duration %v", c.Duration, c.MaxDuration)
+	case c.PerConn < 0:
+		bad("per-conn: must not be negative")
+	case c.Rcpts < 0:
+		bad("rcpts: must be at least 1")
+	case c.Timeout < 0:
+		bad("timeout: must not be negative")
+	case c.Idle < 0 || c.Slow < 0:
+		bad("idle, slow: must not be negative")
+	case c.SlowInterval < 0:
+		bad("slow-interval: must not be negative")
+	}
+	if c.Size.Bytes < 0 || (!c.Size.Mix && c.Size.Bytes > maxFixedSize) {
+		bad("size: must be from 1 byte to %d MiB", maxFixedSize>>20)
+	}
+	// Runs are compared by their markers: keep them one header token.
+	if strings.ContainsAny(c.RunID, " \t\r\n<>@") {
+		bad("run-id %q: no spaces, <, > or @", c.RunID)
+	}
+	for _, a := range append([]string{c.From}, c.To...) {
+		if strings.ContainsAny(a, " \t\r\n<>") {
+			bad("address %q: no spaces, < or >", a)
+		}
+	}
+	if strings.ContainsAny(c.EHLO, " \t\r\n") {
+		bad("ehlo %q: no spaces", c.EHLO)
+	}
+	return c, errors.Join(errs...)
+}
+
+// jsonConfig is Config with its durations as strings ("10s") in JSON.
+type jsonConfig struct {
+	plainConfig
+	Duration     string `json:"duration,omitempty"`
+	MaxDuration  string `json:"max_duration"`
+	Timeout      string `json:"timeout"`
+	SlowInterval string `json:"slow_interval,omitempty"`
+}
+
+type plainConfig Config
+
+// MarshalJSON writes c with durations as Go duration strings.
+func (c Config) MarshalJSON() ([]byte, error) {
+	j := jsonConfig{plainConfig: plainConfig(c), MaxDuration: c.MaxDuration.String(), Timeout: c.Timeout.String()}
+	if c.Duration != 0 {
+		j.Duration = c.Duration.String()
+	}
+	if c.Slow > 0 {
+		j.SlowInterval = c.SlowInterval.String()
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (c *Config) UnmarshalJSON(b []byte) error {
+	var j jsonConfig
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*c = Config(j.plainConfig)
+	for _, d := range []struct {
+		s   string
+		dst *time.Duration
+	}{{j.Duration, &c.Duration}, {j.MaxDuration, &c.MaxDuration}, {j.Timeout, &c.Timeout}, {j.SlowInterval, &c.SlowInterval}} {
+		if d.s == "" {
+			*d.dst = 0
+			continue
+		}
+		v, err := time.ParseDuration(d.s)
+		if err != nil {
+			return err
+		}
+		*d.dst = v
+	}
+	return nil
+}

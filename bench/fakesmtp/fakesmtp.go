@@ -1,0 +1,301 @@
+// Package fakesmtp is a small SMTP server for testing the load generator:
+// it can answer each message 250, 4xx or 5xx, drop the connection instead
+// of answering, answer twice, store a message twice or not at all, delay,
+// and time out idle sessions. It listens on 127.0.0.1 only. The tests of
+// bench and of the nanomx command use it.
+package fakesmtp
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MarkerHeader is the header whose "<runid>-<seq>" value identifies a
+// message (bench.MarkerHeader; repeated to keep this package a leaf).
+const MarkerHeader = "X-Nanomx-Bench"
+
+// Action is what the server does at a message's end of data.
+type Action struct {
+	Reply      int           // reply code: 250 when 0; 421, 451, 554...
+	Delay      time.Duration // wait before replying
+	Drop       bool          // close the connection instead of replying
+	NoStore    bool          // do not store the message even on 250 (a lost message)
+	StoreTwice bool          // store it twice (a duplicate)
+	ReplyTwice bool          // send the reply twice, in one write
+}
+
+// Server is a running fake server. Its knobs are set before Start.
+type Server struct {
+	// Pipelining advertises PIPELINING in the EHLO reply.
+	Pipelining bool
+	// Decide picks the Action for the message with sequence number seq
+	// (from its marker; 0 without one). Nil means 250 for all.
+	Decide func(seq int64) Action
+	// Maildir, when set, receives stored messages in Maildir/new/.
+	Maildir string
+	// IdleTimeout closes a session that sends nothing for this long with
+	// 421 4.4.2; 0 for never.
+	IdleTimeout time.Duration
+
+	ln        net.Listener
+	wg        sync.WaitGroup
+	done      chan struct{} // closed by Close: ends delays
+	closeOnce sync.Once
+
+	// Counters, safe to read at any time.
+	Conns    atomic.Int64 // connections accepted
+	Messages atomic.Int64 // ends of data received
+	// Envelopes sent in one write (MAIL, RCPTs and DATA buffered together
+	// when MAIL was read) and one command at a time.
+	Pipelined, Serial atomic.Int64
+
+	mu      sync.Mutex
+	sizes   []int    // message sizes as received, after dot-unstuffing, CRLF kept
+	markers []string // markers of the messages received, in order
+	stored  atomic.Int64
+	conns   map[net.Conn]struct{}
+}
+
+// Start listens on 127.0.0.1:0 and serves until Close.
+func (s *Server) Start() error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	s.done = make(chan struct{})
+	s.conns = make(map[net.Conn]struct{})
+	if s.Maildir != "" {
+		for _, d := range []string{"tmp", "new", "cur"} {
+			if err := os.MkdirAll(filepath.Join(s.Maildir, d), 0o700); err != nil {
+				return err
+			}
+		}
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.Conns.Add(1)
+			s.mu.Lock()
+			s.conns[c] = struct{}{}
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.serve(c)
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+				_ = c.Close()
+			}()
+		}
+	}()
+	return nil
+}
+
+// Addr is the host:port the server listens on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close stops the server and closes every connection. It may be called
+// more than once.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		_ = s.ln.Close()
+		s.mu.Lock()
+		for c := range s.conns {
+			_ = c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+}
+
+// Sizes returns the sizes of the messages received so far.
+func (s *Server) Sizes() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int(nil), s.sizes...)
+}
+
+// Markers returns the markers of the messages received so far.
+func (s *Server) Markers() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.markers...)
+}
+
+func (s *Server) serve(c net.Conn) {
+	br := bufio.NewReader(c)
+	write := func(lines ...string) bool {
+		_, err := c.Write([]byte(strings.Join(lines, "")))
+		return err == nil
+	}
+	if !write("220 fake ESMTP\r\n") {
+		return
+	}
+	for {
+		if s.IdleTimeout > 0 {
+			_ = c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+		}
+		line, err := br.ReadString('\n')
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				write("421 4.4.2 fake: timeout\r\n")
+			}
+			return
+		}
+		verb := strings.ToUpper(strings.TrimSpace(line))
+		if i := strings.IndexAny(verb, " :"); i >= 0 {
+			verb = verb[:i]
+		}
+		switch verb {
+		case "EHLO":
+			if s.Pipelining {
+				write("250-fake\r\n", "250-PIPELINING\r\n", "250 8BITMIME\r\n")
+			} else {
+				write("250-fake\r\n", "250 8BITMIME\r\n")
+			}
+		case "HELO", "RSET", "NOOP":
+			write("250 2.0.0 ok\r\n")
+		case "MAIL":
+			// What the client wrote together with MAIL is already here.
+			buf, _ := br.Peek(br.Buffered())
+			if bytes.Contains(buf, []byte("DATA\r\n")) {
+				s.Pipelined.Add(1)
+			} else {
+				s.Serial.Add(1)
+			}
+			write("250 2.1.0 ok\r\n")
+		case "RCPT":
+			write("250 2.1.5 ok\r\n")
+		case "DATA":
+			write("354 go ahead\r\n")
+			msg, err := readData(br)
+			if err != nil {
+				return
+			}
+			if !s.endOfData(c, msg) {
+				return
+			}
+		case "QUIT":
+			write("221 2.0.0 bye\r\n")
+			return
+		default:
+			write("500 5.5.2 what?\r\n")
+		}
+	}
+}
+
+// endOfData acts on one message; false when the connection is to close.
+func (s *Server) endOfData(c net.Conn, msg []byte) bool {
+	marker := markerOf(msg)
+	seq := int64(0)
+	if i := strings.LastIndexByte(marker, '-'); i >= 0 {
+		seq, _ = strconv.ParseInt(marker[i+1:], 10, 64)
+	}
+	s.Messages.Add(1)
+	s.mu.Lock()
+	s.sizes = append(s.sizes, len(msg))
+	s.markers = append(s.markers, marker)
+	s.mu.Unlock()
+	var a Action
+	if s.Decide != nil {
+		a = s.Decide(seq)
+	}
+	if a.Reply == 0 {
+		a.Reply = 250
+	}
+	if a.Delay > 0 {
+		select {
+		case <-time.After(a.Delay):
+		case <-s.done:
+			return false
+		}
+	}
+	if s.Maildir != "" && (a.Reply == 250 || a.Drop) && !a.NoStore {
+		copies := 1
+		if a.StoreTwice {
+			copies = 2
+		}
+		for range copies {
+			n := s.stored.Add(1)
+			name := filepath.Join(s.Maildir, "new", fmt.Sprintf("%d.fake", n))
+			if err := os.WriteFile(name, bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n")), 0o600); err != nil {
+				return false
+			}
+		}
+	}
+	if a.Drop {
+		return false
+	}
+	reply := fmt.Sprintf("%d %s fake\r\n", a.Reply, enhanced(a.Reply))
+	if a.ReplyTwice {
+		reply += reply
+	}
+	_, err := c.Write([]byte(reply))
+	return err == nil && a.Reply != 421
+}
+
+// enhanced is a plausible RFC 3463 code for a reply code.
+func enhanced(code int) string {
+	switch code {
+	case 250:
+		return "2.0.0"
+	case 421:
+		return "4.3.0"
+	case 451:
+		return "4.3.2"
+	case 452:
+		return "4.3.1"
+	}
+	return fmt.Sprintf("%d.6.0", code/100)
+}
+
+// readData reads a message up to "<CRLF>.<CRLF>" and undoes dot-stuffing.
+// The CRLF before the dot belongs to the message.
+func readData(br *bufio.Reader) ([]byte, error) {
+	var msg []byte
+	mid := false // the last read ended inside a long line
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil && err != bufio.ErrBufferFull {
+			return nil, err
+		}
+		if !mid {
+			if string(line) == ".\r\n" {
+				return msg, nil
+			}
+			if line[0] == '.' {
+				line = line[1:]
+			}
+		}
+		msg = append(msg, line...)
+		mid = err == bufio.ErrBufferFull
+	}
+}
+
+// markerOf returns the marker header's value, or "".
+func markerOf(msg []byte) string {
+	hdr, _, _ := bytes.Cut(msg, []byte("\r\n\r\n"))
+	for line := range bytes.Lines(hdr) {
+		if k, v, ok := bytes.Cut(line, []byte(":")); ok && strings.EqualFold(string(k), MarkerHeader) {
+			return string(bytes.TrimSpace(v))
+		}
+	}
+	return ""
+}

@@ -1,0 +1,190 @@
+package bench
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+)
+
+// WriteText writes the human summary of r.
+func (r *Result) WriteText(w io.Writer) error {
+	c := &r.Config
+	ew := &errWriter{w: w}
+	pf := ew.printf
+	if c.Label != "" {
+		pf("%s\n", c.Label)
+	}
+	pipe := "off"
+	if c.Pipelining {
+		pipe = "on"
+		if !r.PipeliningOffered {
+			pipe = "on, but not offered"
+		}
+	}
+	pf("target %s  run %s  conns %d  size %s  per-conn %s  rcpts %d  pipelining %s  seed %d\n",
+		c.Target, c.RunID, c.Conns, c.Size, perConnText(c.PerConn), c.Rcpts, pipe, c.Seed)
+	pf("messages    %d delivered, %d failed, %d attempted in %.2fs (stopped by %s)\n",
+		r.Delivered, r.Failed, r.Attempted, r.Elapsed, r.Stopped)
+	pf("throughput  %.1f msgs/s  %.2f MB/s  over %d connections\n", r.MsgsPerSec, r.MBPerSec, r.Connections)
+
+	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "latency ms\tp50\tp90\tp99\tp99.9\tmax\tcount\t\n")
+	for _, l := range []struct {
+		name string
+		l    Latency
+	}{
+		{"connect", r.Latency.Connect},
+		{"greeting", r.Latency.Greeting},
+		{"end-of-data → 250", r.Latency.EndOfData},
+		{"transaction", r.Latency.Transaction},
+	} {
+		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t\n", l.name, l.l.P50, l.l.P90, l.l.P99, l.l.P999, l.l.Max, l.l.Count)
+	}
+	_ = tw.Flush()
+
+	if len(r.Errors) == 0 {
+		pf("errors      none\n")
+	} else {
+		pf("errors\n")
+		for _, k := range sortedByCount(r.Errors) {
+			pf("  %8d  %s\n", r.Errors[k], k)
+		}
+	}
+	if s := r.Server; s != nil {
+		pf("server pid %d  CPU %.2fs = %.3f ms/msg  RSS %s at start, peak %s (since %s), %s at end\n",
+			s.PID, s.CPUSeconds, s.CPUMsPerMsg, kib(s.RSSStartKB), kib(s.PeakRSSKB), s.PeakSince, kib(s.RSSEndKB))
+		if s.Error != "" {
+			pf("  /proc: %s\n", s.Error)
+		}
+	}
+	if h := r.Idle; h != nil {
+		pf("idle        %d of %d opened in %.1fs", h.Opened, h.Requested, h.OpenSeconds)
+		if h.RSSAfterKB > 0 {
+			pf("; server RSS %s → %s (%.2f KiB per session)", kib(h.RSSBeforeKB), kib(h.RSSAfterKB), h.PerConnKB)
+		}
+		pf("\n")
+		writeHeld(ew, h)
+	}
+	if h := r.Slow; h != nil {
+		pf("slow        %d of %d opened, %d bytes trickled, one every %v", h.Opened, h.Requested, h.BytesSent, c.SlowInterval)
+		if h.LastClose > 0 {
+			pf("; closed by the server after %.1fs to %.1fs", h.FirstClose, h.LastClose)
+		}
+		pf("\n")
+		writeHeld(ew, h)
+	}
+	if v := r.Verify; v != nil {
+		status := "OK"
+		if !v.OK() {
+			status = "FAILED"
+		}
+		pf("verify      %s: %d files; %d acked: %d present, %d LOST; %d DUPLICATE; %d present but not acked\n",
+			status, v.Files, v.Acked, v.Present, v.Lost, v.Duplicates, v.Unacked)
+		if len(v.LostMarkers) > 0 {
+			pf("  lost: %s\n", strings.Join(v.LostMarkers, " "))
+		}
+		if len(v.DuplicateMarkers) > 0 {
+			pf("  duplicate: %s\n", strings.Join(v.DuplicateMarkers, " "))
+		}
+	}
+	return ew.err
+}
+
+func writeHeld(ew *errWriter, h *HeldReport) {
+	for _, k := range sortedByCount(h.OpenFailed) {
+		ew.printf("  %8d  not opened: %s\n", h.OpenFailed[k], k)
+	}
+	for _, k := range sortedByCount(h.Outcomes) {
+		ew.printf("  %8d  %s\n", h.Outcomes[k], k)
+	}
+}
+
+func perConnText(n int) string {
+	if n == 0 {
+		return "unlimited"
+	}
+	return fmt.Sprint(n)
+}
+
+// kib formats a KiB count as MiB.
+func kib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/1024) }
+
+// sortedByCount returns the keys of m, largest count first.
+func sortedByCount(m map[string]int64) []string {
+	keys := slices.Collect(maps.Keys(m))
+	slices.SortFunc(keys, func(a, b string) int {
+		return cmp.Or(cmp.Compare(m[b], m[a]), strings.Compare(a, b))
+	})
+	return keys
+}
+
+// errWriter keeps the first write error.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	n, err := e.w.Write(p)
+	e.err = err
+	return n, err
+}
+
+func (e *errWriter) printf(format string, args ...any) { fmt.Fprintf(e, format, args...) }
+
+// WriteTable writes results as a Markdown table: one row per result with
+// throughput, the end-of-data latency, server CPU and memory, and errors.
+// With ref, a column gives each throughput as a multiple of ref's.
+func WriteTable(w io.Writer, results []*Result, ref *Result) error {
+	ew := &errWriter{w: w}
+	head := "| scenario | conns | size | msgs/s | MB/s | 250 wait p50 ms | p99 ms | server CPU ms/msg | peak RSS MiB | failed | errors |"
+	sep := "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+	if ref != nil {
+		head += " × ref |"
+		sep += "--:|"
+	}
+	ew.printf("%s\n%s\n", head, sep)
+	for _, r := range results {
+		cpu, rss := "–", "–"
+		if s := r.Server; s != nil {
+			cpu = fmt.Sprintf("%.3f", s.CPUMsPerMsg)
+			rss = fmt.Sprintf("%.1f", float64(s.PeakRSSKB)/1024)
+		}
+		var errs []string
+		for _, k := range sortedByCount(r.Errors) {
+			errs = append(errs, fmt.Sprintf("%d× %s", r.Errors[k], k))
+		}
+		if len(errs) > 3 {
+			errs = append(errs[:3], "…")
+		}
+		errText := strings.Join(errs, "; ")
+		if errText == "" {
+			errText = "none"
+		}
+		label := r.Config.Label
+		if label == "" {
+			label = r.Config.Target
+		}
+		ew.printf("| %s | %d | %s | %.0f | %.1f | %.3f | %.3f | %s | %s | %d | %s |",
+			mdEscape(label), r.Config.Conns, r.Config.Size, r.MsgsPerSec, r.MBPerSec,
+			r.Latency.EndOfData.P50, r.Latency.EndOfData.P99, cpu, rss, r.Failed, mdEscape(errText))
+		if ref != nil {
+			if ref.MsgsPerSec > 0 {
+				ew.printf(" %.2f |", r.MsgsPerSec/ref.MsgsPerSec)
+			} else {
+				ew.printf(" – |")
+			}
+		}
+		ew.printf("\n")
+	}
+	return ew.err
+}
+
+func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }

@@ -1,0 +1,544 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Reasons a load phase stopped.
+const (
+	stopCount       = "count"
+	stopDuration    = "duration"
+	stopMaxDuration = "max-duration"
+	stopInterrupted = "interrupted"
+)
+
+// runner is the state one run shares between its sessions.
+type runner struct {
+	cfg  Config
+	dial *dialer
+	pool bodyPool
+	date string
+
+	// Precomputed commands: they do not change within a run.
+	mailCmd  []byte
+	rcptCmds [][]byte
+
+	next    atomic.Int64 // last claimed sequence number
+	stopped atomic.Bool  // no more messages are claimed
+	reason  atomic.Pointer[string]
+	srcNext atomic.Uint32 // next source address index
+	// parent is Run's context; cut ends with it or at MaxDuration.
+	parent, cut context.Context
+
+	// Counters read by the progress line.
+	delivered atomic.Int64
+	failed    atomic.Int64
+	bytes     atomic.Int64
+	conns     atomic.Int64
+	offered   atomic.Bool
+
+	// mu guards the histograms, errors and acked; sessions record into
+	// them after each message.
+	mu                              sync.Mutex
+	hConnect, hGreeting, hEnd, hTxn *hdrhistogram.Histogram
+	errors                          map[string]int64
+	acked                           []int64
+}
+
+// Run sends the load described by cfg and returns what it measured. It
+// returns an error only when the run could not start (a bad Config, a
+// target that does not resolve); failures during the run are counted in
+// the Result. Cancelling ctx stops the run early ("interrupted").
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	addr, err := net.ResolveTCPAddr("tcp", cfg.Target)
+	if err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	r := &runner{
+		cfg:       cfg,
+		pool:      newBodyPool(cfg.Size.max(), cfg.Seed),
+		hConnect:  newHistogram(),
+		hGreeting: newHistogram(),
+		hEnd:      newHistogram(),
+		hTxn:      newHistogram(),
+		errors:    make(map[string]int64),
+	}
+	r.dial = &dialer{
+		addr:   addr,
+		spread: cfg.SpreadSources && addr.IP.To4() != nil && addr.IP.To4()[0] == 127,
+		src:    r.nextSource,
+		ehlo:   []byte("EHLO " + cfg.EHLO + "\r\n"),
+	}
+	r.mailCmd = []byte("MAIL FROM:<" + cfg.From + ">\r\n")
+	for _, to := range cfg.To {
+		r.rcptCmds = append(r.rcptCmds, []byte("RCPT TO:<"+to+">\r\n"))
+	}
+
+	res := &Result{Config: cfg, Started: time.Now().UTC()}
+	r.date = headerDate(res.Started)
+
+	// cut ends everything: past MaxDuration (counted from here, so idle
+	// and slow set-up count too) or when the caller cancels.
+	cut, cancel := context.WithTimeout(ctx, cfg.MaxDuration)
+	defer cancel()
+	r.parent, r.cut = ctx, cut
+
+	var proc *procWatch
+	if cfg.PID > 0 {
+		if proc, err = watchProc(cfg.PID); err != nil {
+			return nil, err
+		}
+	}
+
+	var idle *idleSet
+	if cfg.Idle > 0 {
+		rssBefore := proc.rss()
+		idle = r.openIdle(cut, cfg.Idle)
+		res.Idle = &idle.report
+		if proc != nil {
+			res.Idle.RSSBeforeKB = rssBefore
+			res.Idle.RSSAfterKB = proc.rss()
+			if res.Idle.Opened > 0 && rssBefore > 0 && res.Idle.RSSAfterKB > 0 {
+				res.Idle.PerConnKB = float64(res.Idle.RSSAfterKB-rssBefore) / float64(res.Idle.Opened)
+			}
+		}
+	}
+
+	var slow *slowSet
+	if cfg.Slow > 0 {
+		slow = r.startSlow(cut, cfg.Slow)
+	}
+
+	proc.startLoad()
+	start := time.Now()
+	if cfg.Duration > 0 {
+		t := time.AfterFunc(cfg.Duration, func() { r.stop(stopDuration) })
+		defer t.Stop()
+	}
+	stopOnCut := context.AfterFunc(cut, r.stopCut)
+	defer stopOnCut()
+	var stopProgress func(time.Duration)
+	if cfg.Progress != nil {
+		stopProgress = r.startProgress(start)
+	}
+
+	var wg sync.WaitGroup
+	for range cfg.Conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.work(cut)
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if stopProgress != nil {
+		stopProgress(elapsed)
+	}
+	proc.endLoad()
+
+	if slow != nil {
+		res.Slow = slow.finish()
+	}
+	if idle != nil {
+		idle.finish()
+	}
+
+	r.stop(stopCount) // no-op unless the count ran out
+	res.Stopped = *r.reason.Load()
+	res.Elapsed = elapsed.Seconds()
+	res.Attempted = min(r.next.Load(), cfg.Count)
+	if cfg.Count == 0 {
+		res.Attempted = r.next.Load()
+	}
+	res.Delivered = r.delivered.Load()
+	res.Failed = r.failed.Load()
+	res.Bytes = r.bytes.Load()
+	res.Connections = r.conns.Load()
+	res.PipeliningOffered = r.offered.Load()
+	if s := elapsed.Seconds(); s > 0 {
+		res.MsgsPerSec = float64(res.Delivered) / s
+		res.MBPerSec = float64(res.Bytes) / 1e6 / s
+	}
+	r.mu.Lock()
+	res.Latency = Latencies{
+		Connect:     latencyOf(r.hConnect),
+		Greeting:    latencyOf(r.hGreeting),
+		EndOfData:   latencyOf(r.hEnd),
+		Transaction: latencyOf(r.hTxn),
+	}
+	res.Errors = r.errors
+	res.Acked = r.acked
+	r.mu.Unlock()
+	slices.Sort(res.Acked)
+	if proc != nil {
+		res.Server = proc.stats(res.Delivered)
+	}
+	if cfg.VerifyMaildir != "" {
+		v, err := VerifyMaildir(cfg.VerifyMaildir, cfg.RunID, res.Acked)
+		if err != nil {
+			return res, fmt.Errorf("verify-maildir: %w", err)
+		}
+		res.Verify = v
+	}
+	return res, nil
+}
+
+// stop ends the claiming of messages, remembering the first reason.
+func (r *runner) stop(reason string) {
+	r.reason.CompareAndSwap(nil, &reason)
+	r.stopped.Store(true)
+}
+
+// stopCut stops the run when cut is done: interrupted by the caller or
+// past MaxDuration.
+func (r *runner) stopCut() {
+	if r.parent.Err() != nil {
+		r.stop(stopInterrupted)
+	} else {
+		r.stop(stopMaxDuration)
+	}
+}
+
+// claim returns the next message's sequence number, or false when the run
+// is over.
+func (r *runner) claim() (int64, bool) {
+	if r.stopped.Load() {
+		return 0, false
+	}
+	if r.cut.Err() != nil {
+		// The AfterFunc may not have run yet.
+		r.stopCut()
+		return 0, false
+	}
+	seq := r.next.Add(1)
+	if r.cfg.Count > 0 && seq > r.cfg.Count {
+		r.stop(stopCount)
+		return 0, false
+	}
+	return seq, true
+}
+
+// nextSource returns the next source address of 127.0.0.2-127.0.255.254,
+// skipping the target's own.
+func (r *runner) nextSource() *net.TCPAddr {
+	const n = 256 * 254
+	for {
+		i := r.srcNext.Add(1) % n
+		a, b := byte(i/254), byte(i%254+1)
+		if a == 0 && b == 1 {
+			continue // 127.0.0.1
+		}
+		ip := net.IPv4(127, 0, a, b)
+		if ip.Equal(r.dial.addr.IP) {
+			continue
+		}
+		return &net.TCPAddr{IP: ip}
+	}
+}
+
+// fail counts a failed message under key.
+func (r *runner) fail(key string) {
+	r.failed.Add(1)
+	r.event(key)
+}
+
+// event counts an error that failed no message.
+func (r *runner) event(key string) {
+	r.mu.Lock()
+	r.errors[key]++
+	r.mu.Unlock()
+}
+
+// worker is one session slot: it opens a connection, sends messages over
+// it, and opens another after QUIT or a failure, until the run is over.
+// It touches only its own fields, and the runner through its methods.
+type worker struct {
+	r *runner
+	conn
+	sent   int    // messages sent on this connection
+	envBuf []byte // the pipelined envelope
+	hdr    []byte // the message header
+	iov    [3][]byte
+	acked  []int64
+	// refused are the error keys of the refused recipients of the
+	// current message.
+	refused []string
+}
+
+// work runs one worker until no message is left to claim.
+func (r *runner) work(ctx context.Context) {
+	w := &worker{r: r}
+	timeout := r.cfg.Timeout
+	connect := func(d time.Duration) { r.record(r.hConnect, d) }
+	greeting := func(d time.Duration) { r.record(r.hGreeting, d) }
+	for {
+		seq, ok := r.claim()
+		if !ok {
+			break
+		}
+		if w.c == nil {
+			if key := r.dial.open(ctx, &w.conn, timeout, connect, greeting); key != "" {
+				r.fail(key)
+				// A server that refuses connections is not retried in a
+				// tight loop.
+				select {
+				case <-ctx.Done():
+				case <-time.After(20 * time.Millisecond):
+				}
+				continue
+			}
+			r.conns.Add(1)
+			if w.offered {
+				r.offered.Store(true)
+			}
+			w.sent = 0
+		}
+		keep := w.transact(seq)
+		w.sent++
+		if !keep {
+			w.close()
+			continue
+		}
+		if r.cfg.PerConn > 0 && w.sent >= r.cfg.PerConn {
+			w.endSession()
+		}
+	}
+	if w.c != nil {
+		w.endSession()
+	}
+	r.mu.Lock()
+	r.acked = append(r.acked, w.acked...)
+	r.mu.Unlock()
+}
+
+// endSession QUITs the connection.
+func (w *worker) endSession() {
+	if key := w.quit(w.r.cfg.Timeout); key != "" {
+		w.r.event(key)
+	}
+}
+
+// record adds d to h.
+func (r *runner) record(h *hdrhistogram.Histogram, d time.Duration) {
+	r.mu.Lock()
+	recordDuration(h, d)
+	r.mu.Unlock()
+}
+
+// transact sends message seq and counts it as delivered or failed. It
+// returns false when the connection can no longer be used.
+func (w *worker) transact(seq int64) (keep bool) {
+	keep = true
+	r := w.r
+	cfg := &r.cfg
+	size := cfg.Size.Of(cfg.Seed, seq)
+	first := (seq - 1) * int64(cfg.Rcpts)
+	rcpt := func(i int) []byte { return r.rcptCmds[(first+int64(i))%int64(len(r.rcptCmds))] }
+
+	t0 := time.Now()
+	_ = w.c.SetDeadline(t0.Add(cfg.Timeout))
+	if w.br.Buffered() > 0 {
+		// The server said something nobody asked for, such as a second
+		// reply to the last end of data: the dialogue is out of step.
+		r.fail(stageMail + ": " + errUnsolicited.Error())
+		return false
+	}
+
+	// fail counts the message as failed with the last reply; the session
+	// stays usable unless the server is closing it (421).
+	failReply := func(key string, code int) bool {
+		r.fail(key)
+		if code == 421 {
+			return false
+		}
+		return w.rset()
+	}
+
+	// Recipients refused while others were accepted fail no message;
+	// they are counted as events once the message goes on to DATA.
+	accepted := 0
+	w.refused = w.refused[:0]
+	if cfg.Pipelining && w.offered {
+		// RFC 2920: MAIL, the RCPTs and DATA go in one write; the replies
+		// come back in order.
+		b := append(w.envBuf[:0], r.mailCmd...)
+		for i := range cfg.Rcpts {
+			b = append(b, rcpt(i)...)
+		}
+		b = append(b, "DATA\r\n"...)
+		w.envBuf = b
+		if _, err := w.c.Write(b); err != nil {
+			r.fail(errKey(stageMail, err))
+			return false
+		}
+		var mailKey string
+		code, err := w.reply(false)
+		if err != nil {
+			r.fail(errKey(stageMail, err))
+			return false
+		}
+		if code != 250 {
+			mailKey = w.replyKey(stageMail)
+			if code == 421 {
+				r.fail(mailKey)
+				return false
+			}
+		}
+		for range cfg.Rcpts {
+			code, err := w.reply(false)
+			if err != nil {
+				r.fail(errKey(stageRcpt, err))
+				return false
+			}
+			switch {
+			case code/100 == 2:
+				accepted++
+			case code == 421:
+				r.fail(w.replyKey(stageRcpt))
+				return false
+			default:
+				w.refused = append(w.refused, w.replyKey(stageRcpt))
+			}
+		}
+		code, err = w.reply(false)
+		if err != nil {
+			r.fail(errKey(stageData, err))
+			return false
+		}
+		if code != 354 {
+			// The first refusal is the reason: MAIL's, else a RCPT's.
+			key := w.replyKey(stageData)
+			switch {
+			case mailKey != "":
+				key = mailKey
+			case accepted == 0 && len(w.refused) > 0:
+				key = w.refused[0]
+			}
+			return failReply(key, code)
+		}
+		if mailKey != "" || accepted == 0 {
+			// The server invites data for a transaction it refused: do
+			// not send a message it may store; drop the connection.
+			r.fail(stageData + ": 354 after a refused envelope")
+			return false
+		}
+	} else {
+		if _, err := w.c.Write(r.mailCmd); err != nil {
+			r.fail(errKey(stageMail, err))
+			return false
+		}
+		code, err := w.reply(false)
+		if err != nil {
+			r.fail(errKey(stageMail, err))
+			return false
+		}
+		if code != 250 {
+			return failReply(w.replyKey(stageMail), code)
+		}
+		for i := range cfg.Rcpts {
+			if _, err := w.c.Write(rcpt(i)); err != nil {
+				r.fail(errKey(stageRcpt, err))
+				return false
+			}
+			code, err := w.reply(false)
+			if err != nil {
+				r.fail(errKey(stageRcpt, err))
+				return false
+			}
+			switch {
+			case code/100 == 2:
+				accepted++
+			case code == 421:
+				r.fail(w.replyKey(stageRcpt))
+				return false
+			default:
+				w.refused = append(w.refused, w.replyKey(stageRcpt))
+			}
+		}
+		if accepted == 0 {
+			return failReply(w.refused[0], 0)
+		}
+		if _, err := w.c.Write([]byte("DATA\r\n")); err != nil {
+			r.fail(errKey(stageData, err))
+			return false
+		}
+		code, err = w.reply(false)
+		if err != nil {
+			r.fail(errKey(stageData, err))
+			return false
+		}
+		if code != 354 {
+			return failReply(w.replyKey(stageData), code)
+		}
+	}
+	for _, key := range w.refused {
+		r.event(key)
+	}
+
+	// The data: header, a prefix of the shared body, and the end of data,
+	// in one writev.
+	to := cfg.To[first%int64(len(cfg.To))]
+	w.hdr = appendHeader(w.hdr[:0], cfg.RunID, seq, cfg.From, to, r.date)
+	body := r.pool.body(size, len(w.hdr))
+	w.iov = [3][]byte{w.hdr, body, endOfData}
+	bufs := net.Buffers(w.iov[:])
+	if _, err := bufs.WriteTo(w.c); err != nil {
+		r.fail(errKey(stageSend, err))
+		return false
+	}
+	t1 := time.Now()
+	code, err := w.reply(false)
+	if err != nil {
+		r.fail(errKey(stageEnd, err))
+		return false
+	}
+	if code != 250 {
+		return failReply(w.replyKey(stageEnd), code)
+	}
+	t2 := time.Now()
+	if w.br.Buffered() > 0 {
+		// More than one reply to the end of data: the message counts (it
+		// got its 250) but the dialogue is out of step; start afresh.
+		r.event(stageEnd + ": " + errUnsolicited.Error())
+		keep = false
+	}
+	w.acked = append(w.acked, seq)
+	r.delivered.Add(1)
+	r.bytes.Add(int64(len(w.hdr) + len(body) + 2))
+	r.mu.Lock()
+	recordDuration(r.hEnd, t2.Sub(t1))
+	recordDuration(r.hTxn, t2.Sub(t0))
+	r.mu.Unlock()
+	return keep
+}
+
+// rset resets the transaction after a refusal; false if that fails.
+func (w *worker) rset() bool {
+	if _, err := w.c.Write([]byte("RSET\r\n")); err != nil {
+		w.r.event(errKey(stageRset, err))
+		return false
+	}
+	code, err := w.reply(false)
+	if err != nil {
+		w.r.event(errKey(stageRset, err))
+		return false
+	}
+	if code != 250 {
+		w.r.event(w.replyKey(stageRset))
+		return false
+	}
+	return true
+}

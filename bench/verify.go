@@ -1,0 +1,185 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+)
+
+// Verify is what -verify-maildir found: the markers of one run in the
+// Maildirs under a folder, compared with the messages the server acked.
+type Verify struct {
+	Dir string `json:"dir"`
+	// Files is the number of message files read (in new/ and cur/).
+	Files int `json:"files"`
+	// Acked is the number of messages acked with 250.
+	Acked int `json:"acked"`
+	// Present counts acked messages found in at least one Maildir.
+	Present int `json:"acked_present"`
+	// Lost counts acked messages found in no Maildir: mail the server
+	// acknowledged and does not have.
+	Lost int `json:"lost"`
+	// Duplicates counts messages found more than once in one Maildir.
+	Duplicates int `json:"duplicates"`
+	// Unacked counts messages found that were never acked: stored, but the
+	// 250 never reached the client (a dropped connection, a timeout). The
+	// sender would retry them: harmless duplicates, not losses.
+	Unacked int `json:"present_unacked"`
+	// The first few markers of each problem, for a closer look.
+	LostMarkers      []string `json:"lost_markers,omitempty"`
+	DuplicateMarkers []string `json:"duplicate_markers,omitempty"`
+}
+
+// OK reports whether nothing acked was lost or duplicated.
+func (v *Verify) OK() bool { return v.Lost == 0 && v.Duplicates == 0 }
+
+// maxListed bounds the markers listed per problem.
+const maxListed = 20
+
+// VerifyMaildir looks for the messages of run runID under dir: every file
+// in a folder named new or cur, at any depth, so dir may be one Maildir, a
+// domain's folder or maildir_root. Each file's header is searched for
+// "X-Nanomx-Bench: <runID>-<seq>". A message is LOST when its seq is in
+// acked but in no file, and DUPLICATE when its marker is in two files of
+// the same Maildir (a message sent to several mailboxes is in each once).
+func VerifyMaildir(dir, runID string, acked []int64) (*Verify, error) {
+	var files []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			if p := filepath.Base(filepath.Dir(path)); p == "new" || p == "cur" {
+				files = append(files, path)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+
+	// seen counts each seq per Maildir (the parent of new/ and cur/).
+	type key struct {
+		maildir string
+		seq     int64
+	}
+	var (
+		mu      sync.Mutex
+		seen    = make(map[key]int)
+		readErr error
+		next    int
+		wg      sync.WaitGroup
+	)
+	prefix := []byte(runID + "-")
+	for range min(runtime.GOMAXPROCS(0)*2, max(len(files), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				if i >= len(files) {
+					return
+				}
+				seqs, err := fileMarkers(files[i], prefix)
+				mu.Lock()
+				if err != nil && readErr == nil {
+					readErr = err
+				}
+				for _, seq := range seqs {
+					seen[key{filepath.Dir(filepath.Dir(files[i])), seq}]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if readErr != nil {
+		return nil, readErr
+	}
+
+	v := &Verify{Dir: dir, Files: len(files), Acked: len(acked)}
+	found := make(map[int64]bool)
+	var dups []int64
+	for k, n := range seen {
+		found[k.seq] = true
+		if n > 1 {
+			v.Duplicates++
+			dups = append(dups, k.seq)
+		}
+	}
+	isAcked := make(map[int64]bool, len(acked))
+	for _, seq := range acked {
+		isAcked[seq] = true
+		if found[seq] {
+			v.Present++
+		} else {
+			v.Lost++
+			if len(v.LostMarkers) < maxListed {
+				v.LostMarkers = append(v.LostMarkers, Marker(runID, seq))
+			}
+		}
+	}
+	for seq := range found {
+		if !isAcked[seq] {
+			v.Unacked++
+		}
+	}
+	slices.Sort(dups)
+	for _, seq := range dups[:min(len(dups), maxListed)] {
+		v.DuplicateMarkers = append(v.DuplicateMarkers, Marker(runID, seq))
+	}
+	return v, nil
+}
+
+// fileMarkers returns the seqs of the markers with prefix in the header of
+// the message file at path. Maildir files end lines in LF; CRLF is
+// accepted too.
+func fileMarkers(path string, prefix []byte) ([]int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, nil // moved to cur/ or deleted meanwhile
+		}
+		return nil, err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 8192)
+	var seqs []int64
+	name := []byte(MarkerHeader + ":")
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(bytes.TrimRight(line, "\r\n")) == 0 {
+			return seqs, nil // end of the header (or of the file)
+		}
+		if len(line) > len(name) && bytes.EqualFold(line[:len(name)], name) {
+			v := bytes.TrimSpace(line[len(name):])
+			if rest, ok := bytes.CutPrefix(v, prefix); ok {
+				if seq, err := strconv.ParseInt(string(rest), 10, 64); err == nil {
+					seqs = append(seqs, seq)
+				}
+			}
+		}
+		if err != nil {
+			if err == bufio.ErrBufferFull {
+				// A header line longer than the buffer: skip the rest of it.
+				for err == bufio.ErrBufferFull {
+					_, err = br.ReadSlice('\n')
+				}
+				if err == nil {
+					continue
+				}
+			}
+			return seqs, nil
+		}
+	}
+}

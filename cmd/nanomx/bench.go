@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"golang.org/x/term"
+
+	"github.com/nanomx/nanomx/bench"
+)
+
+// benchFlags are the flags of "nanomx bench".
+type benchFlags struct {
+	fs  *flag.FlagSet
+	cfg bench.Config
+
+	size, to  string
+	jsonOut   bool
+	ackedFile string
+	// Report mode: read JSON results instead of running.
+	table     bool
+	summary   bool
+	ref       string
+	chart     string
+	chartName string
+}
+
+func newBenchFlags(out io.Writer) *benchFlags {
+	f := &benchFlags{fs: flag.NewFlagSet("bench", flag.ContinueOnError)}
+	fs, c := f.fs, &f.cfg
+	fs.SetOutput(out)
+	fs.StringVar(&c.Target, "target", bench.DefaultTarget, "server `host:port`")
+	fs.IntVar(&c.Conns, "conns", bench.DefaultConns, "`n` concurrent sessions")
+	fs.Int64Var(&c.Count, "count", 0, "`n` messages to send (default 1000 when -duration is not set either)")
+	fs.DurationVar(&c.Duration, "duration", 0, "start no message after this `duration`, e.g. 10s")
+	fs.DurationVar(&c.MaxDuration, "max-duration", bench.DefaultMaxDuration, "hard bound: cut every connection after this `duration`")
+	fs.StringVar(&f.size, "size", "10KB", "message `size`, header included: bytes, KB/MB (1000), KiB/MiB (1024), or mix")
+	fs.IntVar(&c.PerConn, "per-conn", 0, "`n` messages per session before QUIT; 1 = a connection per message, 0 = unlimited")
+	fs.IntVar(&c.Rcpts, "rcpts", 1, "`n` recipients per message, taken in turn from -to")
+	fs.StringVar(&c.From, "from", bench.DefaultFrom, "envelope sender `address`")
+	fs.StringVar(&f.to, "to", bench.DefaultTo, "recipient `addresses`, comma-separated, used round robin")
+	fs.BoolVar(&c.Pipelining, "pipelining", false, "send MAIL, RCPT and DATA in one write when the server offers PIPELINING")
+	fs.StringVar(&c.EHLO, "ehlo", bench.DefaultEHLO, "EHLO `name`")
+	fs.Int64Var(&c.Seed, "seed", 1, "`seed` of the body text and of the mix sizes")
+	fs.StringVar(&c.RunID, "run-id", "", "marker prefix of this run (default random)")
+	fs.DurationVar(&c.Timeout, "timeout", bench.DefaultTimeout, "bound on each connect, greeting, EHLO and transaction")
+	fs.BoolVar(&c.SpreadSources, "spread-sources", true, "bind connections to 127.0.0.2-127.0.255.254 in turn when the target is on 127.0.0.0/8")
+	fs.IntVar(&c.PID, "pid", 0, "`pid` of a local server: report its CPU per message and its RSS")
+	fs.IntVar(&c.Idle, "idle", 0, "hold `n` idle sessions open (after EHLO) during the run")
+	fs.IntVar(&c.Slow, "slow", 0, "`n` sessions trickling a transaction one byte at a time during the run")
+	fs.DurationVar(&c.SlowInterval, "slow-interval", bench.DefaultSlowInterval, "`interval` between the bytes of -slow sessions")
+	fs.StringVar(&c.VerifyMaildir, "verify-maildir", "", "after the run, check that every acked message is in the Maildirs under `dir`, once")
+	fs.StringVar(&c.Label, "label", "", "scenario `name` for reports")
+	fs.BoolVar(&f.jsonOut, "json", false, "print the result as one JSON object on stdout")
+	fs.StringVar(&f.ackedFile, "acked", "", "write the markers of the acked messages to `file`, one a line")
+	fs.BoolVar(&f.table, "table", false, "report mode: print a Markdown table of the JSON result files given as arguments")
+	fs.BoolVar(&f.summary, "summary", false, "report mode: print the text summary of the JSON result files given as arguments")
+	fs.StringVar(&f.ref, "ref", "", "with -table or -chart: a JSON result `file` to compare throughput with (e.g. smtp-sink's)")
+	fs.StringVar(&f.chart, "chart", "", "report mode: write an SVG chart of throughput vs -conns per size to `file`")
+	fs.StringVar(&f.chartName, "title", "Throughput vs concurrency", "with -chart: the chart's `title`")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: nanomx bench [flags]
+       nanomx bench -table [-ref FILE] FILE.json...
+       nanomx bench -summary FILE.json...
+       nanomx bench -chart OUT.svg [-title T] [-ref FILE] FILE.json...
+
+Sends SMTP load to -target (any SMTP server) and prints throughput,
+latency percentiles and errors. A message counts as delivered only when its
+end of data is answered 250. The run is bounded by -count, -duration and
+-max-duration. Exit status 1 when nothing was delivered or -verify-maildir
+found a lost or duplicated message, 2 for a bad command line.
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	return f
+}
+
+// benchCmd runs "nanomx bench".
+func benchCmd(args []string, stdout, stderr io.Writer) int {
+	f := newBenchFlags(stderr)
+	if err := f.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if f.table || f.summary || f.chart != "" {
+		return f.report(stdout, stderr)
+	}
+	if f.fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "nanomx: bench: unexpected argument %q (JSON files go with -table, -summary or -chart)\n", f.fs.Arg(0))
+		return exitUsage
+	}
+	size, err := bench.ParseSize(f.size)
+	if err != nil {
+		fmt.Fprintf(stderr, "nanomx: bench: -size: %v\n", err)
+		return exitUsage
+	}
+	f.cfg.Size = size
+	f.cfg.To = splitList(f.to)
+	if len(f.cfg.To) == 0 {
+		fmt.Fprintln(stderr, "nanomx: bench: -to: no address")
+		return exitUsage
+	}
+	for name, v := range map[string]int{"conns": f.cfg.Conns, "rcpts": f.cfg.Rcpts} {
+		if v < 1 {
+			fmt.Fprintf(stderr, "nanomx: bench: -%s: must be at least 1\n", name)
+			return exitUsage
+		}
+	}
+	if file, ok := stderr.(*os.File); ok && term.IsTerminal(int(file.Fd())) {
+		f.cfg.Progress = stderr
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := bench.Run(ctx, f.cfg)
+	if res == nil {
+		fmt.Fprintf(stderr, "nanomx: bench: %v\n", err)
+		return exitUsage
+	}
+	code := exitOK
+	if err != nil {
+		fmt.Fprintf(stderr, "nanomx: bench: %v\n", err)
+		code = exitError
+	}
+	if f.ackedFile != "" {
+		if err := writeAcked(f.ackedFile, res); err != nil {
+			fmt.Fprintf(stderr, "nanomx: bench: -acked: %v\n", err)
+			code = exitError
+		}
+	}
+	if f.jsonOut {
+		enc := json.NewEncoder(stdout)
+		if err := enc.Encode(res); err != nil {
+			fmt.Fprintf(stderr, "nanomx: bench: %v\n", err)
+			return exitError
+		}
+	} else if err := res.WriteText(stdout); err != nil {
+		return exitError
+	}
+	if res.Delivered == 0 && res.Attempted > 0 {
+		code = exitError
+	}
+	if res.Verify != nil && !res.Verify.OK() {
+		fmt.Fprintf(stderr, "nanomx: bench: verify-maildir: %d acked messages lost, %d duplicated\n", res.Verify.Lost, res.Verify.Duplicates)
+		code = exitError
+	}
+	return code
+}
+
+// writeAcked writes one marker a line.
+func writeAcked(path string, res *bench.Result) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	for _, seq := range res.Acked {
+		fmt.Fprintln(w, bench.Marker(res.Config.RunID, seq))
+	}
+	return errors.Join(w.Flush(), f.Close())
+}
+
+// report reads JSON results and prints a table or summaries, or writes a
+// chart.
+func (f *benchFlags) report(stdout, stderr io.Writer) int {
+	if f.fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "nanomx: bench: -table, -summary and -chart want JSON result files as arguments")
+		return exitUsage
+	}
+	var results []*bench.Result
+	for _, path := range f.fs.Args() {
+		r, err := readResult(path)
+		if err != nil {
+			fmt.Fprintf(stderr, "nanomx: bench: %v\n", err)
+			return exitError
+		}
+		results = append(results, r)
+	}
+	var ref *bench.Result
+	if f.ref != "" {
+		var err error
+		if ref, err = readResult(f.ref); err != nil {
+			fmt.Fprintf(stderr, "nanomx: bench: -ref: %v\n", err)
+			return exitError
+		}
+	}
+	if f.table {
+		if err := bench.WriteTable(stdout, results, ref); err != nil {
+			return exitError
+		}
+	}
+	if f.summary {
+		for i, r := range results {
+			if i > 0 {
+				fmt.Fprintln(stdout)
+			}
+			if err := r.WriteText(stdout); err != nil {
+				return exitError
+			}
+		}
+	}
+	if f.chart != "" {
+		var b strings.Builder
+		if err := bench.WriteChart(&b, f.chartName, results, ref); err != nil {
+			return exitError
+		}
+		if err := os.WriteFile(f.chart, []byte(b.String()), 0o644); err != nil {
+			fmt.Fprintf(stderr, "nanomx: bench: -chart: %v\n", err)
+			return exitError
+		}
+	}
+	return exitOK
+}
+
+// readResult reads one result written by -json.
+func readResult(path string) (*bench.Result, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r bench.Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &r, nil
+}
