@@ -18,10 +18,12 @@ build:
 run: build
 	./$(BIN) serve -log-format console
 
-# test: vet, then every test with the race detector, never cached.
+# test: vet, then every test with the race detector, never cached, then
+# each fuzz target for a few seconds as a regression (make fuzz runs longer).
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 # bench: the micro-benchmarks of every package (no tests run) into
 # bench/microbench.txt, then the "nanode" load profile (bench/nanode.sh):
