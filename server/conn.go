@@ -213,19 +213,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		_, _ = gc.Write(c.lv.dialect.Greeting())
 	}
 
-	flags := c.flags.Load()
-	switch {
-	case flags&flagForce != 0:
-		c.sess.Abort(proto.ReplyShutdown)
-		c.reason = "shutdown"
-	case flags&flagTimeout != 0:
-		c.sess.Abort(proto.ReplyTimeout)
-		c.reason = "timeout"
-		s.stats.TimedOut.Add(1)
-	case flags&flagShutdown != 0 && !c.sess.InTransfer():
-		c.sess.Abort(proto.ReplyShutdown)
-		c.reason = "shutdown"
-	}
+	flags := c.applyFlags()
 
 	if !c.sess.Closed() {
 		in, _ := gc.Peek(-1)
@@ -266,6 +254,26 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	}
 	c.setDeadline()
 	return gnet.None
+}
+
+// applyFlags ends the session if another goroutine asked for it: a
+// deadline, or the drain (at once when forced, else once it is idle). It
+// returns the flags it saw.
+func (c *conn) applyFlags() uint32 {
+	flags := c.flags.Load()
+	switch {
+	case flags&flagForce != 0:
+		c.sess.Abort(proto.ReplyShutdown)
+		c.reason = "shutdown"
+	case flags&flagTimeout != 0:
+		c.sess.Abort(proto.ReplyTimeout)
+		c.reason = "timeout"
+		c.srv.stats.TimedOut.Add(1)
+	case flags&flagShutdown != 0 && !c.sess.InTransfer():
+		c.sess.Abort(proto.ReplyShutdown)
+		c.reason = "shutdown"
+	}
+	return flags
 }
 
 // setDeadline restarts the command deadline when a command completed and

@@ -150,7 +150,6 @@ func (c *conn) serveTLS(fd int) {
 // serveBlocking drives the session over a blocking connection: the TLS
 // twin of OnTraffic.
 func (c *conn) serveBlocking(nc net.Conn) {
-	s := c.srv
 	buf := make([]byte, 0, 16<<10)
 	for {
 		for {
@@ -165,19 +164,7 @@ func (c *conn) serveBlocking(nc net.Conn) {
 				c.finishDelivery(c.result.Swap(nil).err)
 			}
 		}
-		flags := c.flags.Load()
-		switch {
-		case flags&flagForce != 0:
-			c.sess.Abort(proto.ReplyShutdown)
-			c.reason = "shutdown"
-		case flags&flagTimeout != 0:
-			c.sess.Abort(proto.ReplyTimeout)
-			c.reason = "timeout"
-			s.stats.TimedOut.Add(1)
-		case flags&flagShutdown != 0 && !c.sess.InTransfer():
-			c.sess.Abort(proto.ReplyShutdown)
-			c.reason = "shutdown"
-		}
+		c.applyFlags()
 		if out := c.sess.Output(); len(out) > 0 {
 			_ = nc.SetWriteDeadline(time.Now().Add(c.lv.cfg.CommandTimeout))
 			if _, err := nc.Write(out); err != nil {
