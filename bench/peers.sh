@@ -67,7 +67,7 @@ PIDS+=($NANOMX)
 taskset -c 0 env GOMAXPROCS=1 GOMEMLIMIT=700MiB "$BIN" serve -config "$WORK/nanomx-2632.toml" >"$WORK/n2.log" 2>&1 &
 NOSYNC=$!
 PIDS+=($NOSYNC)
-taskset -c 0 "$SINK" -u nobody -c 127.0.0.1:2633 1000 &
+taskset -c 0 "$SINK" -u nobody 127.0.0.1:2633 1000 &
 SINKPID=$!
 PIDS+=($SINKPID)
 
@@ -119,7 +119,7 @@ for r in $(seq "$ROUNDS"); do
 		IFS=: read -r label port pid <<<"$t"
 		j=$(run "$label" "$port" "$pid")
 		RATE[$label]+="$(jq -r '.msgs_per_s | floor' <<<"$j") "
-		CPU[$label]+="$(jq -r '.server.cpu_ms_per_msg // "-"' <<<"$j") "
+		CPU[$label]+="$(jq -r 'if .server.cpu_ms_per_msg then (.server.cpu_ms_per_msg * 1000 | round / 1000) else "-" end' <<<"$j") "
 		echo "peers: round $r $label $(jq -c '{msgs_per_s,errors}' <<<"$j")" >&2
 	done
 done
