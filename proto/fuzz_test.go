@@ -497,3 +497,52 @@ func FuzzSession(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParsePath fuzzes the address and parameter parser directly: no
+// panic; on success the canonical address is a parse of its own (it
+// round-trips), holds no control octet, no SP outside quotes and no
+// angle bracket, and fits what came in; the rest is a suffix of the input.
+func FuzzParsePath(f *testing.F) {
+	for _, s := range []string{
+		"<a@example.org>", "a@example.org SIZE=10", "<>", "<Postmaster>",
+		"<@a.example,@b.example:bob@example.test>", `<"john doe"@example.test>`,
+		`<"bob"@example.test> SMTPUTF8`, "<δοκιμή@παράδειγμα.δοκιμή>", "<a%b!c@[192.0.2.1]>",
+		"<a@[IPv6:2001:db8::1]>", "<../../etc/passwd@example.test>", "<a\x00b@example.test>",
+		"<@a:>", "<" + strings.Repeat("x", 300) + "@example.test>", `<"a\"b"@x.test>`, "<a@b.>",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		out, rest, p, perr := parsePath(in, nil)
+		if perr != pathOK {
+			return
+		}
+		if !bytes.HasSuffix(in, rest) {
+			t.Fatalf("rest %q is not a suffix of %q", rest, in)
+		}
+		if p.null {
+			if len(out) != 0 {
+				t.Fatalf("null path with address %q", out)
+			}
+			return
+		}
+		if len(out) == 0 || len(out) > len(in) {
+			t.Fatalf("canonical %q from %q", out, in)
+		}
+		inQuote := false
+		for i, c := range out {
+			switch {
+			case c == '"' && (i == 0 || out[i-1] != '\\'):
+				inQuote = !inQuote
+			case c < ' ' || c == 127:
+				t.Fatalf("control octet in canonical %q", out)
+			case !inQuote && (c == ' ' || c == '<' || c == '>'):
+				t.Fatalf("unquoted %q in canonical %q", c, out)
+			}
+		}
+		again, rest2, p2, perr2 := parsePath(append([]byte("<"), append(out, '>')...), nil)
+		if perr2 != pathOK || !bytes.Equal(again, out) || len(rest2) != 0 || p2.utf8 != p.utf8 || p2.noDomain != p.noDomain {
+			t.Fatalf("canonical %q does not round-trip: %q %v %v", out, again, perr2, p2)
+		}
+	})
+}
