@@ -254,3 +254,51 @@ func TestStartTLSConfigErrors(t *testing.T) {
 		t.Fatalf("cert without key: %v", err)
 	}
 }
+
+// TestStartTLSCertReload: Reload (SIGHUP) swaps the certificate for new
+// sessions without dropping the open ones.
+func TestStartTLSCertReload(t *testing.T) {
+	p1, p2 := newTestPKI(t), newTestPKI(t)
+	cfg := tlsServerConfig(t, p1)
+	r := start(t, cfg)
+	old := dial(t, r.addr)
+	old.reply()
+	old.expect("EHLO a", "250")
+	olds := old.starttls(t, p1.Client())
+
+	next := cfg
+	next.TLSCert, next.TLSKey = p2.CertFile, p2.KeyFile
+	if err := r.srv.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, r.addr)
+	c.reply()
+	c.expect("EHLO c", "250")
+	c.starttls(t, p2.Client()).expect("EHLO c", "250") // verified against the new CA
+	olds.expect("EHLO a", "250")                        // the old session goes on
+
+	broken := next
+	broken.TLSKey = p1.KeyFile // the key does not match the certificate
+	var ce *ConfigError
+	if err := r.srv.Reload(broken); !errors.As(err, &ce) {
+		t.Fatalf("mismatched key: %v", err)
+	}
+}
+
+// TestStartTLSHandshakeTimeout: a client that never starts its handshake
+// is cut after tls_handshake_timeout, and its slot comes back.
+func TestStartTLSHandshakeTimeout(t *testing.T) {
+	p := newTestPKI(t)
+	cfg := tlsServerConfig(t, p)
+	cfg.TLSHandshakeTimeout = time.Second
+	r := start(t, cfg)
+	c := dial(t, r.addr)
+	c.reply()
+	c.expect("EHLO c", "250")
+	c.expect("STARTTLS", "220 2.0.0")
+	c.expectClosed()
+	waitFor(t, func() bool { return r.srv.tlsSessions.Load() == 0 && r.srv.connCount() == 0 })
+	if n := r.srv.Stats().TLSFailed.Load(); n != 1 {
+		t.Fatalf("TLSFailed = %d", n)
+	}
+}
