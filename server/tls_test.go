@@ -275,7 +275,7 @@ func TestStartTLSCertReload(t *testing.T) {
 	c.reply()
 	c.expect("EHLO c", "250")
 	c.starttls(t, p2.Client()).expect("EHLO c", "250") // verified against the new CA
-	olds.expect("EHLO a", "250")                        // the old session goes on
+	olds.expect("EHLO a", "250")                       // the old session goes on
 
 	broken := next
 	broken.TLSKey = p1.KeyFile // the key does not match the certificate
