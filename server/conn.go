@@ -424,28 +424,45 @@ func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
 }
 
 // BeginBody reserves body budget and takes a pooled buffer. With no budget
-// left the transaction is refused 452 4.3.1 rather than memory grown.
+// left the transaction is refused 452 4.3.1 rather than memory grown. The
+// budget covers the buffer's capacity, not just its length: a pooled
+// buffer may come back large from an earlier message.
 func (c *conn) BeginBody(sizeHint int64) *proto.Reply {
 	n := max(min(sizeHint, c.lv.cfg.MaxMessageBytes), firstReservation)
 	if !c.srv.reserve(n) {
 		return proto.ReplyNoStorageMemory
 	}
+	b := bytebufferpool.Get()
+	if extra := int64(cap(b.B)) - n; extra > 0 && !c.srv.reserve(extra) {
+		b.B = nil // too big for what is left: let it go, start small
+	} else if extra > 0 {
+		n += extra
+	}
 	c.reserved = n
-	c.body = bytebufferpool.Get()
+	c.body = b
 	return nil
 }
 
-// WriteBody appends decoded bytes, growing the reservation as it fills.
+// WriteBody appends decoded bytes. It grows the buffer itself, doubling,
+// so that every byte of capacity is reserved before it is allocated.
 func (c *conn) WriteBody(p []byte) *proto.Reply {
-	need := int64(c.body.Len() + len(p))
-	if need > c.reserved {
-		grow := max(need, 2*c.reserved) - c.reserved
-		if !c.srv.reserve(grow) {
-			return proto.ReplyNoStorageMemory
+	b := c.body.B
+	if need := len(b) + len(p); need > cap(b) {
+		newCap := max(need, 2*cap(b), 4096)
+		if limit := int(c.lv.cfg.MaxMessageBytes); newCap > limit && need <= limit {
+			newCap = limit // the session never stores more than this
 		}
-		c.reserved += grow
+		if grow := int64(newCap) - c.reserved; grow > 0 {
+			if !c.srv.reserve(grow) {
+				return proto.ReplyNoStorageMemory
+			}
+			c.reserved += grow
+		}
+		nb := make([]byte, len(b), newCap)
+		copy(nb, b)
+		b = nb
 	}
-	c.body.B = append(c.body.B, p...)
+	c.body.B = append(b, p...)
 	return nil
 }
 

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -759,5 +760,40 @@ func TestDiskFull(t *testing.T) {
 	c.expect("again\r\n.", "250 2.0.0")
 	if n := len(newFiles(t, cfg.MaildirRoot, "example.test", "bob")); n != 1 {
 		t.Fatalf("%d files after space returned", n)
+	}
+}
+
+// TestBodyReservationCoversCapacity: the body budget counts the buffer's
+// capacity, so pooled buffers grown by earlier messages cannot hold memory
+// the budget does not know about.
+func TestBodyReservationCoversCapacity(t *testing.T) {
+	cfg := testServerConfig(t)
+	s := &Server{cfg: cfg}
+	lv, err := newLive(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.budget.Store(64 << 20)
+	c := &conn{srv: s, lv: lv}
+	chunk := bytes.Repeat([]byte("x"), 10000)
+	for round := 0; round < 3; round++ {
+		if r := c.BeginBody(0); r != nil {
+			t.Fatal(r)
+		}
+		for i := 0; i < 300; i++ { // 3 MB
+			if r := c.WriteBody(chunk); r != nil {
+				t.Fatal(r)
+			}
+			if int64(cap(c.body.B)) > c.reserved {
+				t.Fatalf("capacity %d, reserved %d", cap(c.body.B), c.reserved)
+			}
+		}
+		if got := 64<<20 - s.budget.Load(); got != c.reserved {
+			t.Fatalf("budget taken %d, connection holds %d", got, c.reserved)
+		}
+		c.AbortBody() // back to the pool, large
+		if s.budget.Load() != 64<<20 {
+			t.Fatalf("budget not returned: %d", s.budget.Load())
+		}
 	}
 }
