@@ -225,7 +225,11 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 			s.stats.TLSInjections.Add(1)
 			n = len(in)
 		}
-		_, _ = gc.Discard(n)
+		if n > 0 {
+			// Never Discard(0): gnet v2.9.7 takes n <= 0 as "everything",
+			// and the start of a command line would be lost.
+			_, _ = gc.Discard(n)
+		}
 		if c.sess.Waiting() {
 			c.submit()
 		}

@@ -797,3 +797,25 @@ func TestBodyReservationCoversCapacity(t *testing.T) {
 		}
 	}
 }
+
+// TestByteAtATime sends commands one byte per write, so that gnet keeps a
+// partial line in its inbound ring between reads and a line's CR and LF
+// arrive in different reads.
+func TestByteAtATime(t *testing.T) {
+	cfg := testServerConfig(t)
+	r := start(t, cfg)
+	c := dial(t, r.addr)
+	c.reply()
+	for _, b := range []byte("EHLO c\r\nMAIL FROM:<a@example.org>\r\n") {
+		if _, err := c.c.Write([]byte{b}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if g := c.reply(); !strings.HasPrefix(g, "250-mx.example.test") {
+		t.Fatalf("EHLO: %q", g)
+	}
+	if g := c.reply(); !strings.HasPrefix(g, "250 2.1.0") {
+		t.Fatalf("MAIL: %q", g)
+	}
+}
