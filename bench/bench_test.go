@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nanomx/nanomx/bench/fakesmtp"
+	"github.com/nanomx/nanomx/server/servertest"
 )
 
 // startFake starts a fake server configured by setup and stops it at the
@@ -353,6 +355,17 @@ func TestIdleAndSlow(t *testing.T) {
 	}
 }
 
+// Held sessions outlive the set-up's timeout: a server that cuts them
+// later than -timeout is still seen doing it.
+func TestHeldOutliveTimeout(t *testing.T) {
+	s := startFake(t, func(s *fakesmtp.Server) { s.IdleTimeout = 600 * time.Millisecond })
+	res := run(t, s, Config{Conns: 1, Duration: 1200 * time.Millisecond, Timeout: 300 * time.Millisecond,
+		Idle: 2, Slow: 2, SlowInterval: time.Hour})
+	if res.Idle.Outcomes["closed after 421 4.4.2"] != 2 || res.Slow.Outcomes["closed after 421 4.4.2"] != 2 {
+		t.Errorf("idle %+v\nslow %+v", res.Idle, res.Slow)
+	}
+}
+
 // The JSON form reads back, durations included, and feeds the table and
 // the chart.
 func TestJSONAndReports(t *testing.T) {
@@ -520,4 +533,138 @@ func mustTCPAddr(t *testing.T, s string) *net.TCPAddr {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// startTLSFake starts a fake server offering STARTTLS with a throwaway
+// certificate for mx.bench.test.
+func startTLSFake(t *testing.T, setup func(*fakesmtp.Server)) (*fakesmtp.Server, *servertest.PKI) {
+	t.Helper()
+	pki, err := servertest.NewPKI(t.TempDir(), "mx.bench.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(pki.CertFile, pki.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startFake(t, func(s *fakesmtp.Server) {
+		s.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+		if setup != nil {
+			setup(s)
+		}
+	})
+	return s, pki
+}
+
+// With TLS, every session, idle and slow ones included, upgrades before
+// its first MAIL; the handshakes of the load sessions are measured.
+func TestTLS(t *testing.T) {
+	s, pki := startTLSFake(t, func(s *fakesmtp.Server) { s.Pipelining = true })
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+	}{
+		{"verified", Config{TLSCA: pki.CAFile, TLSServerName: "mx.bench.test"}},
+		{"verified by IP", Config{TLSCA: pki.CAFile}},
+		{"not verified", Config{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.TLSSessions.Load()
+			cfg := tc.cfg
+			cfg.TLS, cfg.Conns, cfg.Count, cfg.PerConn, cfg.Pipelining = true, 3, 30, 4, true
+			cfg.Idle, cfg.Slow, cfg.SlowInterval = 2, 1, time.Hour
+			res := run(t, s, cfg)
+			if res.Delivered != 30 || len(res.Errors) != 0 || !res.PipeliningOffered {
+				t.Fatalf("delivered %d, errors %v, pipelining offered %v", res.Delivered, res.Errors, res.PipeliningOffered)
+			}
+			// 30 messages, 4 a session: at least 8 sessions, each one
+			// handshake; plus the 3 held ones.
+			if res.Latency.TLS.Count != res.Connections || res.Connections < 8 {
+				t.Errorf("%d handshakes measured over %d connections", res.Latency.TLS.Count, res.Connections)
+			}
+			if got := s.TLSSessions.Load() - before; got != res.Connections+3 {
+				t.Errorf("server saw %d handshakes, want %d", got, res.Connections+3)
+			}
+			if res.Idle.Outcomes["still open"] != 2 || res.Slow.Outcomes["still open"] != 1 {
+				t.Errorf("idle %+v\nslow %+v", res.Idle, res.Slow)
+			}
+			var text strings.Builder
+			if err := res.WriteText(&text); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(text.String(), "tls on") || !strings.Contains(text.String(), "tls handshake") {
+				t.Errorf("summary:\n%s", text.String())
+			}
+		})
+	}
+}
+
+// A server without STARTTLS, one refusing it, or a certificate that does
+// not verify: every session fails, the held ones too, with the reason.
+func TestTLSFailures(t *testing.T) {
+	plain := startFake(t, nil)
+	refusing, _ := startTLSFake(t, func(s *fakesmtp.Server) { s.StartTLSReply = 454 })
+	other, err := servertest.NewPKI(t.TempDir(), "mx.bench.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsFake, pki := startTLSFake(t, nil)
+	for _, tc := range []struct {
+		name string
+		s    *fakesmtp.Server
+		cfg  Config
+		key  string
+	}{
+		{"not offered", plain, Config{}, "starttls: not offered"},
+		{"refused", refusing, Config{}, "starttls: 454 4.7.0"},
+		{"unknown CA", tlsFake, Config{TLSCA: other.CAFile},
+			"tls-handshake: tls: failed to verify certificate: x509: certificate signed by unknown authority"},
+		{"wrong name", tlsFake, Config{TLSCA: pki.CAFile, TLSServerName: "other.test"},
+			"tls-handshake: tls: failed to verify certificate: x509: certificate is valid for mx.bench.test, not other.test"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			cfg.TLS, cfg.Conns, cfg.Count, cfg.Idle = true, 2, 6, 3
+			res := run(t, tc.s, cfg)
+			// Go's x509 errors may add detail after the key.
+			only := func(m map[string]int64, n int64) bool {
+				for k, v := range m {
+					return len(m) == 1 && v == n && strings.HasPrefix(k, tc.key)
+				}
+				return false
+			}
+			if res.Delivered != 0 || res.Failed != 6 || !only(res.Errors, 6) {
+				t.Errorf("delivered %d failed %d errors %v", res.Delivered, res.Failed, res.Errors)
+			}
+			if res.Idle.Opened != 0 || !only(res.Idle.OpenFailed, 3) {
+				t.Errorf("idle: %+v", res.Idle)
+			}
+		})
+	}
+	if n := plain.Messages.Load() + refusing.Messages.Load() + tlsFake.Messages.Load(); n != 0 {
+		t.Errorf("%d messages reached a server", n)
+	}
+}
+
+// -tls-ca and -tls-servername need -tls; a CA file must hold a certificate.
+func TestTLSConfig(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.pem")
+	if err := os.WriteFile(junk, []byte("not PEM"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{TLSCA: junk}, "need tls"},
+		{Config{TLSServerName: "x"}, "need tls"},
+		{Config{TLS: true, TLSCA: junk}, "no PEM certificate"},
+		{Config{TLS: true, TLSCA: filepath.Join(dir, "missing.pem")}, "no such file"},
+	} {
+		tc.cfg.Target = "127.0.0.1:1"
+		if _, err := Run(context.Background(), tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want %q", tc.cfg, err, tc.want)
+		}
+	}
 }

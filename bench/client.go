@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -17,6 +18,9 @@ const (
 	stageConnect  = "connect"
 	stageGreeting = "greeting"
 	stageEHLO     = "ehlo"
+	stageStartTLS = "starttls"
+	stageTLS      = "tls-handshake"
+	stageEHLOTLS  = "ehlo-after-tls"
 	stageMail     = "mail"
 	stageRcpt     = "rcpt"
 	stageData     = "data"
@@ -44,8 +48,20 @@ type conn struct {
 
 	// last is a copy of the first line of the last reply read.
 	last []byte
-	// offered is set when the EHLO reply listed PIPELINING.
-	offered bool
+	// offered is set when the EHLO reply listed PIPELINING, tlsOffered
+	// when it listed STARTTLS.
+	offered, tlsOffered bool
+	// bw batches a message's data into full TLS records on a TLS
+	// session (on plaintext, one writev does); kept across connections.
+	bw *bufio.Writer
+	// inTLS is set once STARTTLS succeeded.
+	inTLS bool
+}
+
+// hooks receive the latencies of a session's set-up; nil fields are
+// skipped.
+type hooks struct {
+	connect, greeting, handshake func(time.Duration)
 }
 
 // dialer opens connections to the target for one run.
@@ -54,12 +70,18 @@ type dialer struct {
 	spread bool
 	src    func() *net.TCPAddr
 	ehlo   []byte // "EHLO name\r\n"
+	// tls, when not nil, is the client configuration for STARTTLS.
+	tls *tls.Config
 }
 
-// open connects, reads the greeting and says EHLO. c is reset to the new
-// connection. connect and greeting, if not nil, get the latencies. On
-// failure it returns an error key and leaves nothing open.
-func (d *dialer) open(ctx context.Context, c *conn, timeout time.Duration, connect, greeting func(time.Duration)) string {
+// open connects, reads the greeting and says EHLO; with TLS on it then
+// upgrades with STARTTLS and says EHLO again. c is reset to the new
+// connection. h, if not nil, gets the latencies. On failure it returns an
+// error key and leaves nothing open.
+func (d *dialer) open(ctx context.Context, c *conn, timeout time.Duration, h *hooks) string {
+	if h == nil {
+		h = &hooks{}
+	}
 	nd := net.Dialer{Timeout: timeout, Control: dialControl}
 	if d.spread {
 		nd.LocalAddr = d.src()
@@ -70,8 +92,8 @@ func (d *dialer) open(ctx context.Context, c *conn, timeout time.Duration, conne
 		return errKey(stageConnect, err)
 	}
 	t1 := time.Now()
-	if connect != nil {
-		connect(t1.Sub(t0))
+	if h.connect != nil {
+		h.connect(t1.Sub(t0))
 	}
 	c.c = nc
 	if c.br == nil {
@@ -79,7 +101,7 @@ func (d *dialer) open(ctx context.Context, c *conn, timeout time.Duration, conne
 	} else {
 		c.br.Reset(nc)
 	}
-	c.offered = false
+	c.offered, c.tlsOffered, c.inTLS = false, false, false
 	// Past the hard deadline (or on interrupt) every connection is cut.
 	c.cut = context.AfterFunc(ctx, func() { _ = nc.SetDeadline(aLongTimeAgo) })
 	_ = nc.SetDeadline(t1.Add(timeout))
@@ -92,23 +114,111 @@ func (d *dialer) open(ctx context.Context, c *conn, timeout time.Duration, conne
 		c.close()
 		return c.replyKey(stageGreeting)
 	}
-	if greeting != nil {
-		greeting(time.Since(t1))
+	if h.greeting != nil {
+		h.greeting(time.Since(t1))
 	}
-	if _, err := nc.Write(d.ehlo); err != nil {
-		c.close()
-		return errKey(stageEHLO, err)
+	if key := c.ehlo(d.ehlo, stageEHLO); key != "" {
+		return key
 	}
-	if code, err = c.reply(true); err != nil {
+	if d.tls == nil {
+		return ""
+	}
+	if key := c.startTLS(d.tls, h.handshake); key != "" {
+		return key
+	}
+	return c.ehlo(d.ehlo, stageEHLOTLS)
+}
+
+// ehlo says EHLO and reads its reply; on failure it closes the
+// connection and returns an error key under stage.
+func (c *conn) ehlo(cmd []byte, stage string) string {
+	c.offered, c.tlsOffered = false, false
+	if _, err := c.c.Write(cmd); err != nil {
 		c.close()
-		return errKey(stageEHLO, err)
+		return errKey(stage, err)
+	}
+	code, err := c.reply(true)
+	if err != nil {
+		c.close()
+		return errKey(stage, err)
 	}
 	if code != 250 {
 		c.close()
-		return c.replyKey(stageEHLO)
+		return c.replyKey(stage)
 	}
 	return ""
 }
+
+// startTLS upgrades the connection (RFC 3207): STARTTLS, its 220, and the
+// handshake, whose duration goes to handshake if not nil. The deadline in
+// force bounds it all. On failure it closes the connection and returns an
+// error key.
+func (c *conn) startTLS(cfg *tls.Config, handshake func(time.Duration)) string {
+	if !c.tlsOffered {
+		c.close()
+		return stageStartTLS + ": not offered"
+	}
+	if _, err := c.c.Write([]byte("STARTTLS\r\n")); err != nil {
+		c.close()
+		return errKey(stageStartTLS, err)
+	}
+	code, err := c.reply(false)
+	switch {
+	case err != nil:
+		c.close()
+		return errKey(stageStartTLS, err)
+	case code != 220:
+		c.close()
+		return c.replyKey(stageStartTLS)
+	case c.br.Buffered() > 0:
+		// Plaintext after the 220 would be read as if it came over TLS
+		// (the client side of CVE-2011-0411): refuse it.
+		c.close()
+		return stageStartTLS + ": " + errUnsolicited.Error()
+	}
+	tc := tls.Client(c.c, cfg)
+	t0 := time.Now()
+	if err := tc.Handshake(); err != nil {
+		c.close()
+		return errKey(stageTLS, err)
+	}
+	if handshake != nil {
+		handshake(time.Since(t0))
+	}
+	// c.cut still holds the TCP connection, whose deadline also bounds
+	// the TLS one.
+	c.c = tc
+	c.br.Reset(tc)
+	c.inTLS = true
+	return ""
+}
+
+// writeData writes a message's data: header, body and end of data. On
+// plaintext it is one writev; on TLS the parts are gathered into full
+// 16 KB records, as a sender with a buffered TLS stream would send them,
+// rather than a record (and a write) per part.
+func (c *conn) writeData(hdr, body, end []byte) error {
+	if !c.inTLS {
+		iov := [3][]byte{hdr, body, end}
+		bufs := net.Buffers(iov[:])
+		_, err := bufs.WriteTo(c.c)
+		return err
+	}
+	if c.bw == nil {
+		c.bw = bufio.NewWriterSize(c.c, maxTLSPlaintext)
+	} else {
+		c.bw.Reset(c.c)
+	}
+	for _, b := range [][]byte{hdr, body, end} {
+		if _, err := c.bw.Write(b); err != nil {
+			return err
+		}
+	}
+	return c.bw.Flush()
+}
+
+// maxTLSPlaintext is the most data one TLS record carries (RFC 8446 5.1).
+const maxTLSPlaintext = 16 << 10
 
 // close closes the connection without QUIT.
 func (c *conn) close() {
@@ -168,8 +278,11 @@ func (c *conn) reply(ehlo bool) (int, error) {
 		}
 		if ehlo && len(line) > 4 {
 			kw, _, _ := bytes.Cut(line[4:], []byte(" "))
-			if bytes.EqualFold(kw, []byte("PIPELINING")) {
+			switch {
+			case bytes.EqualFold(kw, []byte("PIPELINING")):
 				c.offered = true
+			case bytes.EqualFold(kw, []byte("STARTTLS")):
+				c.tlsOffered = true
 			}
 		}
 		first = false

@@ -59,10 +59,23 @@ type Config struct {
 	// no effect on other targets.
 	SpreadSources bool `json:"spread_sources"`
 
+	// TLS upgrades every session, the idle and slow ones included, with
+	// STARTTLS (RFC 3207) after the first EHLO, with a full handshake (no
+	// session resumption), then says EHLO again. A server that does not
+	// offer STARTTLS fails the session.
+	TLS bool `json:"tls,omitempty"`
+	// TLSCA is a PEM file of the certificate authorities to verify the
+	// server's certificate with; empty skips verification (as most MTAs
+	// do without MTA-STS or DANE).
+	TLSCA string `json:"tls_ca,omitempty"`
+	// TLSServerName is the name sent in SNI and verified against the
+	// certificate; empty means the host of Target.
+	TLSServerName string `json:"tls_servername,omitempty"`
+
 	// PID is a local server process to measure from /proc; 0 for none.
 	PID int `json:"pid,omitempty"`
-	// Idle sessions are opened (greeting and EHLO) before the load and
-	// held, silent, until it ends.
+	// Idle sessions are opened (greeting and EHLO, and STARTTLS with
+	// TLS) before the load and held, silent, until it ends.
 	Idle int `json:"idle,omitempty"`
 	// Slow sessions trickle a transaction, one byte every SlowInterval,
 	// while the load runs.
@@ -156,6 +169,8 @@ func (c Config) withDefaults() (Config, error) {
 		bad("idle, slow: must not be negative")
 	case c.SlowInterval < 0:
 		bad("slow-interval: must not be negative")
+	case !c.TLS && (c.TLSCA != "" || c.TLSServerName != ""):
+		bad("tls-ca, tls-servername: need tls")
 	}
 	if c.Size.Bytes < 0 || (!c.Size.Mix && c.Size.Bytes > maxFixedSize) {
 		bad("size: must be from 1 byte to %d MiB", maxFixedSize>>20)

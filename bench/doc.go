@@ -10,6 +10,11 @@
 // "X-Nanomx-Bench: <runid>-<seq>", so that VerifyMaildir can check
 // afterwards that every acknowledged message was stored, once.
 //
+// With Config.TLS every session, the held ones included, upgrades with
+// STARTTLS (RFC 3207) after EHLO and says EHLO again; the handshakes of
+// the load sessions are measured too. A server that does not offer
+// STARTTLS fails the session.
+//
 // Besides the load, a run can hold idle sessions open (Config.Idle) or
 // trickle transactions a byte at a time (Config.Slow) and report what the
 // server did to them, and, given a local server's PID, read its CPU time

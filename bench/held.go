@@ -41,11 +41,14 @@ func (r *runner) openHeld(ctx context.Context, n int, report *HeldReport) []*hel
 			defer wg.Done()
 			var c conn
 			for next.Add(1) <= int64(n) && ctx.Err() == nil {
-				key := r.dial.open(ctx, &c, r.cfg.Timeout, nil, nil)
+				key := r.dial.open(ctx, &c, r.cfg.Timeout, nil)
 				mu.Lock()
 				if key != "" {
 					report.OpenFailed[key]++
 				} else {
+					// Held past the set-up's deadline: only the run's
+					// end (c.cut) and the server may end it now.
+					_ = c.c.SetDeadline(time.Time{})
 					held = append(held, &heldConn{c: c.c, cut: c.cut, opened: time.Now()})
 				}
 				mu.Unlock()

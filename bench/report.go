@@ -25,23 +25,35 @@ func (r *Result) WriteText(w io.Writer) error {
 			pipe = "on, but not offered"
 		}
 	}
-	pf("target %s  run %s  conns %d  size %s  per-conn %s  rcpts %d  pipelining %s  seed %d\n",
-		c.Target, c.RunID, c.Conns, c.Size, perConnText(c.PerConn), c.Rcpts, pipe, c.Seed)
+	tlsText := ""
+	if c.TLS {
+		tlsText = "  tls on"
+		if c.TLSCA == "" {
+			tlsText += " (not verified)"
+		}
+	}
+	pf("target %s  run %s  conns %d  size %s  per-conn %s  rcpts %d  pipelining %s%s  seed %d\n",
+		c.Target, c.RunID, c.Conns, c.Size, perConnText(c.PerConn), c.Rcpts, pipe, tlsText, c.Seed)
 	pf("messages    %d delivered, %d failed, %d attempted in %.2fs (stopped by %s)\n",
 		r.Delivered, r.Failed, r.Attempted, r.Elapsed, r.Stopped)
 	pf("throughput  %.1f msgs/s  %.2f MB/s  over %d connections\n", r.MsgsPerSec, r.MBPerSec, r.Connections)
 
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "latency ms\tp50\tp90\tp99\tp99.9\tmax\tcount\t\n")
-	for _, l := range []struct {
+	rows := []struct {
 		name string
 		l    Latency
 	}{
 		{"connect", r.Latency.Connect},
 		{"greeting", r.Latency.Greeting},
+		{"tls handshake", r.Latency.TLS},
 		{"end-of-data → 250", r.Latency.EndOfData},
 		{"transaction", r.Latency.Transaction},
-	} {
+	}
+	if r.Latency.TLS.Count == 0 {
+		rows = slices.Delete(rows, 2, 3)
+	}
+	for _, l := range rows {
 		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%d\t\n", l.name, l.l.P50, l.l.P90, l.l.P99, l.l.P999, l.l.Max, l.l.Count)
 	}
 	_ = tw.Flush()

@@ -59,6 +59,10 @@ type Latencies struct {
 	EndOfData Latency `json:"end_of_data"`
 	// Transaction is from MAIL written to that 250.
 	Transaction Latency `json:"transaction"`
+	// TLS is the TLS handshake of each load session (-tls), from the 220
+	// answering STARTTLS to the handshake's end; the idle and slow
+	// sessions' are not counted.
+	TLS Latency `json:"tls_handshake,omitzero"`
 }
 
 // Latency summarises one distribution, in milliseconds.

@@ -1,13 +1,14 @@
 // Package fakesmtp is a small SMTP server for testing the load generator:
 // it can answer each message 250, 4xx or 5xx, drop the connection instead
 // of answering, answer twice, store a message twice or not at all, delay,
-// and time out idle sessions. It listens on 127.0.0.1 only. The tests of
-// bench and of the nanomx command use it.
+// time out idle sessions, and offer or refuse STARTTLS. It listens on
+// 127.0.0.1 only. The tests of bench and of the nanomx command use it.
 package fakesmtp
 
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -45,6 +46,12 @@ type Server struct {
 	// IdleTimeout closes a session that sends nothing for this long with
 	// 421 4.4.2; 0 for never.
 	IdleTimeout time.Duration
+	// TLS, when set, makes EHLO offer STARTTLS until the session is in
+	// TLS, and serves it with this configuration.
+	TLS *tls.Config
+	// StartTLSReply, when not 0, answers STARTTLS with this code instead
+	// of 220, and the session stays in plaintext.
+	StartTLSReply int
 
 	ln        net.Listener
 	wg        sync.WaitGroup
@@ -57,6 +64,8 @@ type Server struct {
 	// Envelopes sent in one write (MAIL, RCPTs and DATA buffered together
 	// when MAIL was read) and one command at a time.
 	Pipelined, Serial atomic.Int64
+	// TLSSessions counts completed TLS handshakes.
+	TLSSessions atomic.Int64
 
 	mu      sync.Mutex
 	sizes   []int    // message sizes as received, after dot-unstuffing, CRLF kept
@@ -141,10 +150,12 @@ func (s *Server) Markers() []string {
 
 func (s *Server) serve(c net.Conn) {
 	br := bufio.NewReader(c)
+	// c becomes the TLS connection after STARTTLS; write follows it.
 	write := func(lines ...string) bool {
 		_, err := c.Write([]byte(strings.Join(lines, "")))
 		return err == nil
 	}
+	inTLS := false
 	if !write("220 fake ESMTP\r\n") {
 		return
 	}
@@ -165,10 +176,34 @@ func (s *Server) serve(c net.Conn) {
 		}
 		switch verb {
 		case "EHLO":
+			lines := []string{"250-fake\r\n"}
 			if s.Pipelining {
-				write("250-fake\r\n", "250-PIPELINING\r\n", "250 8BITMIME\r\n")
-			} else {
-				write("250-fake\r\n", "250 8BITMIME\r\n")
+				lines = append(lines, "250-PIPELINING\r\n")
+			}
+			if s.TLS != nil && !inTLS {
+				lines = append(lines, "250-STARTTLS\r\n")
+			}
+			write(append(lines, "250 8BITMIME\r\n")...)
+		case "STARTTLS":
+			switch {
+			case s.TLS == nil || inTLS:
+				write("502 5.5.1 not offered\r\n")
+			case s.StartTLSReply != 0:
+				write(fmt.Sprintf("%d %s fake\r\n", s.StartTLSReply, enhanced(s.StartTLSReply)))
+			default:
+				if !write("220 2.0.0 go ahead\r\n") {
+					return
+				}
+				tc := tls.Server(c, s.TLS)
+				_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+				if tc.Handshake() != nil {
+					return
+				}
+				_ = tc.SetDeadline(time.Time{})
+				s.TLSSessions.Add(1)
+				// Anything pipelined after STARTTLS is dropped (CVE-2011-0411).
+				c, inTLS = tc, true
+				br.Reset(c)
 			}
 		case "HELO", "RSET", "NOOP":
 			write("250 2.0.0 ok\r\n")
@@ -262,6 +297,8 @@ func enhanced(code int) string {
 		return "4.3.2"
 	case 452:
 		return "4.3.1"
+	case 454:
+		return "4.7.0"
 	}
 	return fmt.Sprintf("%d.6.0", code/100)
 }
