@@ -103,7 +103,7 @@ type Config struct {
 	// senders that cannot do TLS would bounce.
 	TLSRequired bool
 	// MaxTLSSessions bounds sessions running TLS at once (each holds a
-	// goroutine and ~30 KB); over it STARTTLS gets 454 4.7.0.
+	// goroutine and ~40 KB); over it STARTTLS gets 454 4.7.0.
 	MaxTLSSessions int
 	// TLSHandshakeTimeout bounds the handshake.
 	TLSHandshakeTimeout time.Duration
