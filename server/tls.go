@@ -150,7 +150,9 @@ func (c *conn) serveTLS(fd int) {
 // serveBlocking drives the session over a blocking connection: the TLS
 // twin of OnTraffic.
 func (c *conn) serveBlocking(nc net.Conn) {
-	buf := make([]byte, 0, 16<<10)
+	// Small at first: an idle TLS session should hold little (crypto/tls
+	// has its own record buffer); it doubles when a read fills it.
+	buf := make([]byte, 0, 2<<10)
 	for {
 		for {
 			n := c.sess.Feed(buf)
@@ -181,8 +183,8 @@ func (c *conn) serveBlocking(nc net.Conn) {
 		}
 		c.setDeadline()
 		_ = nc.SetReadDeadline(time.Unix(0, c.deadline.Load()))
-		if cap(buf)-len(buf) < 4096 {
-			buf = append(buf, make([]byte, 16<<10)...)[:len(buf)]
+		if cap(buf)-len(buf) < 1024 {
+			buf = append(buf, make([]byte, min(cap(buf), 32<<10))...)[:len(buf)]
 		}
 		n, err := nc.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
