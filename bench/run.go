@@ -444,19 +444,8 @@ func (w *worker) transact(seq int64) (keep bool) {
 			}
 		}
 		for range cfg.Rcpts {
-			code, err := w.reply(false)
-			if err != nil {
-				r.fail(errKey(stageRcpt, err))
+			if !w.rcptReply(&accepted) {
 				return false
-			}
-			switch {
-			case code/100 == 2:
-				accepted++
-			case code == 421:
-				r.fail(w.replyKey(stageRcpt))
-				return false
-			default:
-				w.refused = append(w.refused, w.replyKey(stageRcpt))
 			}
 		}
 		code, err = w.reply(false)
@@ -499,19 +488,8 @@ func (w *worker) transact(seq int64) (keep bool) {
 				r.fail(errKey(stageRcpt, err))
 				return false
 			}
-			code, err := w.reply(false)
-			if err != nil {
-				r.fail(errKey(stageRcpt, err))
+			if !w.rcptReply(&accepted) {
 				return false
-			}
-			switch {
-			case code/100 == 2:
-				accepted++
-			case code == 421:
-				r.fail(w.replyKey(stageRcpt))
-				return false
-			default:
-				w.refused = append(w.refused, w.replyKey(stageRcpt))
 			}
 		}
 		if accepted == 0 {
@@ -570,6 +548,25 @@ func (w *worker) transact(seq int64) (keep bool) {
 }
 
 // rset resets the transaction after a refusal; false if that fails.
+// rcptReply reads one RCPT reply: an acceptance counts in accepted, a
+// refusal is noted; it returns false when the session cannot go on.
+func (w *worker) rcptReply(accepted *int) bool {
+	code, err := w.reply(false)
+	switch {
+	case err != nil:
+		w.r.fail(errKey(stageRcpt, err))
+		return false
+	case code/100 == 2:
+		*accepted++
+	case code == 421:
+		w.r.fail(w.replyKey(stageRcpt))
+		return false
+	default:
+		w.refused = append(w.refused, w.replyKey(stageRcpt))
+	}
+	return true
+}
+
 func (w *worker) rset() bool {
 	if _, err := w.c.Write([]byte("RSET\r\n")); err != nil {
 		w.r.event(errKey(stageRset, err))
