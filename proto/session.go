@@ -41,6 +41,10 @@ type Config struct {
 	// MaxBadCommands bounds rejected commands per session, RCPTs refused
 	// with 550 5.1.1 included; then 421 4.7.0 and close.
 	MaxBadCommands int
+	// MaxJunkCommands bounds NOOP, RSET, HELP, VRFY and repeated HELO/EHLO
+	// per session; then 421 4.7.0 and close. The count restarts after
+	// each delivered message.
+	MaxJunkCommands int
 	// BareNewline is the policy for bare CR and LF in message data.
 	BareNewline BareNewline
 	// StartTLS offers STARTTLS (RFC 3207) on plaintext sessions.

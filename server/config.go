@@ -56,6 +56,10 @@ type Config struct {
 	MaxAddressAllowance int
 	// MaxBadCommands per session, counting RCPTs refused 550 5.1.1; then 421.
 	MaxBadCommands int
+	// MaxJunkCommands bounds NOOP, RSET, HELP, VRFY and repeated HELO/EHLO
+	// per session (like Postfix's smtpd_junk_command_limit); past it 421
+	// 4.7.0 and close. The count restarts after each delivered message.
+	MaxJunkCommands int
 	// MaxConnections in total and per client IP (IPv6 per /64).
 	MaxConnections      int
 	MaxConnectionsPerIP int
@@ -64,7 +68,17 @@ type Config struct {
 	MaxPendingInput int
 	// BodyBudgetBytes bounds the memory all message bodies in flight may
 	// hold together; when it is spent new transactions get 452 4.3.1.
+	// Only bytes that arrived are charged: a declared SIZE= or BDAT length
+	// reserves nothing.
 	BodyBudgetBytes int64
+	// BodyBudgetPerIP bounds the share of BodyBudgetBytes that the
+	// sessions of one client address (IPv6: one /64) may hold together.
+	BodyBudgetPerIP int64
+	// SpillThreshold is the body size past which a message is written to
+	// its tmp/ file in chunks as it arrives (by the workers, never on the
+	// event loop), so that a session holds a chunk or two in memory
+	// whatever MaxMessageBytes is.
+	SpillThreshold int64
 	// BareNewline is BareNewlineReject or BareNewlineNormalize.
 	BareNewline string
 
@@ -78,10 +92,16 @@ type Config struct {
 	// instead of fsyncs per file; the 250 still waits for it.
 	GroupCommit bool
 
-	// CommandTimeout bounds the wait for each command, DataTimeout a whole
-	// DATA/BDAT transaction, SessionTimeout a whole connection.
+	// CommandTimeout bounds the wait for each command. DataTimeout bounds
+	// each wait for message data during DATA/BDAT (an idle timeout, RFC
+	// 5321 4.5.3.2.5: 3 minutes), and MinDataRate (bytes per second, 0 =
+	// off) is the lowest average rate a transfer may fall to once it has
+	// run for DataTimeout, which cuts a client trickling a byte at a time
+	// (like Postfix's smtpd_min_data_rate). SessionTimeout bounds a whole
+	// connection, except a transfer that keeps MinDataRate.
 	CommandTimeout time.Duration
 	DataTimeout    time.Duration
+	MinDataRate    int64
 	SessionTimeout time.Duration
 	// ShutdownTimeout bounds the drain on SIGTERM.
 	ShutdownTimeout time.Duration
@@ -131,17 +151,21 @@ func Defaults() Config {
 		MaxLineBytes:        512,
 		MaxAddressAllowance: 512,
 		MaxBadCommands:      20,
+		MaxJunkCommands:     100,
 		MaxConnections:      2000,
 		MaxConnectionsPerIP: 20,
 		MaxPendingInput:     64 << 10,
 		BodyBudgetBytes:     256 << 20,
+		BodyBudgetPerIP:     32 << 20,
+		SpillThreshold:      256 << 10,
 		BareNewline:         BareNewlineReject,
 		Workers:             4,
 		QueueLength:         256,
 		Fsync:               true,
 		GroupCommit:         true,
 		CommandTimeout:      5 * time.Minute,
-		DataTimeout:         10 * time.Minute,
+		DataTimeout:         3 * time.Minute,
+		MinDataRate:         500,
 		SessionTimeout:      30 * time.Minute,
 		ShutdownTimeout:     30 * time.Second,
 		EventLoops:          1,
@@ -192,8 +216,16 @@ func (c *Config) Validate() error {
 		return bad("max_connections_per_ip", "must be at least 1")
 	case c.MaxPendingInput < 4096:
 		return bad("max_pending_input", "must be at least 4096 bytes")
-	case c.BodyBudgetBytes < c.MaxMessageBytes/4 && c.BodyBudgetBytes < 1<<20:
-		return bad("body_budget", "must be at least 1 MiB")
+	case c.MaxJunkCommands < 1:
+		return bad("max_junk_commands", "must be at least 1")
+	case c.BodyBudgetBytes < c.MaxMessageBytes:
+		return bad("body_budget", "must be at least max_message_size (%d bytes)", c.MaxMessageBytes)
+	case c.BodyBudgetPerIP < 1<<20 || c.BodyBudgetPerIP > c.BodyBudgetBytes:
+		return bad("body_budget_per_ip", "must be between 1 MiB and body_budget")
+	case c.SpillThreshold < 64<<10 || c.SpillThreshold > c.BodyBudgetPerIP/4:
+		return bad("spill_threshold", "must be between 64 KiB and a quarter of body_budget_per_ip")
+	case c.MinDataRate < 0:
+		return bad("min_data_rate", "must not be negative")
 	case c.BareNewline != BareNewlineReject && c.BareNewline != BareNewlineNormalize:
 		return bad("bare_newline", "must be %q or %q", BareNewlineReject, BareNewlineNormalize)
 	case c.Workers < 1:

@@ -186,6 +186,7 @@ func newLive(cfg Config) (*live, error) {
 		MaxRcpts:            cfg.MaxRecipients,
 		MaxMessageBytes:     cfg.MaxMessageBytes,
 		MaxBadCommands:      cfg.MaxBadCommands,
+		MaxJunkCommands:     cfg.MaxJunkCommands,
 		BareNewline:         bare,
 		StartTLS:            tlsConf != nil,
 		TLSRequired:         cfg.TLSRequired,
