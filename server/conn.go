@@ -1,8 +1,8 @@
 package server
 
 import (
-	"crypto/tls"
 	"errors"
+	"io"
 	"math"
 	"net"
 	"net/netip"
@@ -25,9 +25,15 @@ const (
 	flagForce                       // drain deadline passed: close now
 )
 
-// Body budget is reserved in steps: the first from SIZE= (or this much),
-// then doubling as the body grows.
-const firstReservation = 64 << 10
+// maxUnsentOutput bounds the replies a connection may have waiting in
+// gnet's outbound buffer. Above it the session reads no further commands
+// (its input stays in gnet's inbound buffer, bounded by MaxPendingInput):
+// a client that never reads its replies cannot grow the server's memory.
+const maxUnsentOutput = 32 << 10
+
+// pooledFit is the largest pooled buffer a body takes before its size is
+// known; larger ones are left for bodies that need them.
+const pooledFit = 64 << 10
 
 // conn is the server side of one connection. Unless a field says
 // otherwise, only the connection's event loop touches it.
@@ -47,16 +53,32 @@ type conn struct {
 	deadline atomic.Int64
 	// flags carries flagTimeout/flagShutdown/flagForce to the loop.
 	flags atomic.Uint32
+	// outBlocked is set by the loop while the session holds its input
+	// because its replies are not being read; OnTick wakes it to look
+	// again.
+	outBlocked atomic.Bool
 	// greetAt is when the greeting is due (Unix ns), 0 once it was sent.
 	// Written by the loop, read by OnTick.
 	greetAt    atomic.Int64
 	sessionEnd int64  // opened + SessionTimeout, Unix ns
 	lastCmds   uint64 // proto Commands() when the deadline was last set
-	inTransfer bool   // the deadline in force is the transaction's
+	inTransfer bool   // the deadline in force is the transfer's
+	// During a transfer (DATA/BDAT): when it began and when bytes last
+	// arrived (Unix ns), and how many arrived.
+	xferStart, xferLast int64
+	xferBytes           int64
+
+	// ip is the client address's shared state (connections, budget).
+	ip *ipState
+	// dir is the address book of the current transaction, taken at MAIL:
+	// recipients are checked and later resolved against it, so a reload
+	// between RCPT and the end of data cannot change what was accepted.
+	dir *spool.Directory
 
 	// body is the message being received; reserved is the budget it holds.
 	body     *bytebufferpool.ByteBuffer
 	reserved int64
+	hint     int64 // the declared size, for sizing the buffer only
 
 	// While a message is with the spool: waiting is set on the loop;
 	// result is stored by the worker's callback, then the loop is woken.
@@ -69,12 +91,14 @@ type conn struct {
 	messages int
 	reason   string // why the connection closed, for the log line
 
-	// TLS (tls.go). detached is set on the loop just before the session
-	// moves to its goroutine, which then owns every field; tc is set by
-	// that goroutine and read by the drain to interrupt a read.
+	// Detached sessions (tls.go): detached is set on the loop just before
+	// the session moves to a goroutine (for TLS, or to answer a client
+	// that half-closed), which then owns every field. wakeCh is that
+	// goroutine's wake-up for delivery results; bc is its connection, read
+	// by the drain to interrupt a read.
 	detached bool
-	wakeCh   chan struct{} // a detached session's wake-up for results
-	tc       atomic.Pointer[tls.Conn]
+	wakeCh   atomic.Pointer[chan struct{}]
+	bc       atomic.Pointer[net.Conn]
 	tlsInfo  string // "TLSv1.3 with cipher ...", once TLS is up
 }
 
@@ -90,16 +114,22 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	key := ipKey(remote)
 	lv := s.live.Load()
 	s.mu.Lock()
+	ip := s.perIP[key]
 	switch {
 	case len(s.conns) >= lv.cfg.MaxConnections:
 		s.mu.Unlock()
 		s.stats.Refused.Add(1)
 		return proto.ReplyTooManyConns.Bytes(), gnet.Close
-	case s.perIP[key] >= lv.cfg.MaxConnectionsPerIP:
+	case ip != nil && ip.conns >= lv.cfg.MaxConnectionsPerIP:
 		s.mu.Unlock()
 		s.stats.Refused.Add(1)
 		return proto.ReplyTooManyConnsPerIP.Bytes(), gnet.Close
 	}
+	if ip == nil {
+		ip = &ipState{}
+		s.perIP[key] = ip
+	}
+	ip.conns++
 	now := time.Now()
 	c := &conn{
 		srv:        s,
@@ -107,15 +137,19 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		gc:         gc,
 		remote:     remote,
 		key:        key,
+		ip:         ip,
 		opened:     now,
 		sessionEnd: now.Add(lv.cfg.SessionTimeout).UnixNano(),
 	}
 	c.n = s.nextSID.Add(1)
 	c.deadline.Store(min(now.Add(lv.cfg.CommandTimeout).UnixNano(), c.sessionEnd))
 	s.conns[c] = struct{}{}
-	s.perIP[key]++
 	s.mu.Unlock()
 
+	// Keep-alive per connection: gnet's engine-wide option hides bind
+	// errors behind its own (gnet v2.9.7), and a dead peer must not hold
+	// a slot forever.
+	_ = gc.SetKeepAlivePeriod(2 * time.Minute)
 	lv.dialect.InitSession(&c.sess, c)
 	gc.SetContext(c)
 	s.stats.Accepted.Add(1)
@@ -130,11 +164,18 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 }
 
 // OnClose forgets the connection, frees what it holds and logs one line.
+// A client that half-closed (shutdown(SHUT_WR), as Exim does after a
+// pipelined QUIT) while its message is with the spool still gets every
+// reply it is owed: the session moves to a goroutine that answers on a
+// duplicate of the socket (RFC 5321 4.1.1.10: 221, then close).
 func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c, ok := gc.Context().(*conn)
 	gc.SetContext(nil)
 	if !ok || c.detached {
 		return gnet.None // a detached session is its goroutine's now
+	}
+	if c.waiting && errors.Is(err, io.EOF) && gc.OutboundBuffered() == 0 && c.detachHalfClosed(gc) {
+		return gnet.None
 	}
 	c.freeBody()
 	if c.reason == "" {
@@ -151,11 +192,11 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
-	if s.perIP[c.key]--; s.perIP[c.key] <= 0 {
+	if c.ip.conns--; c.ip.conns <= 0 {
 		delete(s.perIP, c.key)
 	}
 	s.mu.Unlock()
-	ev := c.log().Info().Str("reason", c.reason).Dur("duration", time.Since(c.opened)).Int("messages", c.messages)
+	ev := c.log().Info().Str("reason", c.reason).Int64("duration_ms", time.Since(c.opened).Milliseconds()).Int("messages", c.messages)
 	if c.waiting {
 		// The spool still owns the message and will finish it; the client
 		// went away before its answer (it will retry: a duplicate, not a
@@ -166,8 +207,8 @@ func (s *Server) forget(c *conn) {
 }
 
 // OnTraffic runs the session over the bytes gnet holds for it. It is also
-// called with no new bytes after Wake: a delivery result, a deadline or a
-// shutdown.
+// called with no new bytes after Wake: a delivery result, a deadline, a
+// shutdown, or replies that may have drained.
 func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	c, ok := gc.Context().(*conn)
 	if !ok {
@@ -188,7 +229,12 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		if r == nil {
 			// Still with the spool. Pipelined input waits in gnet's buffer,
 			// which cannot be paused (gnet v2): bound it instead.
-			if gc.InboundBuffered() > c.lv.cfg.MaxPendingInput || c.flags.Load()&flagForce != 0 {
+			switch {
+			case c.flags.Load()&flagForce != 0:
+				_, _ = gc.Write(proto.ReplyShutdown.Bytes())
+				c.reason = "shutdown"
+				return gnet.Close
+			case gc.InboundBuffered() > c.lv.cfg.MaxPendingInput:
 				_, _ = gc.Write(proto.ReplyPipelineOverflow.Bytes())
 				c.reason = "pipelined input overflow"
 				return gnet.Close
@@ -215,8 +261,22 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 
 	flags := c.applyFlags()
 
-	if !c.sess.Closed() {
+	// Feed, write, repeat: Feed stops after a few KiB of replies, and the
+	// session reads no further while its replies are not being read.
+	for !c.sess.Closed() {
+		if gc.OutboundBuffered() > maxUnsentOutput {
+			if gc.InboundBuffered() > c.lv.cfg.MaxPendingInput {
+				_, _ = gc.Write(proto.ReplyPipelineOverflow.Bytes())
+				c.reason = "replies not read"
+				s.stats.NotReading.Add(1)
+				return gnet.Close
+			}
+			c.outBlocked.Store(true) // OnTick wakes us to look again
+			break
+		}
+		c.outBlocked.Store(false)
 		in, _ := gc.Peek(-1)
+		xfer := c.sess.InTransfer()
 		n := c.sess.Feed(in)
 		if c.sess.StartingTLS() && n < len(in) {
 			// CVE-2011-0411: commands pipelined after STARTTLS would run
@@ -229,18 +289,19 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 			// Never Discard(0): gnet v2.9.7 takes n <= 0 as "everything",
 			// and the start of a command line would be lost.
 			_, _ = gc.Discard(n)
+			if xfer || c.sess.InTransfer() {
+				c.progress(n)
+			}
 		}
 		if c.sess.Waiting() {
 			c.submit()
 		}
-	}
-	if out := c.sess.Output(); len(out) > 0 {
-		if s.debug {
-			c.log().Debug().Bytes("out", out).Msg("reply")
+		c.flush(gc)
+		if n == 0 || n == len(in) || c.waiting || c.sess.StartingTLS() {
+			break
 		}
-		_, _ = gc.Write(out)
-		c.sess.ClearOutput()
 	}
+	c.flush(gc)
 	if c.sess.Closed() {
 		if c.reason == "" {
 			c.reason = "session ended"
@@ -258,6 +319,18 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	}
 	c.setDeadline()
 	return gnet.None
+}
+
+// flush writes the session's replies to gnet, which sends what the socket
+// takes and keeps the rest.
+func (c *conn) flush(gc gnet.Conn) {
+	if out := c.sess.Output(); len(out) > 0 {
+		if c.srv.debug {
+			c.log().Debug().Bytes("out", out).Msg("reply")
+		}
+		_, _ = gc.Write(out)
+		c.sess.ClearOutput()
+	}
 }
 
 // applyFlags ends the session if another goroutine asked for it: a
@@ -280,27 +353,49 @@ func (c *conn) applyFlags() uint32 {
 	return flags
 }
 
-// setDeadline restarts the command deadline when a command completed and
-// starts the transaction deadline when data begins. Reads alone never move
-// it, so a client trickling bytes is still cut off (RFC 5321 4.5.3.2).
+// progress records n bytes of message data arriving.
+func (c *conn) progress(n int) {
+	now := time.Now().UnixNano()
+	if !c.inTransfer {
+		c.inTransfer = true
+		c.xferStart, c.xferBytes = now, 0
+	}
+	c.xferLast = now
+	c.xferBytes += int64(n)
+}
+
+// setDeadline restarts the command deadline when a command completed, and
+// during a transfer sets the data deadline: DataTimeout after the last
+// bytes arrived (RFC 5321 4.5.3.2.5), and no later than the average rate
+// falling below MinDataRate once the transfer has run for DataTimeout.
+// Reads alone never move the command deadline, and a byte-a-second
+// trickler is cut by the rate; a transfer that keeps the rate may outlast
+// SessionTimeout.
 func (c *conn) setDeadline() {
+	cfg := &c.lv.cfg
 	var d int64
 	switch {
 	case c.waiting:
 		d = math.MaxInt64 // the spool answers; no client timeout meanwhile
 		c.inTransfer = false
 	case c.sess.InTransfer():
-		if c.inTransfer {
-			return
+		if !c.inTransfer {
+			c.progress(0)
 		}
-		c.inTransfer = true
-		d = time.Now().Add(c.lv.cfg.DataTimeout).UnixNano()
+		d = c.xferLast + int64(cfg.DataTimeout)
+		if rate := cfg.MinDataRate; rate > 0 {
+			byRate := c.xferStart + int64(cfg.DataTimeout) + c.xferBytes*int64(time.Second)/rate
+			d = min(d, byRate)
+		}
+		c.lastCmds = c.sess.Commands()
+		c.deadline.Store(d)
+		return
 	default:
 		if cmds := c.sess.Commands(); cmds == c.lastCmds && !c.inTransfer {
 			return
 		}
 		c.inTransfer = false
-		d = time.Now().Add(c.lv.cfg.CommandTimeout).UnixNano()
+		d = time.Now().Add(cfg.CommandTimeout).UnixNano()
 	}
 	c.lastCmds = c.sess.Commands()
 	c.deadline.Store(min(d, c.sessionEnd))
@@ -310,36 +405,33 @@ func (c *conn) setDeadline() {
 func (c *conn) submit() {
 	env := c.sess.Envelope()
 	m := &spool.Message{
-		ID:       c.srv.newID(),
-		From:     string(env.From),
-		Rcpts:    make([]string, len(env.Rcpts)),
-		Body:     c.body,
-		Helo:     string(env.Helo),
-		RemoteIP: c.remote,
-		Protocol: protocolName(env, c.tlsInfo != ""),
-		TLS:      c.tlsInfo,
-		Received: time.Now(),
+		ID:        c.srv.newID(),
+		From:      string(env.From),
+		Rcpts:     make([]string, len(env.Rcpts)),
+		Directory: c.dir,
+		Body:      c.body,
+		Helo:      string(env.Helo),
+		RemoteIP:  c.remote,
+		Protocol:  protocolName(env, c.tlsInfo != ""),
+		TLS:       c.tlsInfo,
+		Received:  time.Now(),
 	}
 	for i, r := range env.Rcpts {
 		m.Rcpts[i] = string(r)
 	}
 	reserved := c.reserved
 	c.body, c.reserved = nil, 0
-	srv := c.srv
-	wake := func() { _ = c.gc.Wake(nil) }
-	if ch := c.wakeCh; ch != nil {
-		wake = func() { ch <- struct{}{} }
-	}
+	srv, ip := c.srv, c.ip
 	err := srv.spool.Submit(m, func(err error) {
 		// On a worker goroutine: publish the result, then let the session's
-		// goroutine (the loop, or a TLS session's) act on it.
-		srv.release(reserved)
+		// goroutine (the loop, or a detached session's) act on it.
+		srv.release(ip, reserved)
 		c.result.Store(&deliveryResult{err})
-		wake()
+		c.notify()
 	})
 	if err != nil {
 		// The spool did not take the message (and returned its body).
-		srv.release(reserved)
+		srv.release(ip, reserved)
 		srv.stats.Failed.Add(1)
 		c.log().Warn().Err(err).Str("id", m.ID).Msg("message not queued")
 		c.sess.Failed(replyFor(err))
@@ -349,6 +441,22 @@ func (c *conn) submit() {
 	c.pending = m
 	c.size = env.Size
 	c.started = time.Now()
+}
+
+// notify wakes whichever goroutine runs the session: its detached
+// goroutine once it has one, else the event loop. The result is stored
+// before notify and the channel before the goroutine looks at the result,
+// so one of the two always sees the other (sequentially consistent
+// atomics).
+func (c *conn) notify() {
+	if ch := c.wakeCh.Load(); ch != nil {
+		select {
+		case *ch <- struct{}{}:
+		default: // a wake-up is pending already
+		}
+		return
+	}
+	_ = c.gc.Wake(nil)
 }
 
 // finishDelivery answers the message the spool has finished with.
@@ -364,7 +472,7 @@ func (c *conn) finishDelivery(err error) {
 	c.srv.stats.Delivered.Add(1)
 	c.messages++
 	c.log().Info().Str("id", m.ID).Str("from", m.From).Strs("rcpts", m.Rcpts).
-		Int64("size", c.size).Dur("delivery", time.Since(c.started)).Msg("delivered")
+		Int64("size", c.size).Int64("delivery_ms", time.Since(c.started).Milliseconds()).Msg("delivered")
 	c.sess.Delivered(m.ID)
 }
 
@@ -405,19 +513,26 @@ func protocolName(env proto.Envelope, tls bool) string {
 	return name
 }
 
-// CheckMail refuses a declared size the disk cannot hold (RFC 1870 6.1).
+// CheckMail refuses a declared size the disk cannot hold (RFC 1870 6.1)
+// and takes the address book the transaction's recipients are checked
+// and resolved against.
 func (c *conn) CheckMail(size int64) *proto.Reply {
 	if size > 0 {
 		if free := c.srv.spool.FreeBytes(); free >= 0 && size > free {
 			return proto.ReplyNoSpace
 		}
 	}
+	c.dir = c.srv.spool.Directory()
 	return nil
 }
 
-// CheckRcpt asks the address book; configuration alone decides mailboxes.
+// CheckRcpt asks the transaction's address book; configuration alone
+// decides mailboxes.
 func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
-	switch err := c.srv.spool.Directory().Check(addr); {
+	if c.dir == nil {
+		c.dir = c.srv.spool.Directory()
+	}
+	switch err := c.dir.Check(addr); {
 	case err == nil:
 		return nil
 	case errors.Is(err, spool.ErrNotLocal):
@@ -427,29 +542,38 @@ func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
 	}
 }
 
-// BeginBody reserves body budget and takes a pooled buffer. With no budget
-// left the transaction is refused 452 4.3.1 rather than memory grown. The
-// budget covers the buffer's capacity, not just its length: a pooled
-// buffer may come back large from an earlier message.
+// BeginBody starts a body. Nothing is reserved yet: the budget is charged
+// as bytes arrive (WriteBody), so a declared SIZE= or a BDAT length that
+// never comes costs nothing. It refuses (452 4.3.1) only when the client
+// address has already spent its share of the budget.
 func (c *conn) BeginBody(sizeHint int64) *proto.Reply {
-	n := max(min(sizeHint, c.lv.cfg.MaxMessageBytes), firstReservation)
-	if !c.srv.reserve(n) {
+	c.hint = sizeHint
+	if c.ip.budget.Load() >= c.lv.cfg.BodyBudgetPerIP || c.srv.budget.Load() <= 0 {
 		return proto.ReplyNoStorageMemory
 	}
-	b := bytebufferpool.Get()
-	if extra := int64(cap(b.B)) - n; extra > 0 && !c.srv.reserve(extra) {
-		b.B = nil // too big for what is left: let it go, start small
-	} else if extra > 0 {
-		n += extra
-	}
-	c.reserved = n
-	c.body = b
 	return nil
 }
 
 // WriteBody appends decoded bytes. It grows the buffer itself, doubling,
-// so that every byte of capacity is reserved before it is allocated.
+// so that every byte of capacity is reserved before it is allocated and
+// the reservation never exceeds twice what arrived. The first bytes take
+// a pooled buffer; its capacity is charged too.
 func (c *conn) WriteBody(p []byte) *proto.Reply {
+	if c.body == nil {
+		b := bytebufferpool.Get()
+		if extra := int64(cap(b.B)); extra > 0 {
+			// A pooled buffer is taken if it is not much larger than this
+			// body is likely to need (the hint is bounded by the spill
+			// threshold, beyond which the body goes to disk).
+			fit := max(pooledFit, 2*min(c.hint, c.lv.cfg.SpillThreshold))
+			if extra > fit || !c.srv.reserve(c.ip, extra, c.lv.cfg.BodyBudgetPerIP) {
+				b.B = nil // more than this body needs yet: start small
+			} else {
+				c.reserved += extra
+			}
+		}
+		c.body = b
+	}
 	b := c.body.B
 	if need := len(b) + len(p); need > cap(b) {
 		newCap := max(need, 2*cap(b), 4096)
@@ -457,7 +581,7 @@ func (c *conn) WriteBody(p []byte) *proto.Reply {
 			newCap = limit // the session never stores more than this
 		}
 		if grow := int64(newCap) - c.reserved; grow > 0 {
-			if !c.srv.reserve(grow) {
+			if !c.srv.reserve(c.ip, grow, c.lv.cfg.BodyBudgetPerIP) {
 				return proto.ReplyNoStorageMemory
 			}
 			c.reserved += grow
@@ -478,7 +602,7 @@ func (c *conn) freeBody() {
 		bytebufferpool.Put(c.body)
 		c.body = nil
 	}
-	c.srv.release(c.reserved)
+	c.srv.release(c.ip, c.reserved)
 	c.reserved = 0
 }
 

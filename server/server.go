@@ -57,7 +57,7 @@ type Server struct {
 	// drain read or change them.
 	mu    sync.Mutex
 	conns map[*conn]struct{}
-	perIP map[netip.Addr]int
+	perIP map[netip.Addr]*ipState
 
 	debug       bool // the logger takes debug lines: build them
 	draining    atomic.Bool
@@ -78,6 +78,7 @@ type Stats struct {
 	TimedOut  atomic.Uint64 // sessions closed by a deadline
 
 	EarlyTalkers atomic.Uint64 // clients that spoke before the greeting
+	NotReading   atomic.Uint64 // closed: replies unread, input piling up
 
 	TLSSessions   atomic.Uint64 // successful handshakes
 	TLSFailed     atomic.Uint64 // failed handshakes
@@ -154,8 +155,8 @@ func New(cfg Config) (*Server, error) {
 		spool:  sp,
 		booted: make(chan struct{}),
 		conns:  make(map[*conn]struct{}),
-		perIP:  make(map[netip.Addr]int),
-		idBase: strings.ToUpper(fmt.Sprintf("%09x", time.Now().Unix())),
+		perIP:  make(map[netip.Addr]*ipState),
+		idBase: idBase(time.Now()),
 	}
 	s.budget.Store(cfg.BodyBudgetBytes)
 	s.live.Store(lv)
@@ -353,7 +354,7 @@ func (s *Server) drain() {
 			if time.Now().After(deadline) {
 				c.flags.Or(flagForce)
 			}
-			if c.flags.Or(flagShutdown)&flagShutdown == 0 || time.Now().After(deadline) || c.tc.Load() != nil {
+			if c.flags.Or(flagShutdown)&flagShutdown == 0 || time.Now().After(deadline) || c.bc.Load() != nil {
 				c.kick()
 			}
 		}
@@ -374,9 +375,11 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	for c := range s.conns {
 		switch at := c.greetAt.Load(); {
 		case now > c.deadline.Load() && c.flags.Or(flagTimeout)&flagTimeout == 0:
-			_ = c.gc.Wake(nil)
+			c.kick()
 		case at != 0 && now >= at:
 			_ = c.gc.Wake(nil) // time to greet
+		case c.outBlocked.Load():
+			_ = c.gc.Wake(nil) // have its replies been read?
 		}
 	}
 	s.mu.Unlock()
@@ -387,11 +390,24 @@ func (s *Server) OnTick() (time.Duration, gnet.Action) {
 	return time.Second, gnet.None
 }
 
-// reserve takes n bytes of body budget, or reports that there are none.
-func (s *Server) reserve(n int64) bool {
+// ipState is what the connections of one client address (ipKey) share.
+type ipState struct {
+	conns  int          // open connections; guarded by Server.mu
+	budget atomic.Int64 // body budget held by its sessions, in bytes
+}
+
+// reserve takes n bytes of body budget for a session of ip, whose
+// sessions together may hold at most perIP, or reports that there are
+// none.
+func (s *Server) reserve(ip *ipState, n, perIP int64) bool {
+	if ip.budget.Add(n) > perIP {
+		ip.budget.Add(-n)
+		return false
+	}
 	for {
 		avail := s.budget.Load()
 		if avail < n {
+			ip.budget.Add(-n)
 			return false
 		}
 		if s.budget.CompareAndSwap(avail, avail-n) {
@@ -400,7 +416,14 @@ func (s *Server) reserve(n int64) bool {
 	}
 }
 
-func (s *Server) release(n int64) { s.budget.Add(n) }
+// release returns n bytes taken by reserve. It may run on any goroutine,
+// also after the connection has gone.
+func (s *Server) release(ip *ipState, n int64) {
+	if n != 0 {
+		ip.budget.Add(-n)
+		s.budget.Add(n)
+	}
+}
 
 // ipKey is the address limits count by: the IPv4 address, or the /64 of
 // an IPv6 one (one host usually owns a whole /64).
@@ -412,9 +435,20 @@ func ipKey(a netip.Addr) netip.Addr {
 	return p.Addr()
 }
 
-// newID returns a queue id unique to this process run.
+// newID returns a queue id: the process's start time in microseconds and
+// a counter, so ids stay unique across restarts, even within one second.
 func (s *Server) newID() string {
 	return s.idBase + fmt.Sprintf("%06X", s.nextID.Add(1))
+}
+
+// idBase is the start-time prefix of queue and session ids: 10 base-36
+// digits of Unix microseconds (fixed width until the year 5188).
+func idBase(t time.Time) string {
+	b := itoa36(uint64(t.UnixMicro()))
+	if len(b) < 10 {
+		b = strings.Repeat("0", 10-len(b)) + b
+	}
+	return b
 }
 
 // gnetLogger sends gnet's own log lines to zerolog.

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -98,31 +99,100 @@ func (c *conn) detach(gc gnet.Conn) gnet.Action {
 	}
 	// From here the goroutine owns c; OnClose sees detached and leaves it.
 	c.detached = true
-	c.wakeCh = make(chan struct{}, 1)
+	ch := make(chan struct{}, 1)
+	c.wakeCh.Store(&ch)
 	go c.serveTLS(fd)
 	return gnet.Close
+}
+
+// detachHalfClosed moves a session whose client half-closed while its
+// message is with the spool onto a goroutine, which waits for the result,
+// answers it and whatever was pipelined after it (QUIT), and closes. It
+// runs in OnClose, before gnet closes its descriptor; false means the
+// socket could not be duplicated and the session ends as before.
+func (c *conn) detachHalfClosed(gc gnet.Conn) bool {
+	in, _ := gc.Peek(-1)
+	rest := append(make([]byte, 0, max(len(in), 512)), in...)
+	fd, err := gc.Dup()
+	if err != nil {
+		c.log().Warn().Err(err).Msg("half-closed: dup")
+		return false
+	}
+	c.detached = true
+	ch := make(chan struct{}, 1)
+	c.wakeCh.Store(&ch)
+	go c.serveDetached(fd, rest)
+	return true
+}
+
+// serveDetached is the goroutine of a half-closed plaintext session.
+func (c *conn) serveDetached(fd int, rest []byte) {
+	var w net.Conn
+	defer c.endDetached(&w, false)
+	nc, err := fileConn(fd)
+	if err != nil {
+		c.reason = "half-closed: " + err.Error()
+		return
+	}
+	w = nc
+	c.bc.Store(&nc)
+	c.serveBlocking(nc, rest)
+}
+
+// endDetached ends a detached session's goroutine: a panic answers 421
+// 4.3.0 like the loop's, the connection is closed (a TLS one with a
+// close_notify alert first, RFC 8446 6.1, under a write deadline) and the
+// slots are released.
+func (c *conn) endDetached(w *net.Conn, isTLS bool) {
+	s := c.srv
+	if p := recover(); p != nil {
+		c.log().Error().Interface("panic", p).Bytes("stack", debug.Stack()).Msg("session panic")
+		c.reason = "internal error"
+		if *w != nil {
+			_ = (*w).SetWriteDeadline(time.Now().Add(closeTimeout))
+			_, _ = (*w).Write(proto.ReplyInternal.Bytes())
+		}
+	}
+	if *w != nil {
+		_ = (*w).SetWriteDeadline(time.Now().Add(closeTimeout))
+		_ = (*w).Close() // tls.Conn.Close sends close_notify first
+	}
+	if isTLS {
+		s.tlsSessions.Add(-1)
+	}
+	c.freeBody()
+	if c.waiting {
+		// Gone before its answer: wait for the spool so that the budget
+		// and the log line are settled; the spool always answers.
+		c.waitResult()
+	}
+	s.forget(c)
+}
+
+// closeTimeout bounds the last write of a detached session: the 421 of a
+// panic and the TLS close_notify alert.
+const closeTimeout = 5 * time.Second
+
+// fileConn makes a net.Conn of a duplicated descriptor, which it takes.
+func fileConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "smtp")
+	nc, err := net.FileConn(f) // duplicates fd again
+	f.Close()
+	return nc, err
 }
 
 // serveTLS is the goroutine of a detached session.
 func (c *conn) serveTLS(fd int) {
 	s := c.srv
-	defer func() {
-		if p := recover(); p != nil {
-			c.log().Error().Interface("panic", p).Msg("TLS session panic")
-			c.reason = "internal error"
-		}
-		s.tlsSessions.Add(-1)
-		c.freeBody()
-		s.forget(c)
-	}()
-	f := os.NewFile(uintptr(fd), "smtp")
-	nc, err := net.FileConn(f) // duplicates fd again
-	f.Close()
+	var w net.Conn
+	defer c.endDetached(&w, true)
+	nc, err := fileConn(fd)
 	if err != nil {
 		c.reason = "STARTTLS: " + err.Error()
 		return
 	}
-	defer nc.Close()
+	w = nc
+	c.bc.Store(&nc)
 
 	handshakeEnd := time.Now().Add(c.lv.cfg.TLSHandshakeTimeout)
 	_ = nc.SetWriteDeadline(handshakeEnd)
@@ -131,7 +201,6 @@ func (c *conn) serveTLS(fd int) {
 		return
 	}
 	tc := tls.Server(nc, c.lv.tls)
-	c.tc.Store(tc)
 	ctx, cancel := context.WithDeadline(context.Background(), handshakeEnd)
 	err = tc.HandshakeContext(ctx)
 	cancel()
@@ -140,34 +209,67 @@ func (c *conn) serveTLS(fd int) {
 		c.reason = "TLS handshake: " + err.Error()
 		return
 	}
+	var tcConn net.Conn = tc
+	w = tc
+	c.bc.Store(&tcConn)
 	st := tc.ConnectionState()
 	c.tlsInfo = tlsVersion(st.Version) + " with cipher " + tls.CipherSuiteName(st.CipherSuite)
 	s.stats.TLSSessions.Add(1)
 	c.sess.TLSStarted()
-	c.serveBlocking(tc)
+	c.serveBlocking(tc, nil)
 }
 
-// serveBlocking drives the session over a blocking connection: the TLS
-// twin of OnTraffic.
-func (c *conn) serveBlocking(nc net.Conn) {
-	// Small at first: an idle TLS session should hold little (crypto/tls
-	// has its own record buffer); it doubles when a read fills it.
-	buf := make([]byte, 0, 2<<10)
+// waitResult waits for the spool's answer to the message in flight.
+func (c *conn) waitResult() *deliveryResult {
+	ch := *c.wakeCh.Load()
 	for {
-		for {
-			n := c.sess.Feed(buf)
-			buf = buf[:copy(buf, buf[n:])]
-			if !c.sess.Waiting() {
-				break
-			}
+		if r := c.result.Swap(nil); r != nil {
+			return r
+		}
+		<-ch
+	}
+}
+
+// testHookFeed, nil in production, is called before each Feed of a
+// detached session (tests inject panics with it).
+var testHookFeed func(c *conn, in []byte)
+
+// idleBufBytes is what a detached session's read buffer starts at: an
+// idle TLS session should hold little (crypto/tls has its own record
+// buffer).
+const idleBufBytes = 2 << 10
+
+// serveBlocking drives the session over a blocking connection: the
+// detached twin of OnTraffic. buf holds input received before (a
+// half-closed session's pipelined commands).
+func (c *conn) serveBlocking(nc net.Conn, buf []byte) {
+	if buf == nil {
+		buf = make([]byte, 0, idleBufBytes)
+	}
+	for {
+		if c.waiting {
+			c.finishDelivery(c.waitResult().err)
+		}
+		if testHookFeed != nil {
+			testHookFeed(c, buf)
+		}
+		xfer := c.sess.InTransfer()
+		n := c.sess.Feed(buf)
+		buf = buf[:copy(buf, buf[n:])]
+		if n > 0 && (xfer || c.sess.InTransfer()) {
+			c.progress(n)
+		}
+		if c.sess.Waiting() {
 			c.submit()
 			if c.waiting {
-				<-c.wakeCh
-				c.finishDelivery(c.result.Swap(nil).err)
+				continue
 			}
 		}
 		c.applyFlags()
 		if out := c.sess.Output(); len(out) > 0 {
+			// A client that does not read blocks this goroutine, not the
+			// server, until the command deadline: the write is bounded by
+			// Feed's output limit.
 			_ = nc.SetWriteDeadline(time.Now().Add(c.lv.cfg.CommandTimeout))
 			if _, err := nc.Write(out); err != nil {
 				c.reason = "write: " + err.Error()
@@ -181,9 +283,14 @@ func (c *conn) serveBlocking(nc net.Conn) {
 			}
 			return
 		}
+		if n > 0 && len(buf) > 0 {
+			continue // Feed stopped at its output limit: more to do
+		}
 		c.setDeadline()
 		_ = nc.SetReadDeadline(time.Unix(0, c.deadline.Load()))
 		if cap(buf)-len(buf) < 1024 {
+			// Only a partial command line stays unconsumed (Feed drops
+			// over-long ones), so this grows to a few KiB at most.
 			buf = append(buf, make([]byte, min(cap(buf), 32<<10))...)[:len(buf)]
 		}
 		n, err := nc.Read(buf[len(buf):cap(buf)])
@@ -219,8 +326,8 @@ func tlsVersion(v uint16) string {
 // kick makes a session look at its flags: a Wake on the loop, or an
 // interrupted read for a detached session.
 func (c *conn) kick() {
-	if tc := c.tc.Load(); tc != nil {
-		_ = tc.SetReadDeadline(time.Now())
+	if bc := c.bc.Load(); bc != nil {
+		_ = (*bc).SetReadDeadline(time.Now())
 		return
 	}
 	_ = c.gc.Wake(nil)

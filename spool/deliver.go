@@ -85,7 +85,11 @@ func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 	if m == nil {
 		return nil, errors.New("spool: nil message")
 	}
-	boxes, err := s.Directory().Resolve(m.Rcpts)
+	dir := m.Directory
+	if dir == nil {
+		dir = s.Directory()
+	}
+	boxes, err := dir.Resolve(m.Rcpts)
 	if err != nil {
 		return nil, err
 	}

@@ -37,6 +37,11 @@ type Message struct {
 	From string
 	// Rcpts are the accepted forward-paths without <>.
 	Rcpts []string
+	// Directory, when set, is the address book Rcpts were accepted
+	// against (the server takes it at MAIL): they are resolved with it,
+	// so a reload during the transaction cannot fail what was accepted.
+	// nil means the current one.
+	Directory *Directory
 	// Body is the message as received, with LF line endings and without
 	// trace headers. Submit takes ownership and returns it with
 	// bytebufferpool.Put when done, whatever the outcome (even when Submit
