@@ -522,3 +522,37 @@ func TestForcedDrainReply(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestHalfCloseTLS: the same ending over STARTTLS, where the client's
+// CloseWrite sends close_notify and shuts the socket's write side.
+func TestHalfCloseTLS(t *testing.T) {
+	p := newTestPKI(t)
+	cfg := tlsServerConfig(t, p)
+	bs := &blockingSyncer{entered: make(chan struct{}, 8), release: make(chan struct{})}
+	cfg.syncer = bs
+	r := start(t, cfg)
+	c := dial(t, r.addr)
+	c.reply()
+	c.expect("EHLO c", "250")
+	tl := c.starttls(t, p.Client())
+	tc := tl.c.(*tls.Conn)
+	tl.send("EHLO c.test\r\nMAIL FROM:<s@sender.test>\r\nRCPT TO:<bob@example.test>\r\nBDAT 34 LAST\r\nSubject: nc-halfclose-1\r\n\r\nhello\r\nQUIT\r\n")
+	if err := tc.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	<-bs.entered
+	time.Sleep(100 * time.Millisecond)
+	close(bs.release)
+	_ = tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(tc)
+	if err != nil {
+		t.Fatalf("read: %v (%q)", err, b)
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\r\n"), "\r\n")
+	if n := len(lines); n < 2 || !strings.HasPrefix(lines[n-2], "250 2.0.0 OK: queued as") || !strings.HasPrefix(lines[n-1], "221 2.0.0") {
+		t.Fatalf("replies %q", lines)
+	}
+	if n := len(newFiles(t, cfg.MaildirRoot, "example.test", "bob")); n != 1 {
+		t.Fatalf("%d files, want 1", n)
+	}
+}
