@@ -91,9 +91,15 @@ type Spool struct {
 	syncer   Syncer
 	log      zerolog.Logger
 
-	dir   atomic.Pointer[Directory]
-	free  atomic.Int64 // bytes available under root, -1 if unknown
-	ready sync.Map     // Maildir path -> struct{}: made durable by ensureMaildir
+	dir  atomic.Pointer[Directory]
+	free atomic.Int64 // bytes available under root, -1 if unknown
+	// ready maps a Maildir path to a bool once ensureMaildir has made it
+	// durable: true if its tmp/ or new/ is on another file system than
+	// root (a mount point, or a symlink to elsewhere), which group commit's
+	// syncfs on root does not flush. Set and read by workers.
+	ready   sync.Map
+	rootDev uint64                            // st_dev of root
+	devOf   func(path string) (uint64, error) // st_dev of path, following symlinks
 
 	// mu guards closed and sends on queue: Submit holds it shared, so
 	// Close cannot close the channel under a send.
@@ -109,6 +115,13 @@ type Spool struct {
 	batch       BatchSyncer
 	closeSyncer func() error // releases a GroupSyncer New opened
 	groupBroken atomic.Bool
+	// flushed counts the flushes (SyncAll calls) that have returned;
+	// failedFlush is the number of the first that failed, 0 if none, and
+	// flushErr its error. The committer writes them; workers read flushed
+	// (flushEpoch). flushErr is the committer's alone.
+	flushed     atomic.Uint64
+	failedFlush atomic.Uint64
+	flushErr    error
 	commitQ     chan prepared
 	commitDone  sync.WaitGroup
 	commits     commitStats
@@ -164,6 +177,7 @@ func New(cfg Config) (*Spool, error) {
 		link:     os.Link,
 		rename:   renameNoReplace,
 		release:  bytebufferpool.Put,
+		devOf:    devOf,
 	}
 	if s.syncer == nil {
 		s.syncer = FsyncSyncer{}
@@ -179,6 +193,9 @@ func New(cfg Config) (*Spool, error) {
 		return nil, &ConfigError{Key: "maildir_root", Err: err}
 	case !fi.IsDir():
 		return nil, configErr("maildir_root", "%s is not a directory", root)
+	}
+	if s.rootDev, err = s.devOf(root); err != nil {
+		return nil, &ConfigError{Key: "maildir_root", Err: err}
 	}
 	if _, plain := s.syncer.(FsyncSyncer); plain && cfg.GroupCommit {
 		g, err := NewGroupSyncer(root)
@@ -265,9 +282,9 @@ func (s *Spool) worker() {
 	defer s.workers.Done()
 	for j := range s.queue {
 		if s.grouped() {
-			p, err := s.prepareGrouped(j)
+			p, done, err := s.prepareGrouped(j)
 			s.releaseBody(j.m) // written to tmp/: the bytes are no longer needed
-			if err != nil {
+			if done {
 				if j.done != nil {
 					s.callDone(j, err)
 				}
@@ -404,4 +421,13 @@ func (s *Spool) cleanTmp(d *Directory, now time.Time) {
 			}
 		}
 	}
+}
+
+// devOf returns the st_dev of path, following symlinks.
+func devOf(path string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return uint64(st.Dev), nil
 }
