@@ -102,6 +102,10 @@ func kernelAtLeast(release string, major, minor int) bool {
 type prepared struct {
 	d *delivery
 	j job
+	// epoch is how many flushes had returned when the worker began writing
+	// the message (Spool.flushEpoch): every later flush may have written
+	// back, and failed on, its pages.
+	epoch uint64
 }
 
 // commitStats counts group commits, for operators and benchmarks.
@@ -122,26 +126,46 @@ func (s *Spool) grouped() bool {
 	return s.batch != nil && !s.groupBroken.Load()
 }
 
+// flushEpoch returns how many group commit flushes have returned so far.
+// Whatever writes data that a later flush is to make durable must read it
+// before its first write and carry it to the committer (prepared.epoch):
+// syncfs reports a write-back error only once, to whichever flush comes
+// first, and that may be an earlier batch's flush while this message was
+// being written.
+func (s *Spool) flushEpoch() uint64 { return s.flushed.Load() }
+
 // prepareGrouped is step 1 of group commit, on a worker: the message's
-// file goes into every tmp/ with nothing synced, then to the committer.
-// An error means the message is finished already.
-func (s *Spool) prepareGrouped(j job) (p prepared, err error) {
+// file goes into every tmp/ with nothing synced, then to the committer. A
+// message for a mailbox on another file system than the root, which syncfs
+// on the root does not cover, is delivered here with per-file fsync
+// instead. With done set the message is finished already, with err.
+func (s *Spool) prepareGrouped(j job) (p prepared, done bool, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.log.Error().Str("id", j.m.ID).Interface("panic", r).Bytes("stack", debug.Stack()).Msg("delivery panicked")
-			err = fmt.Errorf("spool: delivery panicked: %v", r)
+			p, done, err = prepared{}, true, fmt.Errorf("spool: delivery panicked: %v", r)
 		}
 	}()
+	// Before anything is written: see flushEpoch.
+	epoch := s.flushEpoch()
 	d, err := s.build(j.m, NoSync{})
 	if err != nil {
-		return p, err
+		return p, true, err
+	}
+	switch other, err := s.onOtherFS(d.dirs); {
+	case err != nil:
+		return p, true, d.finish(0, err)
+	case other:
+		d.sync = s.syncer
+		published, err := d.run()
+		return p, true, d.finish(published, err)
 	}
 	if err := d.prepare(); err != nil {
 		d.removeTmp(0)
-		return p, d.finish(0, err)
+		return p, true, d.finish(0, err)
 	}
 	d.segs = nil // they point into the body, which goes back to the pool now
-	return prepared{d: d, j: j}, nil
+	return prepared{d: d, j: j, epoch: epoch}, false, nil
 }
 
 // committer is step 2 of group commit: one goroutine, so flushes never
@@ -168,14 +192,33 @@ func (s *Spool) committer() {
 	}
 }
 
-// commit makes a batch durable and answers every message in it.
+// commit makes a batch durable and answers every message in it. Only the
+// committer calls it.
 func (s *Spool) commit(batch []prepared) {
 	results := make([]error, len(batch))
 	published := make([]int, len(batch))
+	if failed := s.failedFlush.Load(); failed != 0 {
+		// A flush has failed. A message whose writing began before that
+		// flush returned may have lost pages in its write-back, and the
+		// error has been reported once already: a flush now would return 0
+		// for it. Later messages should not be here at all (workers see
+		// the group broken), but one may have slipped past that check.
+		// All of them go back to the sender as 4xx; the retry is fsync'd
+		// per file.
+		for i, p := range batch {
+			p.d.removeTmp(0)
+			if p.epoch < failed {
+				results[i] = fmt.Errorf("written while flush %d failed: %w", failed, s.flushErr)
+			} else {
+				results[i] = fmt.Errorf("group commit stopped after flush %d failed: %w", failed, s.flushErr)
+			}
+		}
+		s.answer(batch, published, results)
+		return
+	}
 	// First flush: file data, tmp/ entries and links. Until it succeeds
 	// nothing is visible, so a failure removes the tmp files: 4xx, retry.
-	if err := s.batch.SyncAll(); err != nil {
-		s.breakGroup(err)
+	if err := s.flush(); err != nil {
 		for i, p := range batch {
 			p.d.removeTmp(0)
 			results[i] = fmt.Errorf("flush before rename: %w", err)
@@ -185,8 +228,7 @@ func (s *Spool) commit(batch []prepared) {
 			published[i], results[i] = p.d.publish(false)
 		}
 		// Second flush: the renames. Only now may the clients hear 250.
-		if err := s.batch.SyncAll(); err != nil {
-			s.breakGroup(err)
+		if err := s.flush(); err != nil {
 			for i := range results {
 				if results[i] == nil {
 					// In new/ but perhaps not durable: answer 4xx; the
@@ -198,12 +240,33 @@ func (s *Spool) commit(batch []prepared) {
 	}
 	s.commits.batches.Add(1)
 	s.commits.messages.Add(uint64(len(batch)))
+	s.answer(batch, published, results)
+}
+
+// answer finishes every message of a batch and calls its done.
+func (s *Spool) answer(batch []prepared, published []int, results []error) {
 	for i, p := range batch {
 		err := p.d.finish(published[i], results[i])
 		if p.j.done != nil {
 			s.callDone(p.j, err)
 		}
 	}
+}
+
+// flush runs one SyncAll and advances the epoch. On failure it records the
+// flush's number before the epoch moves past it, so that every message
+// whose writing began before this flush returned compares as older, and
+// switches the spool to per-file fsync.
+func (s *Spool) flush() error {
+	n := s.flushed.Load() + 1
+	err := s.batch.SyncAll()
+	if err != nil && s.failedFlush.Load() == 0 {
+		s.flushErr = err
+		s.failedFlush.Store(n)
+		s.breakGroup(err)
+	}
+	s.flushed.Store(n)
+	return err
 }
 
 // breakGroup switches the spool to per-file fsync for good: after a failed

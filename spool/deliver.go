@@ -311,21 +311,60 @@ func (s *Spool) writeFile(box, path string, segs [][]byte, sync Syncer) error {
 // process even when everything exists, because a crash or a failed sync may
 // have left directories in place but not durable, and later only when a
 // path turns out to be missing. A missing root is an error, not recreated:
-// it may be an unmounted file system.
+// it may be an unmounted file system. It also notes whether the Maildir is
+// on another file system than root (see Spool.ready).
 func (s *Spool) ensureMaildir(box string) error {
+	if err := makeMaildir(box); err != nil {
+		return err
+	}
+	for _, dir := range [...]string{s.root, filepath.Dir(box), box} {
+		if err := s.syncer.SyncDir(dir); err != nil {
+			return err
+		}
+	}
+	other := false
+	for _, dir := range [...]string{box + "/tmp", box + "/new"} {
+		dev, err := s.devOf(dir)
+		if err != nil {
+			return err
+		}
+		other = other || dev != s.rootDev
+	}
+	if _, known := s.ready.Swap(box, other); !known && other && s.batch != nil {
+		s.log.Info().Str("maildir", box).Msg("mailbox is on another file system than maildir_root: its deliveries use per-file fsync")
+	}
+	return nil
+}
+
+// makeMaildir creates the missing folders of Maildir box, syncing nothing.
+func makeMaildir(box string) error {
 	domain := filepath.Dir(box)
 	for _, dir := range [...]string{domain, box, box + "/tmp", box + "/new", box + "/cur"} {
 		if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
 	}
-	for _, dir := range [...]string{s.root, domain, box} {
-		if err := s.syncer.SyncDir(dir); err != nil {
-			return err
+	return nil
+}
+
+// onOtherFS reports whether any of the Maildirs dirs is on another file
+// system than root, making each durable first (ensureMaildir) if it is not
+// yet. Group commit's syncfs on root would leave such a delivery unsynced.
+func (s *Spool) onOtherFS(dirs []string) (bool, error) {
+	other := false
+	for _, dir := range dirs {
+		v, ok := s.ready.Load(dir)
+		if !ok {
+			if err := s.ensureMaildir(dir); err != nil {
+				return false, err
+			}
+			v, _ = s.ready.Load(dir)
+		}
+		if o, _ := v.(bool); o {
+			other = true
 		}
 	}
-	s.ready.Store(box, struct{}{})
-	return nil
+	return other, nil
 }
 
 // mkdirSynced creates dir and its missing parents with mode 0700, syncing

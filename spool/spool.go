@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -96,9 +97,16 @@ type Spool struct {
 	syncer   Syncer
 	log      zerolog.Logger
 
-	dir   atomic.Pointer[Directory]
-	free  atomic.Int64 // bytes available under root, -1 if unknown
-	ready sync.Map     // Maildir path -> struct{}: made durable by ensureMaildir
+	dir  atomic.Pointer[Directory]
+	free atomic.Int64 // bytes available under root, -1 if unknown
+	// ready maps a Maildir path to a bool once ensureMaildir has made it
+	// durable: true if its tmp/ or new/ is on another file system than
+	// root (a mount point, or a symlink to elsewhere), which group commit's
+	// syncfs on root does not flush. Set and read by workers.
+	ready   sync.Map
+	rootDev uint64                            // st_dev of root
+	devOf   func(path string) (uint64, error) // st_dev of path, following symlinks
+	lock    *os.File                          // <root>/.nanomx.lock, flock'd for the spool's life
 
 	// mu guards closed and sends on queue: Submit holds it shared, so
 	// Close cannot close the channel under a send.
@@ -114,6 +122,13 @@ type Spool struct {
 	batch       BatchSyncer
 	closeSyncer func() error // releases a GroupSyncer New opened
 	groupBroken atomic.Bool
+	// flushed counts the flushes (SyncAll calls) that have returned;
+	// failedFlush is the number of the first that failed, 0 if none, and
+	// flushErr its error. The committer writes them; workers read flushed
+	// (flushEpoch). flushErr is the committer's alone.
+	flushed     atomic.Uint64
+	failedFlush atomic.Uint64
+	flushErr    error
 	commitQ     chan prepared
 	commitDone  sync.WaitGroup
 	commits     commitStats
@@ -132,10 +147,12 @@ type job struct {
 	done func(error)
 }
 
-// New checks cfg, creates Root if missing (mode 0700), removes stale files
-// from the tmp/ folder of every configured mailbox, measures the free space
-// and starts the workers and the free-space refresher. Configuration errors
-// are *ConfigError.
+// New checks cfg, creates Root if missing (mode 0700), locks it against a
+// second nanomx (ErrLocked), creates the Maildir of every configured
+// mailbox, removes stale files from their tmp/ folders, measures the free
+// space and starts the workers and the free-space refresher. Configuration
+// errors are *ConfigError; a Maildir that cannot be created or written is
+// an error naming its path.
 func New(cfg Config) (*Spool, error) {
 	if cfg.Directory == nil {
 		return nil, errors.New("spool: Config.Directory is nil")
@@ -169,6 +186,7 @@ func New(cfg Config) (*Spool, error) {
 		link:     os.Link,
 		rename:   renameNoReplace,
 		release:  bytebufferpool.Put,
+		devOf:    devOf,
 	}
 	if s.syncer == nil {
 		s.syncer = FsyncSyncer{}
@@ -184,6 +202,18 @@ func New(cfg Config) (*Spool, error) {
 		return nil, &ConfigError{Key: "maildir_root", Err: err}
 	case !fi.IsDir():
 		return nil, configErr("maildir_root", "%s is not a directory", root)
+	}
+	if s.rootDev, err = s.devOf(root); err != nil {
+		return nil, &ConfigError{Key: "maildir_root", Err: err}
+	}
+	// Lock before touching anything under root: a second instance must not
+	// clean the tmp/ files the running one is about to publish.
+	if s.lock, err = lockRoot(root, s.pid); err != nil {
+		return nil, err
+	}
+	if err := s.makeMaildirs(cfg.Directory); err != nil {
+		s.lock.Close()
+		return nil, err
 	}
 	if _, plain := s.syncer.(FsyncSyncer); plain && cfg.GroupCommit {
 		g, err := NewGroupSyncer(root)
@@ -270,9 +300,9 @@ func (s *Spool) worker() {
 	defer s.workers.Done()
 	for j := range s.queue {
 		if s.grouped() {
-			p, err := s.prepareGrouped(j)
+			p, done, err := s.prepareGrouped(j)
 			s.releaseBody(j.m) // written to tmp/: the bytes are no longer needed
-			if err != nil {
+			if done {
 				if j.done != nil {
 					s.callDone(j, err)
 				}
@@ -331,10 +361,16 @@ func (s *Spool) Close() error {
 	}
 	close(s.stop)
 	s.refresh.Wait()
+	var err error
 	if s.closeSyncer != nil {
-		return s.closeSyncer()
+		err = s.closeSyncer()
 	}
-	return nil
+	// Last: nothing of ours is in flight any more, so another nanomx may
+	// start and clean tmp/.
+	if cerr := s.lock.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // FreeBytes returns the space available to unprivileged writers on the
@@ -409,4 +445,103 @@ func (s *Spool) cleanTmp(d *Directory, now time.Time) {
 			}
 		}
 	}
+}
+
+// ErrLocked means another process, normally a running nanomx, holds the
+// lock on maildir_root. New wraps it with the root and the holder's pid:
+// "/var/mail: locked by another nanomx (pid 1234)".
+var ErrLocked = errors.New("locked by another nanomx")
+
+// lockName is the lock file in the Maildir root. No domain folder can be
+// called that (domain names do not start with a dot).
+const lockName = ".nanomx.lock"
+
+// lockRoot takes an exclusive flock(2) on <root>/.nanomx.lock (mode 0600)
+// without waiting and writes pid into it. The lock lasts as long as the
+// returned file stays open, and dies with the process, so a crash leaves
+// nothing to clean up. The file itself stays: removing it would let a
+// third process lock a new file while a second still holds the old one.
+func lockRoot(root string, pid int) (*os.File, error) {
+	path := filepath.Join(root, lockName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	fd := int(f.Fd())
+	for {
+		err = unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err == unix.EWOULDBLOCK {
+		holder := lockHolder(f)
+		f.Close()
+		return nil, fmt.Errorf("%s: %w (pid %s)", root, ErrLocked, holder)
+	}
+	if err == nil {
+		err = f.Truncate(0)
+	}
+	if err == nil {
+		_, err = f.WriteAt([]byte(strconv.Itoa(pid)+"\n"), 0)
+	}
+	if err != nil {
+		f.Close()
+		return nil, &os.PathError{Op: "lock", Path: path, Err: err}
+	}
+	return f, nil
+}
+
+// lockHolder reads the pid the holder of the lock wrote, or "unknown".
+func lockHolder(f *os.File) string {
+	var b [24]byte
+	n, _ := f.ReadAt(b[:], 0)
+	pid := strings.TrimSpace(string(b[:n]))
+	if pid == "" || strings.Trim(pid, "0123456789") != "" {
+		return "unknown"
+	}
+	return pid
+}
+
+// makeMaildirs creates the Maildir of every mailbox of d (without syncing:
+// the first delivery's ensureMaildir does) and checks that its folders are
+// directories nanomx may write to, so that a domain folder it cannot
+// create is a start-up error rather than a 4xx for every message.
+// Mailboxes added by a later SetDirectory are created on first delivery.
+func (s *Spool) makeMaildirs(d *Directory) error {
+	for _, box := range d.boxes {
+		dir := box.Path(s.root)
+		err := makeMaildir(dir)
+		for _, sub := range [...]string{"tmp", "new", "cur"} {
+			if err != nil {
+				break
+			}
+			path := filepath.Join(dir, sub)
+			switch fi, serr := os.Stat(path); {
+			case serr != nil:
+				err = serr
+			case !fi.IsDir():
+				err = fmt.Errorf("%s is not a directory", path)
+			case sub != "cur":
+				// Probed as the effective user; root passes unless the file
+				// system is read-only.
+				if aerr := unix.Faccessat(unix.AT_FDCWD, path, unix.W_OK|unix.X_OK, unix.AT_EACCESS); aerr != nil {
+					err = &os.PathError{Op: "access", Path: path, Err: aerr}
+				}
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("mailbox %s: cannot create its Maildir: %w", box, err)
+		}
+	}
+	return nil
+}
+
+// devOf returns the st_dev of path, following symlinks.
+func devOf(path string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, &os.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return uint64(st.Dev), nil
 }

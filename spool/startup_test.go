@@ -1,0 +1,161 @@
+package spool
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func startupConfig(t *testing.T, root string) Config {
+	return Config{Root: root, Hostname: "mx.example.test", Syncer: &testSyncer{}, Directory: testDirectory(t)}
+}
+
+// TestLockRoot: a second spool on a root in use refuses to start, naming
+// the holder's pid, and leaves the first one's in-flight tmp/ files alone;
+// once the first is closed, a new one starts (and cleans them).
+func TestLockRoot(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "mail")
+	first, err := New(startupConfig(t, root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	inflight := filepath.Join(maildir(first, "bob@example.test"), "tmp", "1700000000.M1P2Q3_nanomx.mx.example.test,S=1")
+	if err := os.WriteFile(inflight, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	second, err := New(startupConfig(t, root))
+	if !errors.Is(err, ErrLocked) {
+		if second != nil {
+			second.Close()
+		}
+		t.Fatalf("second New on a locked root: %v, want ErrLocked", err)
+	}
+	if want := fmt.Sprintf("%s: locked by another nanomx (pid %d)", root, os.Getpid()); err.Error() != want {
+		t.Errorf("error %q, want %q", err, want)
+	}
+	if _, err := os.Stat(inflight); err != nil {
+		t.Fatalf("the running spool's tmp/ file is gone: %v", err)
+	}
+
+	lock := filepath.Join(root, ".nanomx.lock")
+	fi, err := os.Stat(lock)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("lock file: %v, %v; want mode 0600", fi, err)
+	}
+	if b, _ := os.ReadFile(lock); string(b) != strconv.Itoa(os.Getpid())+"\n" {
+		t.Errorf("lock file holds %q, want our pid", b)
+	}
+
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	third, err := New(startupConfig(t, root))
+	if err != nil {
+		t.Fatalf("New after the holder closed: %v", err)
+	}
+	defer third.Close()
+	if _, err := os.Stat(inflight); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale tmp/ file not cleaned once the lock was ours: %v", err)
+	}
+}
+
+// TestLockHolderUnknown: a lock file without a pid (its holder had not
+// written it yet) still gives a clear message.
+func TestLockHolderUnknown(t *testing.T) {
+	root := t.TempDir()
+	f, err := os.OpenFile(filepath.Join(root, lockName), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(startupConfig(t, root))
+	if err == nil {
+		s.Close()
+	}
+	if !errors.Is(err, ErrLocked) || !strings.HasSuffix(err.Error(), "(pid unknown)") {
+		t.Fatalf("New = %v", err)
+	}
+}
+
+// TestNewUnwritableDomain: a regular file where a domain folder should be
+// is a start-up error naming the mailbox and the path, not a 4xx for every
+// message; New releases the lock on the way out.
+func TestNewUnwritableDomain(t *testing.T) {
+	root := t.TempDir()
+	domain := filepath.Join(root, "other.test")
+	if err := os.WriteFile(domain, []byte("not a folder"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(startupConfig(t, root))
+	if err == nil {
+		s.Close()
+		t.Fatal("New accepted a domain folder that is a file")
+	}
+	if !errors.Is(err, syscall.ENOTDIR) || !strings.Contains(err.Error(), domain+"/") || !strings.Contains(err.Error(), "@other.test") {
+		t.Errorf("error %q: want ENOTDIR naming the mailbox and a path under %s", err, domain)
+	}
+	if err := os.Remove(domain); err != nil {
+		t.Fatal(err)
+	}
+	s, err = New(startupConfig(t, root))
+	if err != nil {
+		t.Fatalf("after the fix: %v", err)
+	}
+	s.Close()
+}
+
+// TestNewMaildirFolderIsFile: a Maildir's cur/ that is a file (mkdir says
+// only EEXIST) is found too.
+func TestNewMaildirFolderIsFile(t *testing.T) {
+	root := t.TempDir()
+	box := filepath.Join(root, "example.test", "bob")
+	if err := os.MkdirAll(box, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(box+"/cur", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(startupConfig(t, root)); err == nil || !strings.Contains(err.Error(), box+"/cur is not a directory") {
+		t.Fatalf("New = %v", err)
+	}
+}
+
+// TestNewReadOnlyMaildir: a tmp/ nanomx may not write to (here a read-only
+// file system, which stops root too) is a start-up error.
+func TestNewReadOnlyMaildir(t *testing.T) {
+	root := t.TempDir()
+	tmp := filepath.Join(root, "example.test", "bob", "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	mountTmpfs(t, tmp, unix.MS_RDONLY)
+	_, err := New(startupConfig(t, root))
+	if !errors.Is(err, syscall.EROFS) || !strings.Contains(err.Error(), tmp) {
+		t.Fatalf("New = %v, want EROFS naming %s", err, tmp)
+	}
+}
+
+// TestNewCreatesMaildirs: every configured mailbox has its Maildir after
+// New, before any delivery.
+func TestNewCreatesMaildirs(t *testing.T) {
+	s := newTestSpool(t, nil)
+	for _, b := range s.Directory().boxes {
+		for _, sub := range []string{"tmp", "new", "cur"} {
+			if fi, err := os.Stat(filepath.Join(b.Path(s.root), sub)); err != nil || !fi.IsDir() {
+				t.Errorf("%s/%s: %v", b, sub, err)
+			}
+		}
+	}
+}
