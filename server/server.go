@@ -147,6 +147,12 @@ func New(cfg Config) (*Server, error) {
 		Log:         cfg.Log,
 	})
 	if err != nil {
+		// A spool error names its key already (hostname, workers, ...);
+		// anything else is about the Maildir root.
+		var ce *spool.ConfigError
+		if errors.As(err, &ce) {
+			return nil, &ConfigError{Key: ce.Key, Err: ce.Err}
+		}
 		return nil, &ConfigError{Key: "maildir_root", Err: err}
 	}
 	s := &Server{
