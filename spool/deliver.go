@@ -71,6 +71,9 @@ func escapeNameHost(host string) string {
 // resolves, ErrMailLoop, ErrNoSpace (wrapped) when the disk or a quota is
 // full; anything else is a temporary storage failure.
 func (s *Spool) Deliver(m *Message) error {
+	if m != nil && m.Spill != nil {
+		return errors.New("spool: Deliver cannot take a spilled message; Submit it")
+	}
 	d, err := s.build(m, s.syncer)
 	if err != nil {
 		return err
@@ -85,11 +88,7 @@ func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 	if m == nil {
 		return nil, errors.New("spool: nil message")
 	}
-	dir := m.Directory
-	if dir == nil {
-		dir = s.Directory()
-	}
-	boxes, err := dir.Resolve(m.Rcpts)
+	boxes, err := s.dirFor(m).Resolve(m.Rcpts)
 	if err != nil {
 		return nil, err
 	}
@@ -97,17 +96,12 @@ func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 	if m.Body != nil {
 		body = m.Body.B
 	}
-	received, returnPaths := scanHeader(body)
-	if received > maxReceived {
-		return nil, fmt.Errorf("%w (%d)", ErrMailLoop, received)
-	}
-
 	// The file is our trace fields followed by the client's bytes minus any
-	// Return-Path it sent (RFC 5321 4.4: only the final delivery adds one),
-	// written with one writev.
-	segs := make([][]byte, 0, 2+len(returnPaths))
-	segs = append(segs, traceHeader(m, s.host))
-	segs = appendKept(segs, body, returnPaths)
+	// Return-Path it sent, written with one writev.
+	segs, err := s.fileHead(m, body, false)
+	if err != nil {
+		return nil, err
+	}
 	var size int64
 	for _, seg := range segs {
 		size += int64(len(seg))
@@ -118,6 +112,15 @@ func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 		d.dirs[i] = b.Path(s.root)
 	}
 	return d, nil
+}
+
+// dirFor returns the address book m's recipients resolve with: the one
+// they were accepted against, else the current one.
+func (s *Spool) dirFor(m *Message) *Directory {
+	if m.Directory != nil {
+		return m.Directory
+	}
+	return s.Directory()
 }
 
 // finish classifies and logs the outcome of a delivery.
@@ -148,6 +151,10 @@ type delivery struct {
 	dirs []string // Maildir of each mailbox; dirs[0] gets the real write
 	name string   // the file's name, the same in every tmp/ and new/
 	tmp  []string // tmp/<name> files created so far, in dirs order
+
+	// spilled: a Spill (spill.go) wrote tmp[0], under a name without ",S=",
+	// before prepare; copies are made from that file, as segs is nil.
+	spilled bool
 }
 
 // run performs the delivery:
@@ -220,7 +227,7 @@ func (d *delivery) prepare() error {
 	}
 
 	first := d.dirs[0]
-	for attempt := 0; ; attempt++ {
+	for attempt := 0; !d.spilled; attempt++ {
 		d.name = uniqueName(time.Now(), s.pid, nameCounter.Add(1), s.nameHost, size)
 		path := filepath.Join(first, "tmp", d.name)
 		err := s.writeFile(first, path, segs, d.sync)
@@ -250,7 +257,12 @@ func (d *delivery) prepare() error {
 		}
 		if err != nil {
 			s.log.Debug().Err(err).Str("id", d.id).Msg("hard link failed; writing a copy")
-			if err := s.writeFile(dir, path, segs, d.sync); err != nil {
+			if d.spilled {
+				err = s.copyFile(dir, path, d.tmp[0], d.sync)
+			} else {
+				err = s.writeFile(dir, path, segs, d.sync)
+			}
+			if err != nil {
 				return err
 			}
 		}

@@ -60,6 +60,10 @@ type Message struct {
 	TLS string
 	// Received is when the transaction ended; the Received header's date.
 	Received time.Time
+	// Spill, when set, holds the body written so far (NewSpill, spill.go):
+	// Body is then only the tail, appended after every chunk, and the
+	// envelope given to NewSpill is used, not this message's.
+	Spill *Spill
 }
 
 // Config configures a Spool.
@@ -116,6 +120,12 @@ type Spool struct {
 	workers sync.WaitGroup
 	stop    chan struct{} // closed by Close to end the free-space refresher
 	refresh sync.WaitGroup
+
+	// Spill run queue (spill.go): spills with work, each at most once;
+	// pushed under mu shared with the spool open, served by the workers.
+	spillMu   sync.Mutex
+	spills    []*Spill
+	spillWake chan struct{} // a token per wake-up; capacity Workers
 
 	// Group commit (commit.go): batch is the Syncer when it batches;
 	// workers send prepared messages on commitQ to the committer.
@@ -242,6 +252,7 @@ func New(cfg Config) (*Spool, error) {
 		qlen = DefaultQueueLength
 	}
 	s.queue = make(chan job, qlen)
+	s.spillWake = make(chan struct{}, workers)
 	if bs, ok := s.syncer.(BatchSyncer); ok {
 		s.batch = bs
 		s.commitQ = make(chan prepared, qlen)
@@ -262,10 +273,16 @@ func New(cfg Config) (*Spool, error) {
 // queue is full and ErrClosed after Close; the body is then released at once
 // and done is never called. Otherwise done (if not nil) is called exactly
 // once, on a worker goroutine, with nil only once the message is durable in
-// every mailbox, after the body has been released.
+// every mailbox, after the body has been released. A message with a Spill
+// takes no queue slot (its work is on the spill run queue, spill.go) and
+// fails only after Close, or if the spill was submitted or aborted before;
+// a failed Submit aborts the spill.
 func (s *Spool) Submit(m *Message, done func(error)) error {
 	if m == nil {
 		return errors.New("spool: nil message")
+	}
+	if m.Spill != nil {
+		return s.submitSpill(m, done)
 	}
 	err := s.enqueue(job{m: m, done: done})
 	if err != nil {
@@ -296,26 +313,47 @@ func (s *Spool) releaseBody(m *Message) {
 	}
 }
 
+// worker serves the message queue and the spill run queue. Once Close has
+// closed the queue no spill can be queued any more (both are guarded by
+// mu), so the worker runs every spill still waiting and exits: Close waits
+// for submitted spills too.
 func (s *Spool) worker() {
 	defer s.workers.Done()
-	for j := range s.queue {
-		if s.grouped() {
-			p, done, err := s.prepareGrouped(j)
-			s.releaseBody(j.m) // written to tmp/: the bytes are no longer needed
-			if done {
-				if j.done != nil {
-					s.callDone(j, err)
+	for {
+		select {
+		case j, ok := <-s.queue:
+			if !ok {
+				for sp := s.popSpill(); sp != nil; sp = s.popSpill() {
+					sp.run()
 				}
-				continue
+				return
 			}
-			s.commitQ <- p
-			continue
+			s.runJob(j)
+		case <-s.spillWake:
+			if sp := s.popSpill(); sp != nil {
+				sp.run()
+			}
 		}
-		err := s.deliverRecovered(j.m)
-		s.releaseBody(j.m)
-		if j.done != nil {
-			s.callDone(j, err)
+	}
+}
+
+func (s *Spool) runJob(j job) {
+	if s.grouped() {
+		p, done, err := s.prepareGrouped(j)
+		s.releaseBody(j.m) // written to tmp/: the bytes are no longer needed
+		if done {
+			if j.done != nil {
+				s.callDone(j, err)
+			}
+			return
 		}
+		s.commitQ <- p
+		return
+	}
+	err := s.deliverRecovered(j.m)
+	s.releaseBody(j.m)
+	if j.done != nil {
+		s.callDone(j, err)
 	}
 }
 
@@ -343,7 +381,10 @@ func (s *Spool) callDone(j job, err error) {
 
 // Close stops accepting messages, waits until the queued and in-flight
 // deliveries have finished and their done callbacks have returned, and stops
-// the background goroutines. Later calls return nil at once.
+// the background goroutines. Later calls return nil at once. Submitted
+// spills are finished too. A spill not yet submitted is left as it is; as
+// no worker is left, its later Writes and its Abort (Submit now fails) run
+// on a goroutine of their own.
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	if s.closed {
