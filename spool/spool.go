@@ -34,8 +34,11 @@ type Message struct {
 	// ID is the queue id, for logs and the Received header.
 	ID string
 	// From is the reverse-path without <>; "" for the null sender.
+	// Addresses are in the canonical mailbox form proto.Envelope
+	// documents (e.g. bob@example.org, "john doe"@example.org); the
+	// trace fields show them as they are.
 	From string
-	// Rcpts are the accepted forward-paths without <>.
+	// Rcpts are the accepted forward-paths without <>, in the same form.
 	Rcpts []string
 	// Body is the message as received, with LF line endings and without
 	// trace headers. Submit takes ownership and returns it with
