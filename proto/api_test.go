@@ -8,17 +8,28 @@ import (
 	"unsafe"
 )
 
-// feedString feeds in whole and returns the replies it produced; the
-// session must consume all of it unless it stops to wait or close.
+// feedString feeds in whole, as a server does (taking the output and
+// feeding the rest again when the output is full), and returns the replies
+// it produced; the session must consume all of it unless it stops to wait
+// or close.
 func feedString(t *testing.T, s *Session, in string) string {
 	t.Helper()
-	n := s.Feed([]byte(in))
-	if n != len(in) && !s.Waiting() && !s.Closed() {
-		t.Fatalf("Feed consumed %d of %d octets of %q", n, len(in), in)
+	var out []byte
+	b := []byte(in)
+	for {
+		n := s.Feed(b)
+		b = b[n:]
+		full := s.OutputFull()
+		out = append(out, s.Output()...)
+		s.ClearOutput()
+		if !full || s.Closed() {
+			break
+		}
 	}
-	out := string(s.Output())
-	s.ClearOutput()
-	return out
+	if len(b) != 0 && !s.Waiting() && !s.Closed() {
+		t.Fatalf("Feed left %d of %d octets of %.100q", len(b), len(in), in)
+	}
+	return string(out)
 }
 
 // newRcptSession returns a session after EHLO, MAIL and one RCPT.
@@ -200,21 +211,21 @@ func TestEnvelope(t *testing.T) {
 	h.begun = false
 	s.Delivered("1")
 
-	// HELO, null sender, a quoted local part kept quoted; nothing of the
-	// previous transaction is left.
+	// HELO, null sender; nothing of the previous transaction is left.
 	feedString(t, s, "HELO   client_1.example.org  \r\n"+
 		"MAIL FROM:<>\r\n"+
 		"RCPT TO:<bob@example.test>\r\n"+
-		"BDAT 3 LAST\r\nabc")
+		"DATA\r\nabc\r\n.\r\n")
 	env = s.Envelope()
 	if len(env.From) != 0 || len(env.Rcpts) != 1 || string(env.Rcpts[0]) != "bob@example.test" ||
-		string(env.Helo) != "client_1.example.org" || env.ESMTP || env.SMTPUTF8 || env.Size != 3 {
+		string(env.Helo) != "client_1.example.org" || env.ESMTP || env.SMTPUTF8 || env.Size != 4 {
 		t.Fatalf("second envelope %+v", env)
 	}
 	h.begun = false
 	s.Delivered("2")
 
-	feedString(t, s, "EHLO c\r\nMAIL FROM:<\"john doe\"@example.org>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n.\r\n")
+	// A quoted local part in canonical form: quoted-pairs reduced.
+	feedString(t, s, "EHLO c\r\nMAIL FROM:<\"john\\ doe\"@example.org>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n.\r\n")
 	env = s.Envelope()
 	if string(env.From) != `"john doe"@example.org` || env.SMTPUTF8 || env.Size != 0 {
 		t.Fatalf("third envelope %+v", env)
@@ -412,17 +423,28 @@ func TestCommandsCounter(t *testing.T) {
 func TestReplies(t *testing.T) {
 	all := []*Reply{ReplyOK, ReplyMailOK, ReplyRcptOK, ReplyStartData, ReplyBye, ReplyVrfy, ReplyHelp,
 		ReplyUnknownCommand, ReplyNotImplemented, ReplyLineTooLong, ReplyBareLFCommand, ReplyBadCharacter,
-		ReplyHeloSyntax, ReplyEhloSyntax, ReplyMailSyntax, ReplyRcptSyntax, ReplyBdatSyntax, ReplyVrfySyntax,
+		ReplyHeloSyntax, ReplyEhloSyntax, ReplyTooManyJunkHelo, ReplyMailSyntax, ReplyRcptSyntax, ReplyBdatSyntax, ReplyVrfySyntax,
 		ReplyNoParams, ReplyBadSizeParam, ReplyBadBodyParam, ReplyUnsupportedParam, ReplyUnsupportedBody,
 		ReplyBadSenderSyntax, ReplyBadRcptSyntax, ReplyNeedSMTPUTF8, ReplyBadUTF8, ReplyDeclaredTooBig,
-		ReplyTooBig, ReplyTooManyRcpts, ReplyBareNewline, ReplyTooManyErrors, ReplyNeedHelo, ReplyNestedMail,
-		ReplyNeedMail, ReplyNeedRcpt, ReplyDataInBdat, ReplyCommandInBdat, ReplyUnknownUser, ReplyRelayDenied,
+		ReplyTooBig, ReplyTooManyRcpts, ReplyBareNewline, ReplyTooManyErrors, ReplyTooManyJunk, ReplyNeedHelo, ReplyNestedMail,
+		ReplyNeedMail, ReplyNeedRcpt, ReplyDataInBdat, ReplyCommandInBdat, ReplyBdatAfterHelo, ReplyUnknownUser, ReplyRelayDenied,
 		ReplyNoStorageMemory, ReplyNoSpace, ReplyQueueFull, ReplyLocalError, ReplyMailLoop, ReplyTimeout,
-		ReplyShutdown, ReplyInternal, ReplyTooManyConns, ReplyTooManyConnsPerIP, ReplyPipelineOverflow}
+		ReplyShutdown, ReplyInternal, ReplyTooManyConns, ReplyTooManyConnsPerIP, ReplyPipelineOverflow,
+		ReplyEarlyTalker, ReplyReadyTLS, ReplyTLSUnavailable, ReplyTLSActive, ReplyStartTLSSyntax,
+		ReplyTLSInTransaction, ReplyNeedTLS}
 	d := NewDialect(testConfig())
+	hello := 0
 	for _, r := range all {
 		if err := checkReplies(d, r.Bytes()); err != nil {
 			t.Errorf("%v", err)
+		}
+		// Only the replies to HELO/EHLO (and 3xx) go without an enhanced
+		// code (RFC 2034 3); checkReplies lets exactly those through.
+		if r.Enh == "" && r.Code/100 != 3 {
+			if !strings.HasSuffix(r.Text, "HELO hostname") && !strings.HasSuffix(r.Text, "EHLO hostname") && r != ReplyTooManyJunkHelo {
+				t.Errorf("%q: no enhanced code but not a reply to HELO/EHLO", r.Bytes())
+			}
+			hello++
 		}
 		if r.Code/100 == 3 && r.Enh != "" {
 			t.Errorf("%q: 3xx with an enhanced code", r.Bytes())
@@ -435,8 +457,14 @@ func TestReplies(t *testing.T) {
 			t.Errorf("%q: 421 does not say the connection closes", r.Bytes())
 		}
 	}
+	if hello != len(helloReplies()) {
+		t.Errorf("%d plain replies, helloReplies has %d", hello, len(helloReplies()))
+	}
 	if got := string(NewReply(451, "4.3.0", "x").Bytes()); got != "451 4.3.0 x\r\n" {
 		t.Errorf("NewReply: %q", got)
+	}
+	if got := string(NewReply(501, "", "Syntax: EHLO hostname").Bytes()); got != "501 Syntax: EHLO hostname\r\n" {
+		t.Errorf("NewReply without an enhanced code: %q", got)
 	}
 }
 
@@ -459,6 +487,172 @@ func TestStateString(t *testing.T) {
 	for i, st := range []state{stateGreeted, stateReady, stateMail, stateRcpt, stateData, stateBdat, stateWait, stateClosed, 42} {
 		if st.String() != want[i] {
 			t.Errorf("state %d: %q, want %q", i, st.String(), want[i])
+		}
+	}
+}
+
+// TestJunkLimit checks MaxJunkCommands at its boundary for every kind of
+// junk command: the limit's worth are run, the next one is answered 421
+// 4.7.0 (plain for HELO/EHLO, RFC 2034 3) instead, and the session closes.
+// A zero limit means DefaultMaxJunkCommands.
+func TestJunkLimit(t *testing.T) {
+	kinds := []struct {
+		cmd, reply string
+	}{
+		{"NOOP", "250 2.0.0 OK\r\n"},
+		{"RSET", "250 2.0.0 OK\r\n"},
+		{"HELP", string(ReplyHelp.line)},
+		{"VRFY bob", string(ReplyVrfy.line)},
+		{"EHLO c", ""}, // the EHLO reply, below
+		{"HELO c", "250 mx.example.test\r\n"},
+	}
+	for _, limit := range []int{1, 7, 0} {
+		for _, k := range kinds {
+			cfg := testConfig()
+			cfg.MaxJunkCommands = limit
+			d := NewDialect(cfg)
+			want := k.reply
+			if want == "" {
+				want = string(d.ehlo)
+			}
+			n := limit
+			if n == 0 {
+				n = DefaultMaxJunkCommands
+			}
+			s := d.NewSession(&fakeHandler{})
+			feedString(t, s, "EHLO first\r\n") // the first EHLO is no junk
+			for i := range n {
+				if got := feedString(t, s, k.cmd+"\r\n"); got != want || s.Closed() {
+					t.Fatalf("limit %d: %s #%d: %q closed %v", limit, k.cmd, i+1, got, s.Closed())
+				}
+			}
+			over := ReplyTooManyJunk
+			if strings.HasSuffix(k.cmd, "LO c") {
+				over = ReplyTooManyJunkHelo
+			}
+			if got := feedString(t, s, k.cmd+"\r\nNOOP\r\n"); got != string(over.line) || !s.Closed() {
+				t.Fatalf("limit %d: %s #%d: %q closed %v", limit, k.cmd, n+1, got, s.Closed())
+			}
+		}
+	}
+}
+
+// TestJunkNotCounted: commands that move mail or are refused are no junk,
+// the first EHLO after STARTTLS (RFC 3207 4.2) is none, and a delivered
+// message restarts the count.
+func TestJunkNotCounted(t *testing.T) {
+	cfg := tlsConfig()
+	cfg.MaxJunkCommands = 2
+	cfg.MaxBadCommands = 1000
+	h := &fakeHandler{}
+	s := NewDialect(cfg).NewSession(h)
+	in := "EHLO c\r\nMAIL FROM:<a@example.org>\r\n"
+	for range 50 {
+		// 452 after MaxRcpts, 550 for unknown users, 500, 502: none is junk.
+		in += "RCPT TO:<bob@example.test>\r\nRCPT TO:<nobody@example.test>\r\nFOO\r\nEXPN x\r\n"
+	}
+	in += "NOOP\r\nNOOP\r\n"
+	if out := feedString(t, s, in); s.Closed() || !strings.HasSuffix(out, "250 2.0.0 OK\r\n250 2.0.0 OK\r\n") {
+		t.Fatalf("closed %v after %q", s.Closed(), out[len(out)-100:])
+	}
+	// Delivered restarts the count.
+	feedString(t, s, "RCPT TO:<bob@example.test>\r\nDATA\r\nx\r\n.\r\n")
+	h.begun = false
+	s.Delivered("1")
+	if out := feedString(t, s, "RSET\r\nSTARTTLS\r\n"); s.Closed() || !strings.HasSuffix(out, "250 2.0.0 OK\r\n") {
+		t.Fatalf("after delivery: %q", out)
+	}
+	s.TLSStarted()
+	if out := feedString(t, s, "EHLO c\r\n"); !strings.HasSuffix(out, "250 CHUNKING\r\n") {
+		t.Fatalf("first EHLO after TLS: %q", out)
+	}
+	// RSET was junk 1 since the delivery; this EHLO is 2, the next 3.
+	if out := feedString(t, s, "EHLO c\r\n"); !strings.HasSuffix(out, "250 CHUNKING\r\n") || s.Closed() {
+		t.Fatalf("second EHLO after TLS: %q", out)
+	}
+	if out := feedString(t, s, "EHLO c\r\n"); out != string(ReplyTooManyJunkHelo.line) || !s.Closed() {
+		t.Fatalf("third EHLO after TLS: %q", out)
+	}
+}
+
+// TestOutputLimit pipelines 10,000 commands that are neither bad nor junk
+// (RCPTs past MaxRcpts: 452 4.5.3) in one read. Each Feed call stops once
+// OutputLimit octets of replies are waiting, passing it by one reply at
+// most; fed again with the rest after ClearOutput, as a server does, the
+// session answers every command, in order.
+func TestOutputLimit(t *testing.T) {
+	cfg := testConfig()
+	s := NewDialect(cfg).NewSession(&fakeHandler{})
+	feedString(t, s, "EHLO c\r\nMAIL FROM:<a@example.org>\r\n")
+	const cmds = 10000
+	in := []byte(strings.Repeat("RCPT TO:<bob@example.test>\r\n", cmds))
+	want := strings.Repeat(string(ReplyRcptOK.line), cfg.MaxRcpts) +
+		strings.Repeat(string(ReplyTooManyRcpts.line), cmds-cfg.MaxRcpts)
+	var out []byte
+	calls := 0
+	for len(in) > 0 {
+		n := s.Feed(in)
+		in = in[n:]
+		calls++
+		if got := len(s.Output()); got > OutputLimit+len(ReplyTooManyRcpts.line) {
+			t.Fatalf("Feed call %d produced %d octets", calls, got)
+		}
+		if len(in) > 0 && (!s.OutputFull() || n == 0) {
+			t.Fatalf("Feed call %d stopped with %d octets left, output %d", calls, len(in), len(s.Output()))
+		}
+		out = append(out, s.Output()...)
+		s.ClearOutput()
+		if calls > cmds {
+			t.Fatal("no progress")
+		}
+	}
+	if string(out) != want || s.Closed() {
+		t.Fatalf("replies differ (%d octets, want %d), closed %v", len(out), len(want), s.Closed())
+	}
+	if min := len(want) / (OutputLimit + len(ReplyTooManyRcpts.line)); calls < min {
+		t.Fatalf("%d Feed calls for %d octets of replies", calls, len(want))
+	}
+	// Full, Feed consumes nothing until ClearOutput.
+	s.out = append(s.out, make([]byte, OutputLimit)...)
+	if n := s.Feed([]byte("NOOP\r\n")); n != 0 || !s.OutputFull() {
+		t.Fatalf("full output: Feed consumed %d", n)
+	}
+}
+
+// retained is the buffer capacity a session holds, in octets.
+func retained(s *Session) int {
+	return cap(s.arena) + cap(s.out) + cap(s.helo) +
+		cap(s.rcpts)*int(unsafe.Sizeof(span{})) + cap(s.views)*int(unsafe.Sizeof([]byte(nil)))
+}
+
+// TestIdleBuffersShrink: a transaction with 100 long recipients grows the
+// arena, recipient slices and output; once it ends (RSET, delivery, a new
+// EHLO) and the output is cleared, the idle session holds a few KiB again.
+func TestIdleBuffersShrink(t *testing.T) {
+	cfg := benchConfig()
+	cfg.MaxAddressAllowance = 1024
+	env := "MAIL FROM:<a@example.org>\r\n"
+	for i := range 100 {
+		env += "RCPT TO:<bob+" + strings.Repeat("x", 900) + strconv.Itoa(i) + "@example.test>\r\n"
+	}
+	for _, end := range []string{"RSET\r\n", "DATA\r\nhi\r\n.\r\n", "EHLO again\r\n"} {
+		h := &nopHandler{}
+		s := NewDialect(cfg).NewSession(h)
+		feedOrFail(t, s, h, []byte("EHLO "+strings.Repeat("h", 300)+"\r\n"+env))
+		if len(s.rcpts) != 100 || retained(s) < 90_000 {
+			t.Fatalf("setup: %d rcpts, %d octets retained", len(s.rcpts), retained(s))
+		}
+		s.Envelope() // grows views too
+		// A big output, cleared, is let go.
+		s.out = append(s.out, make([]byte, 3*OutputLimit)...)
+		s.ClearOutput()
+		if cap(s.out) != 0 {
+			t.Fatalf("ClearOutput kept %d octets", cap(s.out))
+		}
+		feedOrFail(t, s, h, []byte(end))
+		if got := retained(s); got > 2<<10 {
+			t.Fatalf("after %q an idle session retains %d octets (arena %d out %d helo %d rcpts %d views %d)",
+				end, got, cap(s.arena), cap(s.out), cap(s.helo), cap(s.rcpts), cap(s.views))
 		}
 	}
 }

@@ -2,9 +2,11 @@ package proto
 
 import (
 	"bytes"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // fuzzConfig picks limits from mode bits: 1 normalizes bare newlines, 2
@@ -108,16 +110,26 @@ func FuzzCommand(f *testing.F) {
 			in = append(in[:len(in):len(in)], '\r', '\n')
 		}
 		rest := in
+		var out []byte
 		for {
 			n := s.Feed(rest)
 			rest = rest[n:]
-			if !s.Waiting() {
+			if len(s.Output()) > OutputLimit+maxStepOutput {
+				t.Fatalf("one Feed produced %d octets of replies", len(s.Output()))
+			}
+			full := s.OutputFull()
+			out = append(out, s.Output()...)
+			s.ClearOutput()
+			if s.Waiting() {
+				h.begun = false
+				s.Delivered("ID")
+				continue
+			}
+			if !full || s.Closed() {
 				break
 			}
-			h.begun = false
-			s.Delivered("ID")
 		}
-		out := s.Output()
+		out = append(out, s.Output()...)
 		if err := checkReplies(d, out); err != nil {
 			t.Fatal(err)
 		}
@@ -149,6 +161,9 @@ func FuzzCommand(f *testing.F) {
 				t.Fatal("body begun outside a transfer")
 			}
 			s.ClearOutput()
+			if s.junk >= d.maxJunk {
+				return // the NOOP would be one junk command too many
+			}
 			if s.Feed([]byte("NOOP\r\n")) != 6 || string(s.Output()) != "250 2.0.0 OK\r\n" {
 				t.Fatalf("NOOP after %q: %q", line, s.Output())
 			}
@@ -331,13 +346,20 @@ func FuzzDataReader(f *testing.F) {
 			wantReplies += "250 2.0.0 OK: queued as ID\r\n"
 		}
 
-		var buf []byte
+		var buf, replies []byte
 		var stored []string
 		ps := pieces(stream, cuts)
 		for i, p := range ps {
 			buf = append(buf, p...)
 			n := s.Feed(buf)
 			buf = buf[n:]
+			for s.OutputFull() && !s.Closed() && !s.Waiting() {
+				// Write and clear, as a server does, and go on at once.
+				replies = append(replies, s.Output()...)
+				s.ClearOutput()
+				n = s.Feed(buf)
+				buf = buf[n:]
+			}
 			if s.Waiting() {
 				if i != len(ps)-1 || len(buf) != 0 {
 					t.Fatalf("message ended before the real end (piece %d of %d, %d octets left)", i, len(ps), len(buf))
@@ -361,7 +383,7 @@ func FuzzDataReader(f *testing.F) {
 		if s.InTransfer() {
 			t.Fatalf("message did not end (state %v)", s.state)
 		}
-		if got := string(s.Output()); got != wantReplies {
+		if got := string(append(replies, s.Output()...)); got != wantReplies {
 			t.Fatalf("replies %q, want %q", got, wantReplies)
 		}
 		if h.begun || h.begins != 1 || h.aborted != 1-len(stored) {
@@ -499,9 +521,11 @@ func FuzzSession(f *testing.F) {
 }
 
 // FuzzParsePath fuzzes the address and parameter parser directly: no
-// panic; on success the canonical address is a parse of its own (it
-// round-trips), holds no control octet, no SP outside quotes and no
-// angle bracket, and fits what came in; the rest is a suffix of the input.
+// panic; on success the address is in the canonical form Envelope
+// documents (checkCanonical, written apart from the parser), holds no
+// control octet, no SP or angle bracket outside quotes, is at most the
+// input and a pair of quotes long, and is a fixed point (parsed again it
+// comes back unchanged); the rest is a suffix of the input.
 func FuzzParsePath(f *testing.F) {
 	for _, s := range []string{
 		"<a@example.org>", "a@example.org SIZE=10", "<>", "<Postmaster>",
@@ -509,6 +533,7 @@ func FuzzParsePath(f *testing.F) {
 		`<"bob"@example.test> SMTPUTF8`, "<δοκιμή@παράδειγμα.δοκιμή>", "<a%b!c@[192.0.2.1]>",
 		"<a@[IPv6:2001:db8::1]>", "<../../etc/passwd@example.test>", "<a\x00b@example.test>",
 		"<@a:>", "<" + strings.Repeat("x", 300) + "@example.test>", `<"a\"b"@x.test>`, "<a@b.>",
+		`<"a\b\ c\\"@x>`, `<"\a">`, `"a..b"@x`, `<""@x>`, `<"\\"@x>`, "<\"\\\xce\xb4\"@x>",
 	} {
 		f.Add([]byte(s))
 	}
@@ -526,23 +551,92 @@ func FuzzParsePath(f *testing.F) {
 			}
 			return
 		}
-		if len(out) == 0 || len(out) > len(in) {
+		if len(out) == 0 || len(out) > len(in)+2 {
 			t.Fatalf("canonical %q from %q", out, in)
 		}
-		inQuote := false
-		for i, c := range out {
-			switch {
-			case c == '"' && (i == 0 || out[i-1] != '\\'):
-				inQuote = !inQuote
-			case c < ' ' || c == 127:
-				t.Fatalf("control octet in canonical %q", out)
-			case !inQuote && (c == ' ' || c == '<' || c == '>'):
-				t.Fatalf("unquoted %q in canonical %q", c, out)
-			}
+		if err := checkCanonical(out); err != nil {
+			t.Fatalf("%q from %q: %v", out, in, err)
+		}
+		if p.noDomain != !bytes.ContainsRune(out[bytes.LastIndexByte(out, '"')+1:], '@') {
+			t.Fatalf("%q from %q: noDomain %v", out, in, p.noDomain)
 		}
 		again, rest2, p2, perr2 := parsePath(append([]byte("<"), append(out, '>')...), nil)
 		if perr2 != pathOK || !bytes.Equal(again, out) || len(rest2) != 0 || p2.utf8 != p.utf8 || p2.noDomain != p.noDomain {
 			t.Fatalf("canonical %q does not round-trip: %q %v %v", out, again, perr2, p2)
 		}
 	})
+}
+
+// checkCanonical checks an address against Envelope's canonical form,
+// without the parser's helpers: a Dot-string local part, or a Quoted-string
+// whose content is not one, with only '"' and '\\' escaped; then nothing or
+// "@" and a domain (labels, or an address literal) without a final dot.
+func checkCanonical(addr []byte) error {
+	if !utf8.Valid(addr) {
+		return fmt.Errorf("invalid UTF-8")
+	}
+	for _, c := range addr {
+		if c < ' ' || c == 127 {
+			return fmt.Errorf("control octet")
+		}
+	}
+	const special = "!#$%&'*+-/=?^_`{|}~"
+	dotString := func(s string) bool {
+		if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+			return false
+		}
+		for i := 0; i < len(s); i++ {
+			c := s[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c >= 0x80 ||
+				c == '.' || strings.IndexByte(special, c) >= 0) {
+				return false
+			}
+		}
+		return true
+	}
+	s := string(addr)
+	var domain string
+	if s[0] == '"' {
+		var content []byte
+		i := 1
+		for ; i < len(s) && s[i] != '"'; i++ {
+			if s[i] == '\\' {
+				if i+1 == len(s) || (s[i+1] != '"' && s[i+1] != '\\') {
+					return fmt.Errorf("quoted-pair %q is not minimal", s[i:min(i+2, len(s))])
+				}
+				i++
+			}
+			content = append(content, s[i])
+		}
+		if i == len(s) {
+			return fmt.Errorf("unterminated quoted string")
+		}
+		if dotString(string(content)) {
+			return fmt.Errorf("quoted Dot-string %q", content)
+		}
+		domain = s[i+1:]
+	} else {
+		local, _, _ := strings.Cut(s, "@")
+		if !dotString(local) {
+			return fmt.Errorf("local part %q is neither a Dot-string nor quoted", local)
+		}
+		domain = s[len(local):]
+	}
+	if domain == "" {
+		return nil
+	}
+	domain, ok := strings.CutPrefix(domain, "@")
+	if !ok || domain == "" {
+		return fmt.Errorf("%q after the local part", domain)
+	}
+	if domain[0] == '[' {
+		if domain[len(domain)-1] != ']' || strings.ContainsAny(domain[1:len(domain)-1], "[]\\ ") {
+			return fmt.Errorf("bad address literal %q", domain)
+		}
+		return nil
+	}
+	if strings.HasSuffix(domain, ".") || strings.ContainsAny(domain, "@ <>\"\\[]") {
+		return fmt.Errorf("bad domain %q", domain)
+	}
+	return nil
 }

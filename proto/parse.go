@@ -159,9 +159,9 @@ func init() {
 
 // parsePath parses a path at the start of b: "<...>" as RFC 5321 4.1.2 has
 // it, or a bare address as some clients send. A source route ("@a,@b:") is
-// dropped (RFC 5321 4.1.2 and C). The canonical address ("local@domain",
-// a quoted local part unquoted when its content is a plain dot-string) is
-// appended to dst. rest is what follows the path (the parameters).
+// dropped (RFC 5321 4.1.2 and C). The address is appended to dst in the
+// canonical form Envelope documents. rest is what follows the path (the
+// parameters).
 func parsePath(b, dst []byte) (out []byte, rest []byte, p path, perr pathError) {
 	out = dst
 	var inner []byte
@@ -217,38 +217,38 @@ func parsePath(b, dst []byte) (out []byte, rest []byte, p path, perr pathError) 
 		}
 		inner = inner[i+1:]
 	}
-	// Local part.
-	var local []byte
+	// Local part, written in canonical form (see Envelope).
 	start := len(out)
 	if inner[0] == '"' {
 		i := 1
-		plain := true // content is a dot-string, so the quotes can go
 		for ; i < len(inner) && inner[i] != '"'; i++ {
 			c := inner[i]
-			switch {
-			case c == '\\':
+			if c == '\\' {
+				// quoted-pairSMTP (RFC 5321 4.1.2): the octet stands for
+				// itself. An 8-bit one is tolerated (UTF-8 is checked at
+				// the end).
 				if i+1 >= len(inner) || inner[i+1] < 32 || inner[i+1] == 127 {
 					return out, nil, p, pathSyntax
 				}
 				i++
-				plain = false
-			case c >= 0x80:
-				p.utf8 = true
-			case c < 32 || c == 127:
+				c = inner[i]
+			} else if c < 32 || c == 127 {
 				return out, nil, p, pathSyntax
-			case !atext[c] && c != '.':
-				plain = false
+			}
+			if c >= 0x80 {
+				p.utf8 = true
 			}
 		}
 		if i >= len(inner) {
 			return out, nil, p, pathSyntax
 		}
 		q := inner[1:i]
-		local, inner = inner[:i+1], inner[i+1:]
-		if plain && len(q) > 0 && q[0] != '.' && q[len(q)-1] != '.' && !hasDoubleDot(q) {
-			out = append(out, q...)
-		} else {
-			out = append(out, local...)
+		inner = inner[i+1:]
+		out = appendQuoted(out, q)
+		if content := out[start+1 : len(out)-1]; isDotString(content) {
+			// The string is a Dot-string ("bob", "a\b"): no quotes. An
+			// escape left in content would not be atext.
+			out = out[:start+copy(out[start:], content)]
 		}
 	} else {
 		i := 0
@@ -262,13 +262,18 @@ func parsePath(b, dst []byte) (out []byte, rest []byte, p path, perr pathError) 
 			}
 			i++
 		}
-		// Leading, trailing or doubled dots break the dot-string rule but
-		// are tolerated, as Postfix does: they never name a file.
-		local, inner = inner[:i], inner[i:]
+		local := inner[:i]
+		inner = inner[i:]
 		if len(local) == 0 {
 			return out, nil, p, pathSyntax
 		}
-		out = append(out, local...)
+		// Leading, trailing or doubled dots break the Dot-string rule but
+		// are tolerated, as Postfix does; such a local part is quoted.
+		if isDotString(local) {
+			out = append(out, local...)
+		} else {
+			out = appendQuoted(out, local)
+		}
 	}
 	if len(inner) == 0 {
 		p.noDomain = true
@@ -345,13 +350,41 @@ func closeAngle(b []byte) int {
 	return -1
 }
 
-func hasDoubleDot(b []byte) bool {
-	for i := 1; i < len(b); i++ {
-		if b[i] == '.' && b[i-1] == '.' {
-			return true
+// isDotString reports an RFC 5321 Dot-string: atoms of atext (UTF-8
+// included, RFC 6531 3.3) joined by single dots.
+func isDotString(b []byte) bool {
+	if len(b) == 0 || b[0] == '.' || b[len(b)-1] == '.' {
+		return false
+	}
+	for i, c := range b {
+		if c == '.' {
+			if b[i-1] == '.' {
+				return false
+			}
+		} else if !atext[c] {
+			return false
 		}
 	}
-	return false
+	return true
+}
+
+// appendQuoted appends the content of a quoted string (or an unquoted
+// local part that is no Dot-string) as a canonical Quoted-string: quoted-
+// pairs decoded, and only '"' and '\\' escaped again.
+func appendQuoted(out, q []byte) []byte {
+	out = append(out, '"')
+	for i := 0; i < len(q); i++ {
+		c := q[i]
+		if c == '\\' {
+			i++
+			c = q[i]
+		}
+		if c == '"' || c == '\\' {
+			out = append(out, '\\')
+		}
+		out = append(out, c)
+	}
+	return append(out, '"')
 }
 
 // badCommandByte returns true if line holds NUL or another control octet

@@ -94,10 +94,24 @@ func TestParsePath(t *testing.T) {
 		{"a@example.org SIZE=10", "a@example.org", "SIZE=10", 0, pathOK},
 		{`"a b"@example.org SIZE=1`, `"a b"@example.org`, "SIZE=1", 0, pathOK},
 		{"postmaster", "postmaster", "", noDomain, pathOK},
-		// Quoted local parts: unquoted when the content is a dot-string.
+		// Quoted local parts, in the canonical form of Envelope: unquoted
+		// when the string is a Dot-string, else quoted with only '"' and
+		// '\' escaped, every other quoted-pair reduced to its octet.
 		{`<"bob"@example.test>`, "bob@example.test", "", 0, pathOK},
+		{`<"john"@x>`, "john@x", "", 0, pathOK},
 		{`<"a.b"@x.test>`, "a.b@x.test", "", 0, pathOK},
 		{`<"john doe"@example.test>`, `"john doe"@example.test`, "", 0, pathOK},
+		{`<"john doe"@x>`, `"john doe"@x`, "", 0, pathOK},
+		{`<"a\b"@x>`, "ab@x", "", 0, pathOK},
+		{`<"\b\o\b"@x>`, "bob@x", "", 0, pathOK},
+		{`<"john\ doe"@x>`, `"john doe"@x`, "", 0, pathOK},
+		{`<"a\@b"@x>`, `"a@b"@x`, "", 0, pathOK},
+		{`<"a\.b"@x>`, "a.b@x", "", 0, pathOK},
+		{`<"\.a"@x>`, `".a"@x`, "", 0, pathOK},
+		{`<"\""@x>`, `"\""@x`, "", 0, pathOK},
+		{`<"\\"@x>`, `"\\"@x`, "", 0, pathOK},
+		{`<"a\\\"b"@x>`, `"a\\\"b"@x`, "", 0, pathOK},
+		{"<\"δ\\ο\"@x>", "δο@x", "", utf8, pathOK},
 		{`<".a"@x.test>`, `".a"@x.test`, "", 0, pathOK},
 		{`<"a."@x.test>`, `"a."@x.test`, "", 0, pathOK},
 		{`<"a..b"@x.test>`, `"a..b"@x.test`, "", 0, pathOK},
@@ -107,14 +121,18 @@ func TestParsePath(t *testing.T) {
 		{`<"a>b"@x.test>`, `"a>b"@x.test`, "", 0, pathOK},
 		{`<"a@b"@x.test>`, `"a@b"@x.test`, "", 0, pathOK},
 		{`<"Postmaster">`, "Postmaster", "", noDomain, pathOK},
+		{`<"Post\master">`, "Postmaster", "", noDomain, pathOK},
+		{`<"post master">`, `"post master"`, "", noDomain, pathOK},
 		// Old relay syntax and odd but harmless local parts.
 		{"<a%b@x.test>", "a%b@x.test", "", 0, pathOK},
 		{"<host!a@x.test>", "host!a@x.test", "", 0, pathOK},
 		{"<a/b@x.test>", "a/b@x.test", "", 0, pathOK},
-		{"<../../etc/passwd@x.test>", "../../etc/passwd@x.test", "", 0, pathOK},
-		{"<a..b@x.test>", "a..b@x.test", "", 0, pathOK},
-		{"<.a@x.test>", ".a@x.test", "", 0, pathOK},
-		{"<a.@x.test>", "a.@x.test", "", 0, pathOK},
+		// Tolerated dots that break the Dot-string rule: quoted.
+		{"<../../etc/passwd@x.test>", `"../../etc/passwd"@x.test`, "", 0, pathOK},
+		{"<a..b@x.test>", `"a..b"@x.test`, "", 0, pathOK},
+		{"<.a@x.test>", `".a"@x.test`, "", 0, pathOK},
+		{"<a.@x.test>", `"a."@x.test`, "", 0, pathOK},
+		{"<.>", `"."`, "", noDomain, pathOK},
 		{"<{a}'#$&*=?^`|~@x.test>", "{a}'#$&*=?^`|~@x.test", "", 0, pathOK},
 		{"<" + long + "@x.test>", long + "@x.test", "", 0, pathOK},
 		// Source routes are dropped (RFC 5321 4.1.2, Appendix C).

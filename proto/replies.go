@@ -3,9 +3,10 @@ package proto
 import "strconv"
 
 // Reply is one SMTP reply: a code, an RFC 3463 enhanced status code (empty
-// where RFC 2034 forbids one: greeting, HELO/EHLO, 354) and a text. A Reply
-// is also an error, so a lower layer can return "this 4xx" and the caller
-// writes it as is. Replies are shared values: never modify one.
+// where RFC 2034 3 has none: the greeting, every reply to HELO or EHLO,
+// and 3xx such as 354) and a text. A Reply is also an error, so a lower
+// layer can return "this 4xx" and the caller writes it as is. Replies are
+// shared values: never modify one.
 type Reply struct {
 	Code int
 	Enh  string
@@ -56,8 +57,6 @@ var (
 	ReplyLineTooLong       = NewReply(500, "5.5.2", "Line too long")
 	ReplyBareLFCommand     = NewReply(500, "5.5.2", "Bare LF in command, closing connection")
 	ReplyBadCharacter      = NewReply(501, "5.5.2", "Invalid character in command")
-	ReplyHeloSyntax        = NewReply(501, "5.5.4", "Syntax: HELO hostname")
-	ReplyEhloSyntax        = NewReply(501, "5.5.4", "Syntax: EHLO hostname")
 	ReplyMailSyntax        = NewReply(501, "5.5.4", "Syntax: MAIL FROM:<address> [parameters]")
 	ReplyRcptSyntax        = NewReply(501, "5.5.4", "Syntax: RCPT TO:<address>")
 	ReplyBdatSyntax        = NewReply(501, "5.5.4", "Syntax: BDAT size [LAST], closing connection")
@@ -76,12 +75,14 @@ var (
 	ReplyTooManyRcpts      = NewReply(452, "4.5.3", "Too many recipients")
 	ReplyBareNewline       = NewReply(550, "5.5.2", "Bare CR or LF in message data, closing connection")
 	ReplyTooManyErrors     = NewReply(421, "4.7.0", "Too many errors, closing connection")
+	ReplyTooManyJunk       = NewReply(421, "4.7.0", "Too many junk commands, closing connection")
 	ReplyNeedHelo          = NewReply(503, "5.5.1", "Send HELO or EHLO first")
 	ReplyNestedMail        = NewReply(503, "5.5.1", "Sender already specified")
 	ReplyNeedMail          = NewReply(503, "5.5.1", "Need MAIL command first")
 	ReplyNeedRcpt          = NewReply(554, "5.5.1", "No valid recipients")
 	ReplyDataInBdat        = NewReply(503, "5.5.1", "DATA not allowed in a BDAT transaction")
 	ReplyCommandInBdat     = NewReply(503, "5.5.1", "Command not allowed in a BDAT transaction")
+	ReplyBdatAfterHelo     = NewReply(503, "5.5.1", "BDAT not offered after HELO, send EHLO first")
 	ReplyUnknownUser       = NewReply(550, "5.1.1", "No such user here")
 	ReplyRelayDenied       = NewReply(550, "5.7.1", "Relaying denied")
 	ReplyNoStorageMemory   = NewReply(452, "4.3.1", "Insufficient system storage, try again later")
@@ -96,6 +97,12 @@ var (
 	ReplyTooManyConnsPerIP = NewReply(421, "4.7.0", "Too many connections from your address, try again later")
 	ReplyPipelineOverflow  = NewReply(421, "4.7.0", "Too much pipelined input, closing connection")
 	ReplyEarlyTalker       = NewReply(554, "5.5.1", "Protocol error: data sent before the greeting")
+
+	// Replies to HELO and EHLO, which carry no enhanced status code (RFC
+	// 2034 3: the client does not know yet that they are offered).
+	ReplyHeloSyntax      = NewReply(501, "", "Syntax: HELO hostname")
+	ReplyEhloSyntax      = NewReply(501, "", "Syntax: EHLO hostname")
+	ReplyTooManyJunkHelo = NewReply(421, "", "Too many junk commands, closing connection")
 
 	// STARTTLS (RFC 3207).
 	ReplyReadyTLS         = NewReply(220, "2.0.0", "Ready to start TLS")

@@ -21,8 +21,9 @@ const (
 	BareNewlineNormalize
 )
 
-// Config holds the protocol limits. Every field must be set; the server
-// fills it from its own configuration.
+// Config holds the protocol limits. Every field must be set, but for
+// MaxJunkCommands, which has a default; the server fills it from its own
+// configuration.
 type Config struct {
 	// Hostname is announced in the greeting and the EHLO reply.
 	Hostname string
@@ -42,8 +43,12 @@ type Config struct {
 	// with 550 5.1.1 included; then 421 4.7.0 and close.
 	MaxBadCommands int
 	// MaxJunkCommands bounds NOOP, RSET, HELP, VRFY and repeated HELO/EHLO
-	// per session; then 421 4.7.0 and close. The count restarts after
-	// each delivered message.
+	// per session, like Postfix's smtpd_junk_command_limit: the junk
+	// command past it is not run but answered 421 4.7.0, and the session
+	// closes. The count restarts after each delivered message. A HELO or
+	// EHLO is repeated when one was already accepted since the session
+	// (or TLS, RFC 3207 4.2) began. Zero or less means
+	// DefaultMaxJunkCommands.
 	MaxJunkCommands int
 	// BareNewline is the policy for bare CR and LF in message data.
 	BareNewline BareNewline
@@ -60,6 +65,27 @@ const mailExtensionRoom = 26 + len(" BODY=8BITMIME") + len(" SMTPUTF8")
 // maxHeloBytes bounds the stored HELO argument (a domain is at most 255).
 const maxHeloBytes = 255
 
+// DefaultMaxJunkCommands is the junk command limit of a Config that sets
+// none (Postfix's smtpd_junk_command_limit default).
+const DefaultMaxJunkCommands = 100
+
+// OutputLimit bounds the replies one Feed call produces: Feed stops
+// consuming once Output holds this many octets, so a client that pipelines
+// without reading cannot make the session buffer megabytes of replies.
+// Output can pass it by at most one command's replies.
+const OutputLimit = 4 << 10
+
+// Bounds on the buffers an idle session keeps. A transaction can grow its
+// arena and recipient slices to its limits (MaxRcpts long addresses); when
+// it ends, buffers above these capacities are dropped rather than kept for
+// the rest of the session. Normal transactions stay below them, so a warm
+// session still allocates nothing.
+const (
+	maxIdleArena = 2 << 10     // octets of envelope addresses
+	maxIdleSpans = 16          // entries of rcpts and views
+	maxIdleOut   = OutputLimit // octets of replies, checked by ClearOutput
+)
+
 // Dialect is a prepared, immutable Config shared by every session: it
 // holds the preformatted greeting and EHLO reply.
 type Dialect struct {
@@ -69,6 +95,7 @@ type Dialect struct {
 	ehloPlain   []byte // for plaintext sessions: with STARTTLS if offered
 	helo        []byte
 	maxMailLine int
+	maxJunk     int // MaxJunkCommands, or its default
 }
 
 // NewDialect prepares cfg for sessions.
@@ -89,13 +116,18 @@ func NewDialect(cfg Config) *Dialect {
 		d.ehloPlain = []byte("250-" + cfg.Hostname + "\r\n250-STARTTLS\r\n" + ext)
 	}
 	d.maxMailLine = cfg.MaxLineBytes + mailExtensionRoom + cfg.MaxAddressAllowance
+	d.maxJunk = cfg.MaxJunkCommands
+	if d.maxJunk <= 0 {
+		d.maxJunk = DefaultMaxJunkCommands
+	}
 	return d
 }
 
 // Greeting returns the 220 banner. The slice is shared: do not modify it.
 func (d *Dialect) Greeting() []byte { return d.greeting }
 
-// Config returns the settings the dialect was built from.
+// Config returns the settings the dialect was built from, as given (a zero
+// MaxJunkCommands stays zero).
 func (d *Dialect) Config() Config { return d.cfg }
 
 // Handler is what a session asks of its server. Its methods run on the
@@ -105,7 +137,8 @@ type Handler interface {
 	// CheckMail vets a transaction's declared SIZE= (0 when absent), e.g.
 	// against free disk space (RFC 1870: 452 4.3.1). nil accepts.
 	CheckMail(size int64) *Reply
-	// CheckRcpt decides one recipient ("local@domain" or "Postmaster").
+	// CheckRcpt decides one recipient ("local@domain" or "Postmaster", in
+	// the canonical form Envelope describes).
 	// nil accepts; refusals such as ReplyUnknownUser or ReplyRelayDenied
 	// are sent as they are.
 	CheckRcpt(addr []byte) *Reply
@@ -220,6 +253,8 @@ type Session struct {
 	skipping bool // inside an over-long command line, dropping to its LF
 	skipCR   bool // the last octet dropped while skipping was CR
 	bad      int  // rejected commands so far
+	junk     int  // junk commands since the session began or a delivery
+	hello    bool // a HELO/EHLO was accepted since the session or TLS began
 	commands uint64
 }
 
@@ -234,13 +269,25 @@ func (d *Dialect) InitSession(s *Session, h Handler) {
 	*s = Session{d: d, h: h}
 }
 
-// Reset makes s a fresh session for a new connection, keeping its buffers.
+// Reset makes s a fresh session for a new connection, keeping its buffers
+// (those within the idle bounds).
 func (s *Session) Reset(h Handler) {
+	views := keep(s.views, maxIdleSpans)
+	clear(views[:cap(views)]) // no pointers into an arena that may go
 	*s = Session{
 		d: s.d, h: h,
-		helo: s.helo[:0], out: s.out[:0], arena: s.arena[:0],
-		rcpts: s.rcpts[:0], views: s.views[:0],
+		helo: s.helo[:0], out: keep(s.out, maxIdleOut), arena: keep(s.arena, maxIdleArena),
+		rcpts: keep(s.rcpts, maxIdleSpans), views: views,
 	}
+}
+
+// keep returns b emptied, or nil when its capacity is above limit, so that
+// an idle session does not hold on to a high-water buffer.
+func keep[T any](b []T, limit int) []T {
+	if cap(b) > limit {
+		return nil
+	}
+	return b[:0]
 }
 
 // Feed consumes as much of in as the session can act on and returns how
@@ -248,9 +295,17 @@ func (s *Session) Reset(h Handler) {
 // the caller must offer it again with more bytes appended. Feed stops early
 // when the session waits for delivery (Waiting) or closes (Closed); the
 // rest stays unconsumed. Replies accumulate in Output.
+//
+// Feed also stops early once Output holds OutputLimit octets or more
+// (OutputFull), however much complete input is left: the caller writes
+// Output, calls ClearOutput and calls Feed again with the rest, without
+// waiting for more input. Until ClearOutput, Feed consumes nothing.
 func (s *Session) Feed(in []byte) int {
 	n := 0
 	for n < len(in) {
+		if len(s.out) >= OutputLimit {
+			return n
+		}
 		switch s.state {
 		case stateWait, stateTLS, stateClosed:
 			return n
@@ -300,8 +355,13 @@ func (s *Session) Feed(in []byte) int {
 // next call on s; call ClearOutput once it is written.
 func (s *Session) Output() []byte { return s.out }
 
-// ClearOutput drops the replies returned by Output.
-func (s *Session) ClearOutput() { s.out = s.out[:0] }
+// ClearOutput drops the replies returned by Output. A buffer grown past
+// OutputLimit by heavy pipelining is let go rather than kept.
+func (s *Session) ClearOutput() { s.out = keep(s.out, maxIdleOut) }
+
+// OutputFull reports that Output has reached OutputLimit, so Feed consumes
+// nothing more until ClearOutput.
+func (s *Session) OutputFull() bool { return len(s.out) >= OutputLimit }
 
 // Waiting reports a complete message waiting for Delivered or Failed.
 func (s *Session) Waiting() bool { return s.state == stateWait }
@@ -318,6 +378,7 @@ func (s *Session) TLSStarted() {
 	s.resetTx()
 	s.helo = s.helo[:0]
 	s.esmtp = false
+	s.hello = false // the EHLO RFC 3207 4.2 requires now is no junk
 	s.tls = true
 	s.state = stateGreeted
 	s.commands++
@@ -343,6 +404,28 @@ func (s *Session) Commands() uint64 { return s.commands }
 
 // Envelope describes the waiting message. Its byte slices point into the
 // session and are valid until Delivered or Failed.
+//
+// Addresses (From, Rcpts, and what Handler.CheckRcpt is given) are in the
+// one canonical form nanomx uses from here on, down to the Return-Path and
+// Received fields: the RFC 5321 4.1.2 Mailbox, without angle brackets or
+// source route.
+//
+//   - The local part is a Dot-string when the string it names is one
+//     (atext, UTF-8 included, in atoms joined by single dots): <"bob"@x>
+//     and <"b\ob"@x> are both bob@x. Otherwise it is a Quoted-string in
+//     which only '"' and '\' are backslash-escaped, every other quoted-pair
+//     reduced to its octet: <"john\ doe"@x> is "john doe"@x, and the
+//     tolerated <a..b@x> is "a..b"@x. The local part is never empty: an
+//     empty string is "".
+//   - Then "@" and the domain as received (case kept, UTF-8 U-labels
+//     kept), minus a root dot; an address literal ([192.0.2.1],
+//     [IPv6:...]) as is.
+//   - <Postmaster>, in any case and maybe quoted, is the local part alone,
+//     with no "@".
+//
+// No control octet (CR, LF, NUL, HTAB...) and no invalid UTF-8 can appear;
+// SP, '<' and '>' only inside the quotes. The form is a fixed point: parsed
+// again it comes back unchanged.
 type Envelope struct {
 	From     []byte   // reverse-path without <>; empty for the null sender
 	Rcpts    [][]byte // accepted forward-paths
@@ -377,6 +460,7 @@ func (s *Session) Delivered(id string) {
 	s.out = append(s.out, "250 2.0.0 OK: queued as "...)
 	s.out = append(s.out, id...)
 	s.out = append(s.out, '\r', '\n')
+	s.junk = 0 // a delivered message restarts the junk count, as in Postfix
 	s.endWait()
 }
 
@@ -435,12 +519,15 @@ func (s *Session) dropBody() {
 	}
 }
 
-// resetTx forgets the transaction (RFC 5321 4.1.1.5), keeping HELO.
+// resetTx forgets the transaction (RFC 5321 4.1.1.5), keeping HELO. Buffers
+// a big transaction grew past the idle bounds are dropped.
 func (s *Session) resetTx() {
 	s.dropBody()
-	s.arena = s.arena[:0]
+	s.arena = keep(s.arena, maxIdleArena)
 	s.from = span{}
-	s.rcpts = s.rcpts[:0]
+	s.rcpts = keep(s.rcpts, maxIdleSpans)
+	s.views = keep(s.views, maxIdleSpans)
+	clear(s.views[:cap(s.views)]) // no pointers into an arena that may go
 	s.utf8 = false
 	s.declSize = 0
 	s.inBdat = false
@@ -477,6 +564,9 @@ func (s *Session) command(line []byte) {
 		return
 	}
 	verb, arg := splitVerb(line)
+	if s.tooMuchJunk(verb) {
+		return
+	}
 	switch verb {
 	case verbEhlo:
 		s.handleHelo(arg, true)
@@ -514,6 +604,32 @@ func (s *Session) command(line []byte) {
 	}
 }
 
+// tooMuchJunk counts a junk command (NOOP, RSET, HELP, VRFY, a repeated
+// HELO/EHLO) and, past MaxJunkCommands, answers 421 instead of running it
+// and closes. Junk commands are harmless one by one but keep a connection
+// slot busy without moving mail.
+func (s *Session) tooMuchJunk(verb uint32) bool {
+	switch verb {
+	case verbNoop, verbRset, verbHelp, verbVrfy:
+	case verbHelo, verbEhlo:
+		if !s.hello {
+			return false
+		}
+	default:
+		return false
+	}
+	s.junk++
+	if s.junk <= s.d.maxJunk {
+		return false
+	}
+	if verb == verbHelo || verb == verbEhlo {
+		s.close(ReplyTooManyJunkHelo)
+	} else {
+		s.close(ReplyTooManyJunk)
+	}
+	return true
+}
+
 func (s *Session) handleHelo(arg []byte, esmtp bool) {
 	if len(arg) == 0 {
 		if esmtp {
@@ -533,6 +649,7 @@ func (s *Session) handleHelo(arg []byte, esmtp bool) {
 	s.resetTx() // RFC 5321 4.1.4: EHLO/HELO resets the transaction
 	s.helo = append(s.helo[:0], tok...)
 	s.esmtp = esmtp
+	s.hello = true
 	s.state = stateReady
 	if esmtp && !s.tls {
 		s.out = append(s.out, s.d.ehloPlain...)
@@ -763,6 +880,11 @@ func (s *Session) handleBdat(arg []byte) {
 	switch {
 	case s.state == stateGreeted:
 		s.bdatRefuse = ReplyNeedHelo
+	case !s.esmtp:
+		// HELO advertised no CHUNKING (RFC 3030 2 needs EHLO), as it
+		// advertised no MAIL parameter. An open transaction stays as it
+		// is: the command was refused, no chunk failed.
+		s.bdatRefuse = ReplyBdatAfterHelo
 	case s.state == stateReady:
 		s.bdatRefuse = ReplyNeedMail
 	case s.state == stateMail:
@@ -773,6 +895,9 @@ func (s *Session) handleBdat(arg []byte) {
 			hint = size
 		}
 		if r := s.h.BeginBody(hint); r != nil {
+			// RFC 3030 3: a failed chunk fails the transaction.
+			s.resetTx()
+			s.bdatPrev = stateReady
 			s.bdatRefuse = r
 			break
 		}
@@ -854,11 +979,6 @@ func (s *Session) endChunk() {
 	if r := s.bdatRefuse; r != nil {
 		s.bdatRefuse = nil
 		s.state = s.bdatPrev
-		if s.state == stateRcpt && !s.inBdat {
-			// The first chunk was refused (no budget): RFC 3030 3 makes
-			// the transaction failed.
-			s.resetTx()
-		}
 		if r.Code >= 500 {
 			s.reject(r)
 		} else {

@@ -106,11 +106,14 @@ func testConfig() Config {
 
 // run feeds input to a new session in the given chunks, re-offering the
 // unconsumed rest with the next chunk as gnet does, and answers every
-// waiting message Delivered("ID") (or Failed, see failDeliveries). It
-// returns all output and the stored messages. It also checks what must
-// hold after every Feed: Feed stops short only for a reason (waiting,
-// closed, or half a command line that could still be legal), and a body
-// is never left begun by an idle or closed session.
+// waiting message Delivered("ID") (or Failed, see failDeliveries). Like a
+// server it writes and clears the output after every Feed, and feeds again
+// at once when Feed stopped on a full output. It returns all output and the
+// stored messages. It also checks what must hold after every Feed: one call
+// produces at most OutputLimit and one command's replies; Feed stops short
+// only for a reason (waiting, closed, full output, or half a command line
+// that could still be legal), and a body is never left begun by an idle or
+// closed session.
 func run(t testing.TB, cfg Config, h *fakeHandler, chunks [][]byte) (out string, msgs []string, closed bool) {
 	t.Helper()
 	s := NewDialect(cfg).NewSession(h)
@@ -124,6 +127,12 @@ func run(t testing.TB, cfg Config, h *fakeHandler, chunks [][]byte) (out string,
 				t.Fatalf("Feed returned %d of %d", n, len(buf))
 			}
 			buf = buf[n:]
+			if len(s.Output()) > OutputLimit+maxStepOutput {
+				t.Fatalf("one Feed produced %d octets of replies", len(s.Output()))
+			}
+			full := s.OutputFull()
+			o.Write(s.Output())
+			s.ClearOutput()
 			if s.Waiting() {
 				if !h.begun {
 					t.Fatalf("waiting without a body")
@@ -145,6 +154,9 @@ func run(t testing.TB, cfg Config, h *fakeHandler, chunks [][]byte) (out string,
 				}
 				continue
 			}
+			if full && !s.Closed() {
+				continue
+			}
 			break
 		}
 		switch {
@@ -158,7 +170,7 @@ func run(t testing.TB, cfg Config, h *fakeHandler, chunks [][]byte) (out string,
 				t.Fatalf("Feed left %d bytes unconsumed with no reason: %q", len(buf), buf)
 			}
 		}
-		o.Write(s.Output())
+		o.Write(s.Output()) // Delivered's reply
 		s.ClearOutput()
 	}
 	for _, c := range chunks {
@@ -329,6 +341,8 @@ func parseTranscripts(t testing.TB, name, data string) []transcript {
 				tr.cfg.MaxMessageBytes = int64(n)
 			case "max_bad_commands":
 				tr.cfg.MaxBadCommands = n
+			case "max_junk_commands":
+				tr.cfg.MaxJunkCommands = n
 			case "budget":
 				tr.h.budget = int64(n)
 			case "write_cap":
@@ -348,18 +362,22 @@ func parseTranscripts(t testing.TB, name, data string) []transcript {
 	return all
 }
 
+// maxStepOutput bounds the replies of one command: the longest reply
+// (EHLO's) and a closing 421 after it.
+const maxStepOutput = 512
+
 // checkReplies returns an error for the first malformed reply in out.
 // Each line is three digits (2xx to 5xx), SP or "-", text and CRLF, with
 // no other CR or LF; the lines of a multi-line reply share a code. Every
 // 2xx, 4xx and 5xx reply but the greeting and the HELO/EHLO replies
-// (RFC 2034) starts its text with an RFC 3463 enhanced status code of the
-// reply's class.
+// (RFC 2034 3: helloReplies) starts its text with an RFC 3463 enhanced
+// status code of the reply's class.
 func checkReplies(d *Dialect, out []byte) error {
 	cont := "" // the code of an unfinished multi-line reply
 next:
 	for len(out) > 0 {
 		if cont == "" {
-			for _, fixed := range [][]byte{d.greeting, d.ehlo, d.helo} {
+			for _, fixed := range append([][]byte{d.greeting, d.ehlo, d.ehloPlain, d.helo}, helloReplies()...) {
 				if bytes.HasPrefix(out, fixed) {
 					out = out[len(fixed):]
 					continue next
@@ -399,6 +417,12 @@ next:
 		return fmt.Errorf("unfinished multi-line reply %s", cont)
 	}
 	return nil
+}
+
+// helloReplies are the named replies to HELO and EHLO, which carry no
+// enhanced status code.
+func helloReplies() [][]byte {
+	return [][]byte{ReplyHeloSyntax.line, ReplyEhloSyntax.line, ReplyTooManyJunkHelo.line}
 }
 
 var enhancedCode = regexp.MustCompile(`^[245]\.[0-9]{1,3}\.[0-9]{1,3} `)

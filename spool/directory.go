@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"golang.org/x/net/idna"
 )
 
 // Address limits from RFC 5321 4.5.3.1.1 and 4.5.3.1.2. Configured names
@@ -39,7 +41,11 @@ func (m Mailbox) Path(root string) string {
 func (m Mailbox) String() string { return m.User + "@" + m.Domain }
 
 // DirectoryConfig is the address book as configured. Addresses are
-// "local@domain"; case does not matter.
+// "local@domain"; case does not matter. A domain, here or in an address,
+// may be written with A-labels (xn--bcher-kva.example) or U-labels
+// (bücher.example): it is stored as its A-labels (IDNA, UTS #46
+// registration profile), so Maildir directories are ASCII, and wire
+// domains in either form reach it.
 type DirectoryConfig struct {
 	// Domains are the domains this MX accepts mail for.
 	Domains []string
@@ -92,7 +98,10 @@ func NewDirectory(cfg DirectoryConfig) (*Directory, error) {
 		return nil, configErr("domains", "at least one domain is required")
 	}
 	for _, raw := range cfg.Domains {
-		dom := normalize(raw)
+		dom, err := normalizeDomain(raw)
+		if err != nil {
+			return nil, configErr("domains", "%q is not a valid internationalized domain name: %v", raw, err)
+		}
 		if !validDomain(dom) {
 			return nil, configErr("domains", "%q is not a valid domain name", raw)
 		}
@@ -149,14 +158,14 @@ func NewDirectory(cfg DirectoryConfig) (*Directory, error) {
 		}
 		norm := make([]string, len(targets))
 		for i, t := range targets {
-			norm[i] = normalize(t)
+			norm[i] = normalizeAddr(t)
 		}
 		b.aliases[key] = norm
 	}
 
 	// RFC 5321 4.5.1: postmaster@<every domain> must work. Unless configured
 	// explicitly, it is an alias of Postmaster.
-	pm := normalize(cfg.Postmaster)
+	pm := normalizeAddr(cfg.Postmaster)
 	if pm == "" {
 		return nil, configErr("postmaster", "is required (RFC 5321 4.5.1)")
 	}
@@ -181,12 +190,17 @@ func NewDirectory(cfg DirectoryConfig) (*Directory, error) {
 		d.addrs[key] = boxes
 	}
 
+	catchAlls := make(map[string]struct{}, len(cfg.CatchAll))
 	for _, raw := range slices.Sorted(maps.Keys(cfg.CatchAll)) {
-		dom := normalize(raw)
+		dom, _ := normalizeDomain(raw) // "" when invalid: not in domains
 		if _, ok := d.domains[dom]; !ok {
 			return nil, configErr("catch_all", "domain %q is not in domains", raw)
 		}
-		boxes, _, err := b.expand(normalize(cfg.CatchAll[raw]), 0)
+		if _, dup := catchAlls[dom]; dup {
+			return nil, configErr("catch_all", "domain %q is listed twice (in another form or case)", raw)
+		}
+		catchAlls[dom] = struct{}{}
+		boxes, _, err := b.expand(normalizeAddr(cfg.CatchAll[raw]), 0)
 		if err != nil {
 			return nil, &ConfigError{Key: "catch_all", Err: err}
 		}
@@ -247,11 +261,16 @@ func (b *builder) expand(addr string, depth int) ([]int32, int, error) {
 	return set.list, height, nil
 }
 
-// Check reports whether addr, a recipient as received ("local@domain", the
-// local part already unquoted, any case, possibly UTF-8) is deliverable:
-// nil, ErrUnknownUser or ErrNotLocal. The bare "postmaster" is accepted.
+// Check reports whether addr, a recipient as received (in the canonical
+// mailbox form of proto.Envelope, any case, possibly UTF-8) is
+// deliverable: nil, ErrUnknownUser or ErrNotLocal. The bare "postmaster"
+// is accepted. A quoted local part ("john doe"@d) can only reach d's
+// catch-all: configured names are dot-atoms, which proto never quotes. A
+// domain with non-ASCII octets is mapped to its A-labels (IDNA, UTS #46
+// lookup profile) first; one that does not map is ErrNotLocal.
 //
-// Check runs on the event loop for every RCPT and does not allocate.
+// Check runs on the event loop for every RCPT and does not allocate for an
+// ASCII domain (IDNA mapping a U-label domain does).
 func (d *Directory) Check(addr []byte) error {
 	_, err := d.lookup(addr)
 	return err
@@ -279,10 +298,30 @@ func (d *Directory) lookup(addr []byte) ([]int32, error) {
 	// ASCII, and other bytes must match exactly (they never do).
 	var buf [keyBytes]byte
 	dom := len(buf) - len(domain)
-	lowerInto(buf[dom:], domain)
+	if isASCII(domain) {
+		lowerInto(buf[dom:], domain)
+	} else {
+		// A U-label domain: its A-labels, as configured domains are
+		// stored. The Lookup profile maps case and compatibility forms
+		// as resolvers do (nontransitional: ß stays ß).
+		a, err := idna.Lookup.ToASCII(string(domain))
+		if err != nil || len(a) == 0 || len(a) > maxDomainBytes {
+			return nil, ErrNotLocal
+		}
+		dom = len(buf) - len(a)
+		copy(buf[dom:], a)
+		lowerInto(buf[dom:], buf[dom:])
+	}
 	de, ok := d.domains[string(buf[dom:])]
 	if !ok {
 		return nil, ErrNotLocal
+	}
+	if len(local) > 0 && local[0] == '"' {
+		// A Quoted-string names no configured dot-atom.
+		if de.catchAll != nil {
+			return de.catchAll, nil
+		}
+		return nil, ErrUnknownUser
 	}
 	buf[dom-1] = '@'
 	room := dom - 1 // at least maxLocalBytes: longer local parts match nothing
@@ -408,7 +447,7 @@ func validAliasName(s string) bool {
 
 // splitConfigAddr splits a normalized configured address at its only '@'.
 func splitConfigAddr(raw string) (local, domain string, ok bool) {
-	local, domain, ok = strings.Cut(normalize(raw), "@")
+	local, domain, ok = strings.Cut(normalizeAddr(raw), "@")
 	if !ok || strings.IndexByte(domain, '@') >= 0 {
 		return "", "", false
 	}
@@ -417,6 +456,45 @@ func splitConfigAddr(raw string) (local, domain string, ok bool) {
 
 // normalize trims and lowercases a configured name.
 func normalize(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
+
+// normalizeDomain normalizes a configured domain, U-labels mapped to
+// A-labels with the IDNA registration profile: a configured name must
+// already be in its registrable form (lowercase aside), unlike a wire name,
+// which the lookup profile maps. Both give the same A-labels for such a
+// name, so the two sides meet.
+func normalizeDomain(s string) (string, error) {
+	s = normalize(s)
+	if isASCII([]byte(s)) {
+		return s, nil
+	}
+	return idna.Registration.ToASCII(s)
+}
+
+// normalizeAddr normalizes a configured address, its domain as
+// normalizeDomain does. A domain that does not convert is left as it is,
+// non-ASCII, so that it is in no domain and the address is refused.
+func normalizeAddr(s string) string {
+	s = normalize(s)
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return s
+	}
+	dom, err := normalizeDomain(s[at+1:])
+	if err != nil {
+		return s
+	}
+	return s[:at+1] + dom
+}
+
+// isASCII reports whether b is all ASCII.
+func isASCII(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
 
 func isLowerAlnum(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <= '9' }
 

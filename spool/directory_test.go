@@ -69,7 +69,14 @@ var checkTests = []struct {
 	{"", ErrUnknownUser},
 	{"jürgen@example.test", ErrUnknownUser},
 	{"jürgen@other.test", nil},
-	{"bob@example.test@example.test", ErrUnknownUser}, // quoted local part "bob@example.test"
+	{"bob@example.test@example.test", ErrUnknownUser}, // not canonical: would be quoted
+	// Quoted local parts (proto's canonical form) reach only a catch-all,
+	// even when the quoted string looks like a configured name.
+	{`"john doe"@example.test`, ErrUnknownUser},
+	{`"john doe"@other.test`, nil},
+	{`"bob@example.test"@example.test`, ErrUnknownUser},
+	{`"carol+x y"@other.test`, nil},
+	{`"bob"@example.test`, ErrUnknownUser},
 	// Domains not accepted.
 	{"bob@elsewhere.test", ErrNotLocal},
 	{"bob@example.test.", ErrNotLocal},
@@ -85,6 +92,87 @@ var checkTests = []struct {
 	{strings.Repeat("@", 1000), ErrNotLocal},
 }
 
+// idnChecks are for idnDirectoryConfig: domains configured in either form
+// are reached in either form, any case, and a domain that IDNA refuses is
+// not local.
+var idnChecks = []struct {
+	addr string
+	want error
+}{
+	{"bob@bücher.example", nil},
+	{"bob@BÜCHER.Example", nil},
+	{"bob@xn--bcher-kva.example", nil},
+	{"Bob@XN--BCHER-KVA.EXAMPLE", nil},
+	{"nobody@bücher.example", ErrUnknownUser},
+	{"anna@münchen.example", nil},
+	{"anna@xn--mnchen-3ya.example", nil},
+	{"anna@MÜNCHEN.example", nil},
+	{"whoever@münchen.example", nil}, // catch-all
+	{"sales@bücher.example", nil},
+	{"postmaster@bücher.example", nil},
+	{"bob@bücher.example.", ErrNotLocal},
+	{"bob@bucher.example", ErrNotLocal},
+	{"bob@xn--bcher-kva.example.test", ErrNotLocal},
+	{"bob@b\u00fccher\u200d.example", ErrNotLocal}, // ZWJ: CheckJoiners
+	{"bob@bü_cher.example", ErrNotLocal},           // STD3 rules
+	{"bob@\u202ebücher.example", ErrNotLocal},
+	{"bob@ü" + strings.Repeat("a", 80) + ".example", ErrNotLocal}, // label over 63
+	{"bob@example.test", nil},
+}
+
+// idnDirectoryConfig configures one domain by its U-labels and one by its
+// A-labels, with addresses written in the other form.
+func idnDirectoryConfig() DirectoryConfig {
+	return DirectoryConfig{
+		Domains:    []string{"Bücher.example", "xn--mnchen-3ya.example", "example.test"},
+		Postmaster: "bob@xn--bcher-kva.example",
+		Mailboxes:  []string{"bob@bücher.example", "anna@MÜNCHEN.example", "carol@example.test"},
+		Aliases: map[string][]string{
+			"sales@xn--bcher-kva.example": {"bob@BÜCHER.example", "anna@xn--mnchen-3ya.example"},
+			"bob@example.test":            {"bob@bücher.example"},
+		},
+		CatchAll: map[string]string{"münchen.example": "anna@münchen.example"},
+	}
+}
+
+func TestIDN(t *testing.T) {
+	d, err := NewDirectory(idnDirectoryConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range idnChecks {
+		if err := d.Check([]byte(tt.addr)); err != tt.want {
+			t.Errorf("Check(%.40q) = %v, want %v", tt.addr, err, tt.want)
+		}
+	}
+	// Mailboxes, and so Maildir directories, use the A-labels.
+	boxes, err := d.Resolve([]string{"sales@bücher.example", "x@MÜNCHEN.EXAMPLE", "bob@example.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range boxes {
+		got = append(got, b.String())
+		if !isASCII([]byte(b.Path("/m"))) {
+			t.Errorf("non-ASCII path %q", b.Path("/m"))
+		}
+	}
+	if want := []string{"bob@xn--bcher-kva.example", "anna@xn--mnchen-3ya.example"}; !slices.Equal(got, want) {
+		t.Errorf("Resolve = %q, want %q", got, want)
+	}
+	// The same domain in both forms is one domain.
+	cfg := idnDirectoryConfig()
+	cfg.CatchAll["xn--mnchen-3ya.example"] = "anna@münchen.example"
+	if _, err := NewDirectory(cfg); err == nil || !strings.HasPrefix(err.Error(), "catch_all: ") {
+		t.Errorf("catch-all listed in both forms: %v", err)
+	}
+	cfg = idnDirectoryConfig()
+	cfg.Mailboxes = append(cfg.Mailboxes, "bob@xn--bcher-kva.example") // a duplicate, ignored as before
+	if _, err := NewDirectory(cfg); err != nil {
+		t.Errorf("duplicate mailbox in the other form: %v", err)
+	}
+}
+
 func TestCheck(t *testing.T) {
 	d := testDirectory(t)
 	for _, tt := range checkTests {
@@ -94,10 +182,15 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// TestCheckDoesNotAllocate: a lookup with an ASCII domain, the common
+// case, allocates nothing. (Mapping a U-label domain with IDNA does.)
 func TestCheckDoesNotAllocate(t *testing.T) {
 	d := testDirectory(t)
-	for _, tt := range checkTests {
+	for _, tt := range append(checkTests, idnChecks...) {
 		addr := []byte(tt.addr)
+		if _, dom, _ := strings.Cut(tt.addr, "@"); !isASCII([]byte(dom)) {
+			continue
+		}
 		if n := testing.AllocsPerRun(100, func() { d.Check(addr) }); n != 0 {
 			t.Errorf("Check(%.40q) allocates %v times", tt.addr, n)
 		}
@@ -247,6 +340,11 @@ func TestNewDirectoryErrors(t *testing.T) {
 		{"dot dot", func(c *DirectoryConfig) { c.Domains = append(c.Domains, "..") }, "domains"},
 		{"slash", func(c *DirectoryConfig) { c.Domains = append(c.Domains, "a/b") }, "domains"},
 		{"long label", func(c *DirectoryConfig) { c.Domains = append(c.Domains, strings.Repeat("a", 64)+".test") }, "domains"},
+		{"bad U-label", func(c *DirectoryConfig) { c.Domains = append(c.Domains, "bü_cher.test") }, "domains"},
+		{"unmapped U-label", func(c *DirectoryConfig) { c.Domains = append(c.Domains, "ｂüｃｈｅｒ.test") }, "domains"},
+		{"joiner", func(c *DirectoryConfig) { c.Domains = append(c.Domains, "b\u00fccher\u200d.test") }, "domains"},
+		{"mailbox bad U-label", func(c *DirectoryConfig) { c.Mailboxes = append(c.Mailboxes, "bob@bü_cher.test") }, "mailboxes"},
+		{"catch-all twice", func(c *DirectoryConfig) { c.CatchAll["OTHER.test"] = "info@other.test" }, "catch_all"},
 
 		{"mailbox traversal", func(c *DirectoryConfig) { c.Mailboxes = append(c.Mailboxes, "../etc@example.test") }, "mailboxes"},
 		{"mailbox dot", func(c *DirectoryConfig) { c.Mailboxes = append(c.Mailboxes, ".@example.test") }, "mailboxes"},

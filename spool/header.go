@@ -65,20 +65,44 @@ func fieldName(line []byte) []byte {
 	return bytes.TrimRight(line[:i], " \t")
 }
 
+// unattachedField opens a header field of nanomx's own in front of a
+// message that starts with white space (see appendKept).
+var unattachedField = []byte("X-Nanomx-Unattached:")
+
 // appendKept appends to segs the parts of msg outside the cut spans, which
-// must be sorted and disjoint, skipping empty parts.
+// must be sorted and disjoint, skipping empty parts. segs ends with the
+// trace fields nanomx wrote.
+//
+// Client content must never extend a field nanomx wrote: a message whose
+// first line starts with SP or HTAB would otherwise be a continuation of
+// our Received field (RFC 5322 2.2.3), letting the client add to our trace
+// (a fake "from", a comment, a date). Such leading lines belong to no field
+// of the client's, and scanHeader counts and cuts nothing in them; they are
+// kept, every octet, as the value of a field of their own, named
+// unattachedField. Dropping them would lose data silently, and an empty
+// line would turn the client's whole header into body.
 func appendKept(segs [][]byte, msg []byte, cuts []span) [][]byte {
 	off := 0
 	for _, c := range cuts {
 		if c.start > off {
-			segs = append(segs, msg[off:c.start])
+			segs = appendSeg(segs, msg[off:c.start], off == 0)
 		}
 		off = c.end
 	}
 	if off < len(msg) {
-		segs = append(segs, msg[off:])
+		segs = appendSeg(segs, msg[off:], off == 0)
 	}
 	return segs
+}
+
+// appendSeg appends seg, opening unattachedField in front of it when it
+// is the first kept part and starts with white space. Only the first can:
+// a cut Return-Path field takes its continuation lines with it.
+func appendSeg(segs [][]byte, seg []byte, first bool) [][]byte {
+	if first && (seg[0] == ' ' || seg[0] == '\t') {
+		segs = append(segs, unattachedField)
+	}
+	return append(segs, seg)
 }
 
 // rfc5322Date is the RFC 5322 3.3 date-time layout with a numeric zone.
@@ -188,17 +212,25 @@ func appendComment(b []byte, s string, limit int) []byte {
 	return b
 }
 
-// appendPath appends addr, a mailbox as received with its local part
-// unquoted, in RFC 5321 4.1.2 form: the local part as a Dot-string when it
-// is one, else as a Quoted-string. UTF-8 is kept (RFC 6531 3.3); control
-// characters and invalid UTF-8 become '?'.
+// appendPath appends addr, a mailbox in the canonical form proto.Envelope
+// documents (the Mailbox of RFC 5321 4.1.2: local part a Dot-string, or a
+// Quoted-string escaping only '"' and '\\'; UTF-8 kept, RFC 6531 3.3).
+// Such an address is written verbatim. Anything else, which only a caller
+// bypassing proto can hand in, is rewritten defensively into that form: a
+// leading quoted string is decoded, the local part quoted again when it is
+// no Dot-string, and control characters, invalid UTF-8 and non-graphic
+// runes become '?'. Either way no CR, LF or other control reaches the
+// header, and neither an unquoted SP or '>' nor a lone quote.
 func appendPath(b []byte, addr string) []byte {
 	if addr == "" {
 		return b // the null reverse-path <>
 	}
-	local, domain := addr, ""
-	if at := strings.LastIndexByte(addr, '@'); at >= 0 {
-		local, domain = addr[:at], addr[at:]
+	local, domain, quoted := splitPath(addr)
+	if canonicalLocal(local, quoted) && safeDomain(domain) {
+		return append(b, addr...)
+	}
+	if quoted {
+		local = unquote(local)
 	}
 	if isDotString(local) {
 		b = append(b, local...)
@@ -213,12 +245,98 @@ func appendPath(b []byte, addr string) []byte {
 		b = append(b, '"')
 	}
 	for _, r := range sanitizeRunes(domain) {
-		if r == ' ' || r == '<' || r == '>' {
+		if r == ' ' || r == '<' || r == '>' || r == '"' || r == '\\' {
 			r = '?'
 		}
 		b = utf8.AppendRune(b, r)
 	}
 	return b
+}
+
+// splitPath splits addr into its local part and the rest ("@domain" or
+// ""). A local part starting with a quote ends at the matching quote, so
+// its '@' are not the separator; quoted is false when there is none.
+// Otherwise the local part ends at the last '@'.
+func splitPath(addr string) (local, domain string, quoted bool) {
+	if addr[0] == '"' {
+		for i := 1; i < len(addr); i++ {
+			switch addr[i] {
+			case '\\':
+				i++
+			case '"':
+				return addr[:i+1], addr[i+1:], true
+			}
+		}
+	}
+	if at := strings.LastIndexByte(addr, '@'); at >= 0 {
+		return addr[:at], addr[at:], false
+	}
+	return addr, "", false
+}
+
+// canonicalLocal reports a local part in canonical form: a Dot-string, or
+// a Quoted-string of printable ASCII and graphic UTF-8 whose only escapes
+// are \" and \\ and whose content is no Dot-string.
+func canonicalLocal(local string, quoted bool) bool {
+	if !quoted {
+		return isDotString(local)
+	}
+	q := local[1 : len(local)-1]
+	for i := 0; i < len(q); i++ {
+		switch c := q[i]; {
+		case c == '\\':
+			if i+1 == len(q) || q[i+1] != '"' && q[i+1] != '\\' {
+				return false
+			}
+			i++
+		case c == '"' || c < 0x20 || c == 0x7f:
+			return false
+		case c >= 0x80:
+			r, n := utf8.DecodeRuneInString(q[i:])
+			if r == utf8.RuneError || !unicode.IsGraphic(r) {
+				return false
+			}
+			i += n - 1
+		}
+	}
+	return !isDotString(q)
+}
+
+// unquote decodes a quoted string, quotes included: each quoted-pair
+// stands for its octet.
+func unquote(q string) string {
+	q = q[1 : len(q)-1]
+	if strings.IndexByte(q, '\\') < 0 {
+		return q
+	}
+	var sb strings.Builder
+	for i := 0; i < len(q); i++ {
+		if q[i] == '\\' && i+1 < len(q) {
+			i++
+		}
+		sb.WriteByte(q[i])
+	}
+	return sb.String()
+}
+
+// safeDomain reports "" or "@" and a domain or address literal of visible
+// ASCII and graphic UTF-8, without '<', '>', '"', '\\' or another '@'.
+func safeDomain(d string) bool {
+	if d == "" {
+		return true
+	}
+	if d[0] != '@' || len(d) == 1 {
+		return false
+	}
+	for _, r := range d[1:] {
+		switch {
+		case r == utf8.RuneError, r <= ' ', r == 0x7f, strings.ContainsRune("<>\"\\@", r):
+			return false
+		case r >= 0x80 && !unicode.IsGraphic(r):
+			return false
+		}
+	}
+	return true
 }
 
 // sanitizeRunes returns s's runes with control characters, invalid UTF-8

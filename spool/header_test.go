@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"net/mail"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -24,7 +25,15 @@ func TestScanHeader(t *testing.T) {
 		{"received: a\nRECEIVED : b\nX-Received: c\nReceivedX: d\n", 2, ""},
 		{"Received: x\r\n\r\nReceived: y\r\n", 1, ""},
 		{"\nReceived: body only\n", 0, ""},
-		{" leading continuation\nReceived: x\n\n", 1, ""},
+		// Leading white-space lines continue no field of the client's: they
+		// count and are cut as nothing, and are kept as a field of
+		// nanomx's own, so that they cannot continue our Received field.
+		{" leading continuation\nReceived: x\n\n", 1, "X-Nanomx-Unattached: leading continuation\nReceived: x\n\n"},
+		{" Received: a\n Return-Path: <x>\nReceived: b\n\n", 1, "X-Nanomx-Unattached: Received: a\n Return-Path: <x>\nReceived: b\n\n"},
+		{"\tcont\nReturn-Path: <a>\n more\nX: y\n\n", 0, "X-Nanomx-Unattached:\tcont\nX: y\n\n"},
+		{" \n\nbody\n", 0, "X-Nanomx-Unattached: \n\nbody\n"},
+		{"Return-Path: <a>\n\tmore\nX: y\n", 0, "X: y\n"},
+		{"\n body\n", 0, ""},
 		// Return-Path fields go, continuation lines included; other fields
 		// and the body stay.
 		{"Return-Path: <evil@x>\nSubject: x\n\nbody", 0, "Subject: x\n\nbody"},
@@ -122,6 +131,48 @@ func TestTraceHeader(t *testing.T) {
 	}
 }
 
+// TestTraceHeaderQuoted: a quoted local part from proto (john doe, sent as
+// <"john doe"@example.org>) shows exactly as sent in Return-Path and
+// "for", quoted once.
+func TestTraceHeaderQuoted(t *testing.T) {
+	m := testMessage()
+	m.From, m.Rcpts = `"john doe"@example.org`, []string{`"john doe"@example.org`}
+	h := string(traceHeader(m, "mx.example.test"))
+	if !strings.HasPrefix(h, "Return-Path: <\"john doe\"@example.org>\n") ||
+		!strings.Contains(h, "\n\tfor <\"john doe\"@example.org>;\n") {
+		t.Errorf("trace fields:\n%s", h)
+	}
+}
+
+// TestClientCannotExtendReceived builds the file's bytes as build does
+// (trace fields, then the client's message minus Return-Path) for messages
+// starting with white space, and parses the header: our Received field is
+// exactly what nanomx wrote, and the client's leading lines are the value
+// of X-Nanomx-Unattached.
+func TestClientCannotExtendReceived(t *testing.T) {
+	for _, body := range []string{
+		" from forged.example (by evil);\nSubject: hi\n\nbody\n",
+		"\t(comment)\n\tmore\nReturn-Path: <x@y>\nSubject: hi\n\nbody\n",
+	} {
+		m := testMessage()
+		trace := traceHeader(m, "mx.example.test")
+		_, cuts := scanHeader([]byte(body))
+		file := bytes.Join(appendKept([][]byte{trace}, []byte(body), cuts), nil)
+		msg, err := mail.ReadMessage(bytes.NewReader(file))
+		if err != nil {
+			t.Fatalf("%q: %v", body, err)
+		}
+		_, ours, _ := strings.Cut(strings.TrimSuffix(string(trace), "\n"), "\nReceived: ")
+		want := strings.ReplaceAll(ours, "\n\t", " ")
+		if got := msg.Header["Received"]; len(got) != 1 || got[0] != want {
+			t.Errorf("%q: Received %q, want %q", body, got, want)
+		}
+		if got := msg.Header.Get("X-Nanomx-Unattached"); got == "" || msg.Header.Get("Subject") != "hi" {
+			t.Errorf("%q: X-Nanomx-Unattached %q, header %v", body, got, msg.Header)
+		}
+	}
+}
+
 // TestTraceHeaderNeverBreaksOut throws control characters at every field
 // taken from the client: the result must stay exactly two fields.
 func TestTraceHeaderNeverBreaksOut(t *testing.T) {
@@ -161,6 +212,25 @@ func TestAppendPath(t *testing.T) {
 		{"user@x>y z", "user@x?y?z"},
 		{"@x.test", `""@x.test`},
 		{"a\u202eb@x.test", `"a?b"@x.test`},
+		// proto's canonical form (proto.Envelope) is written verbatim.
+		{`"john doe"@example.org`, `"john doe"@example.org`},
+		{`"a\"b\\c"@x.test`, `"a\"b\\c"@x.test`},
+		{`"a@b"@x.test`, `"a@b"@x.test`},
+		{`"a..b"@x.test`, `"a..b"@x.test`},
+		{`""@x.test`, `""@x.test`},
+		{`"δο κι"@παράδειγμα.δοκιμή`, `"δο κι"@παράδειγμα.δοκιμή`},
+		{`"post master"`, `"post master"`},
+		{"bob@[IPv6:2001:db8::1]", "bob@[IPv6:2001:db8::1]"},
+		// Other quoted forms are brought to it, never quoted twice.
+		{`"bob"@x.test`, "bob@x.test"},
+		{`"a\b"@x.test`, "ab@x.test"},
+		{`"john\ doe"@x.test`, `"john doe"@x.test`},
+		{"\"evil\r\n\"@x.test", `"evil??"@x.test`},
+		{"\"a\u202eb\"@x.test", `"a?b"@x.test`},
+		{"\"a\\\x01\"@x.test", `"a?"@x.test`},
+		{`"unterminated@x.test`, `"\"unterminated"@x.test`},
+		{`"a"@x y`, "a@x?y"},
+		{"\"a b\"@x\r\n.test", `"a b"@x??.test`},
 	}
 	for _, tt := range tests {
 		if got := string(appendPath(nil, tt.in)); got != tt.want {

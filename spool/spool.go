@@ -35,8 +35,11 @@ type Message struct {
 	// ID is the queue id, for logs and the Received header.
 	ID string
 	// From is the reverse-path without <>; "" for the null sender.
+	// Addresses are in the canonical mailbox form proto.Envelope
+	// documents (e.g. bob@example.org, "john doe"@example.org); the
+	// trace fields show them as they are.
 	From string
-	// Rcpts are the accepted forward-paths without <>.
+	// Rcpts are the accepted forward-paths without <>, in the same form.
 	Rcpts []string
 	// Directory, when set, is the address book Rcpts were accepted
 	// against (the server takes it at MAIL): they are resolved with it,
