@@ -60,7 +60,6 @@ type Server struct {
 	conns map[*conn]struct{}
 	perIP map[netip.Addr]int
 
-	debug       bool // the logger takes debug lines: build them
 	draining    atomic.Bool
 	tlsSessions atomic.Int64 // TLS slots taken (MaxTLSSessions)
 	idBase      string
@@ -166,8 +165,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.budget.Store(cfg.BodyBudgetBytes)
 	s.live.Store(lv)
-	s.debug = cfg.Log.GetLevel() <= zerolog.DebugLevel && zerolog.GlobalLevel() <= zerolog.DebugLevel
 	return s, nil
+}
+
+// debug reports whether debug lines would be written, so that callers
+// build them only then. It reads zerolog's global level (an atomic) each
+// time: a SIGHUP may change log_level while the server runs.
+func (s *Server) debug() bool {
+	return zerolog.GlobalLevel() <= zerolog.DebugLevel && s.log.GetLevel() <= zerolog.DebugLevel
 }
 
 // ListenError is a listen address that could not be bound: taken by
