@@ -97,6 +97,12 @@ func TestListenTakenBinary(t *testing.T) {
 	if _, err := os.Stat(stale); err != nil {
 		t.Errorf("the tmp/ file in flight was removed: %v", err)
 	}
+
+	// The development default does not claim "Listening on" first.
+	code, out, errOut = runBinary(t, dir, nil, binPath, "serve", "-listen", taken.Addr().String())
+	if code != exitError || !strings.Contains(out, want) || strings.Contains(errOut, "Listening on") {
+		t.Errorf("development default: exit %d\n%s%s", code, out, errOut)
+	}
 }
 
 // TestListenMalformedBinary: a port out of range is a configuration error

@@ -295,10 +295,6 @@ func runServer(l *loaded, args []string, log zerolog.Logger, stderr io.Writer) i
 	if !cfg.Fsync {
 		log.Warn().Msg("fsync is off: a 250 reply does not mean the message is on disk; use this only for benchmarks")
 	}
-	if l.Dev() {
-		printDevHint(stderr, &cfg)
-	}
-
 	source := l.Path
 	if l.Dev() {
 		source = "(development default)"
@@ -306,6 +302,11 @@ func runServer(l *loaded, args []string, log zerolog.Logger, stderr io.Writer) i
 	log.Info().Str("version", versionString()).Str("config", source).Msg("nanomx starting")
 	srv, err := server.New(cfg)
 	if err == nil {
+		if l.Dev() {
+			// Only now: it says "Listening on", and New has bound the
+			// addresses once.
+			printDevHint(stderr, &cfg)
+		}
 		go reloadOnHUP(ctx, hup, args, l, srv, log)
 		err = srv.Serve(ctx)
 	}
