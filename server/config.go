@@ -3,6 +3,8 @@ package server
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -191,6 +193,11 @@ func (c *Config) Validate() error {
 	bad := func(key, format string, args ...any) error {
 		return &ConfigError{Key: key, Err: fmt.Errorf(format, args...)}
 	}
+	for _, a := range c.Listen {
+		if err := checkListenAddr(a); err != nil {
+			return &ConfigError{Key: "listen", Err: err}
+		}
+	}
 	switch {
 	case c.Hostname == "":
 		return bad("hostname", "must not be empty")
@@ -252,6 +259,33 @@ func (c *Config) Validate() error {
 		return bad("max_tls_sessions", "must be at least 1")
 	case c.TLSHandshakeTimeout < time.Second:
 		return bad("tls_handshake_timeout", "must be at least 1s")
+	}
+	return nil
+}
+
+// checkListenAddr refuses a listen address that no bind could accept: one
+// without a port, or whose port is not a number from 1 to 65535 (port 0
+// would pick a random port, which no MX record can name). The host may be
+// empty (every address), an IP literal or a name.
+func checkListenAddr(a string) error {
+	_, port, err := net.SplitHostPort(a)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return fmt.Errorf("%q: %s (write host:port, an IPv6 address in brackets: \"[::]:25\")", a, ae.Err)
+		}
+		return fmt.Errorf("%q: %w", a, err)
+	}
+	if port == "" {
+		return fmt.Errorf("%q: missing port", a)
+	}
+	for i := 0; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
+			return fmt.Errorf("%q: port %q is not a number", a, port)
+		}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %s is out of range (1-65535)", a, port)
 	}
 	return nil
 }

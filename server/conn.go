@@ -153,7 +153,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	lv.dialect.InitSession(&c.sess, c)
 	gc.SetContext(c)
 	s.stats.Accepted.Add(1)
-	if s.debug {
+	if s.debug() {
 		c.log().Debug().Msg("connection opened")
 	}
 	if d := lv.cfg.GreetingDelay; d > 0 {
@@ -325,7 +325,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 // takes and keeps the rest.
 func (c *conn) flush(gc gnet.Conn) {
 	if out := c.sess.Output(); len(out) > 0 {
-		if c.srv.debug {
+		if c.srv.debug() {
 			c.log().Debug().Bytes("out", out).Msg("reply")
 		}
 		_, _ = gc.Write(out)

@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -59,7 +60,6 @@ type Server struct {
 	conns map[*conn]struct{}
 	perIP map[netip.Addr]*ipState
 
-	debug       bool // the logger takes debug lines: build them
 	draining    atomic.Bool
 	tlsSessions atomic.Int64 // TLS slots taken (MaxTLSSessions)
 	idBase      string
@@ -115,10 +115,16 @@ func newDirectory(cfg Config) (*spool.Directory, error) {
 	return d, err
 }
 
-// New builds a server from cfg: it validates it, opens the spool (which
-// cleans stale tmp/ files) and prepares the SMTP dialect.
+// New builds a server from cfg: it validates it, checks that every listen
+// address can be bound, opens the spool (which cleans stale tmp/ files) and
+// prepares the SMTP dialect. A listen address that cannot be bound is a
+// *ListenError, returned before the spool is touched: a second nanomx on a
+// taken port must not clean the running one's tmp/ files.
 func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := probeListen(cfg.Listen); err != nil {
 		return nil, err
 	}
 	dir, err := newDirectory(cfg)
@@ -166,8 +172,75 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.budget.Store(cfg.BodyBudgetBytes)
 	s.live.Store(lv)
-	s.debug = cfg.Log.GetLevel() <= zerolog.DebugLevel && zerolog.GlobalLevel() <= zerolog.DebugLevel
 	return s, nil
+}
+
+// debug reports whether debug lines would be written, so that callers
+// build them only then. It reads zerolog's global level (an atomic) each
+// time: a SIGHUP may change log_level while the server runs.
+func (s *Server) debug() bool {
+	return zerolog.GlobalLevel() <= zerolog.DebugLevel && s.log.GetLevel() <= zerolog.DebugLevel
+}
+
+// ListenError is a listen address that could not be bound: taken by
+// another process, a port below 1024 without the privilege, an address
+// this host does not have, or a name that does not resolve. Err is the
+// cause, a syscall.Errno when the system refused the bind.
+type ListenError struct {
+	Addr string
+	Err  error
+}
+
+func (e *ListenError) Error() string {
+	msg := "listen " + e.Addr + ": " + e.Err.Error()
+	if errors.Is(e.Err, syscall.EACCES) {
+		msg += " (a port below 1024 needs root or CAP_NET_BIND_SERVICE)"
+	}
+	return msg
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// probeListen binds every address as gnet will (same network, so IPv6
+// literals are IPv6-only; SO_REUSEADDR, which Go sets on every listener,
+// like gnet.WithReuseAddr) and closes them all again. They are held
+// together so that two addresses that overlap fail as they would in gnet.
+// gnet itself cannot report this well: v2.9.7 reports a failed bind as the
+// error of the socket option it sets afterwards.
+func probeListen(addrs []string) error {
+	lns := make([]net.Listener, 0, len(addrs))
+	defer func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}()
+	for _, a := range addrs {
+		u, err := listenURL(a)
+		if err != nil {
+			return &ConfigError{Key: "listen", Err: err}
+		}
+		network, addr, _ := strings.Cut(u, "://")
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			return &ListenError{Addr: a, Err: listenCause(err)}
+		}
+		lns = append(lns, ln)
+	}
+	return nil
+}
+
+// listenCause strips what net.Listen wraps around the reason ("listen tcp4
+// 127.0.0.1:25: bind: "), keeping the errno or the resolver's error.
+func listenCause(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
 }
 
 // live is one generation of reloadable settings.
@@ -287,14 +360,18 @@ func (s *Server) Serve(ctx context.Context) error {
 			gnet.WithReuseAddr(true),
 			gnet.WithReadBufferCap(64<<10),
 			gnet.WithTicker(true),
-			gnet.WithTCPKeepAlive(2*time.Minute),
+			// No gnet.WithTCPKeepAlive: gnet v2.9.7 then hides a failed
+			// bind behind the keep-alive setsockopt's error. Keep-alive is
+			// set per connection in OnOpen instead.
 			gnet.WithLogger(gnetLogger{s.log}),
 		)
 	}()
 	select {
 	case err := <-errc:
+		// New bound every address a moment ago; another process took one
+		// since, or gnet failed otherwise.
 		_ = s.spool.Close()
-		return fmt.Errorf("listen %v: %w", s.cfg.Listen, err)
+		return fmt.Errorf("listen %s: %w", strings.Join(s.cfg.Listen, ", "), listenCause(err))
 	case <-s.booted:
 	}
 	s.log.Info().Strs("listen", s.cfg.Listen).Str("hostname", s.cfg.Hostname).
@@ -457,11 +534,13 @@ func idBase(t time.Time) string {
 	return b
 }
 
-// gnetLogger sends gnet's own log lines to zerolog.
+// gnetLogger sends gnet's own log lines to zerolog. gnet's Info lines
+// (its start-up banner) go to Debug: "nanomx ready" says the same for
+// operators.
 type gnetLogger struct{ l zerolog.Logger }
 
 func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug().Str("from", "gnet").Msgf(f, a...) }
-func (g gnetLogger) Infof(f string, a ...any)  { g.l.Info().Str("from", "gnet").Msgf(f, a...) }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug().Str("from", "gnet").Msgf(f, a...) }
 func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn().Str("from", "gnet").Msgf(f, a...) }
 func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error().Str("from", "gnet").Msgf(f, a...) }
 func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Fatal().Str("from", "gnet").Msgf(f, a...) }

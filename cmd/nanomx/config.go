@@ -38,10 +38,13 @@ type fileConfig struct {
 	MaxLineLength       *int              `toml:"max_line_length"`
 	MaxAddressAllowance *int              `toml:"max_address_allowance"`
 	MaxBadCommands      *int              `toml:"max_bad_commands"`
+	MaxJunkCommands     *int              `toml:"max_junk_commands"`
 	MaxConnections      *int              `toml:"max_connections"`
 	MaxConnectionsPerIP *int              `toml:"max_connections_per_ip"`
-	MaxPendingInput     any               `toml:"max_pending_input"` // size
-	BodyBudget          any               `toml:"body_budget"`       // size
+	MaxPendingInput     any               `toml:"max_pending_input"`  // size
+	BodyBudget          any               `toml:"body_budget"`        // size
+	BodyBudgetPerIP     any               `toml:"body_budget_per_ip"` // size
+	SpillThreshold      any               `toml:"spill_threshold"`    // size
 	BareNewline         *string           `toml:"bare_newline"`
 	Workers             *int              `toml:"workers"`
 	QueueLength         *int              `toml:"queue_length"`
@@ -49,6 +52,7 @@ type fileConfig struct {
 	GroupCommit         *bool             `toml:"group_commit"`
 	CommandTimeout      *string           `toml:"command_timeout"` // duration
 	DataTimeout         *string           `toml:"data_timeout"`
+	MinDataRate         *int64            `toml:"min_data_rate"` // bytes per second
 	SessionTimeout      *string           `toml:"session_timeout"`
 	ShutdownTimeout     *string           `toml:"shutdown_timeout"`
 	GreetingDelay       *string           `toml:"greeting_delay"`
@@ -257,6 +261,7 @@ func apply(fc *fileConfig, cfg *server.Config, l *loaded) error {
 	setInt(&cfg.MaxLineBytes, fc.MaxLineLength)
 	setInt(&cfg.MaxAddressAllowance, fc.MaxAddressAllowance)
 	setInt(&cfg.MaxBadCommands, fc.MaxBadCommands)
+	setInt(&cfg.MaxJunkCommands, fc.MaxJunkCommands)
 	setInt(&cfg.MaxConnections, fc.MaxConnections)
 	setInt(&cfg.MaxConnectionsPerIP, fc.MaxConnectionsPerIP)
 	if fc.MaxPendingInput != nil {
@@ -270,6 +275,8 @@ func apply(fc *fileConfig, cfg *server.Config, l *loaded) error {
 		}
 	}
 	setSize("body_budget", &cfg.BodyBudgetBytes, fc.BodyBudget)
+	setSize("body_budget_per_ip", &cfg.BodyBudgetPerIP, fc.BodyBudgetPerIP)
+	setSize("spill_threshold", &cfg.SpillThreshold, fc.SpillThreshold)
 	setStr(&cfg.BareNewline, fc.BareNewline)
 
 	setInt(&cfg.Workers, fc.Workers)
@@ -283,6 +290,9 @@ func apply(fc *fileConfig, cfg *server.Config, l *loaded) error {
 
 	setDuration("command_timeout", &cfg.CommandTimeout, fc.CommandTimeout)
 	setDuration("data_timeout", &cfg.DataTimeout, fc.DataTimeout)
+	if fc.MinDataRate != nil {
+		cfg.MinDataRate = *fc.MinDataRate
+	}
 	setDuration("session_timeout", &cfg.SessionTimeout, fc.SessionTimeout)
 	setDuration("shutdown_timeout", &cfg.ShutdownTimeout, fc.ShutdownTimeout)
 	setDuration("greeting_delay", &cfg.GreetingDelay, fc.GreetingDelay)

@@ -67,10 +67,13 @@ max_recipients = 50
 max_line_length = 1000
 max_address_allowance = 256
 max_bad_commands = 5
+max_junk_commands = 30
 max_connections = 100
 max_connections_per_ip = 4
 max_pending_input = "128KiB"
 body_budget = 134217728
+body_budget_per_ip = "16MiB"
+spill_threshold = "1MiB"
 bare_newline = "normalize"
 workers = 2
 queue_length = 16
@@ -78,6 +81,7 @@ fsync = false
 group_commit = false
 command_timeout = "1m"
 data_timeout = "2m30s"
+min_data_rate = 1000
 session_timeout = "1h"
 shutdown_timeout = "5s"
 greeting_delay = "2s"
@@ -123,10 +127,13 @@ func TestEveryKey(t *testing.T) {
 	want.MaxLineBytes = 1000
 	want.MaxAddressAllowance = 256
 	want.MaxBadCommands = 5
+	want.MaxJunkCommands = 30
 	want.MaxConnections = 100
 	want.MaxConnectionsPerIP = 4
 	want.MaxPendingInput = 128 << 10
 	want.BodyBudgetBytes = 128 << 20
+	want.BodyBudgetPerIP = 16 << 20
+	want.SpillThreshold = 1 << 20
 	want.BareNewline = server.BareNewlineNormalize
 	want.Workers = 2
 	want.QueueLength = 16
@@ -134,6 +141,7 @@ func TestEveryKey(t *testing.T) {
 	want.GroupCommit = false
 	want.CommandTimeout = time.Minute
 	want.DataTimeout = 150 * time.Second
+	want.MinDataRate = 1000
 	want.SessionTimeout = time.Hour
 	want.ShutdownTimeout = 5 * time.Second
 	want.GreetingDelay = 2 * time.Second
@@ -658,5 +666,72 @@ func TestREADMEDocumentsEveryKey(t *testing.T) {
 		if !strings.Contains(string(readme), "| `"+key+"` |") {
 			t.Errorf("README.md has no table row for %q", key)
 		}
+	}
+}
+
+// TestHardeningKeys covers the limits added for Hardening II: how each is
+// read, and the errors server.Validate gives, located at their line.
+func TestHardeningKeys(t *testing.T) {
+	l, _, err := loadDoc(t, "max_junk_commands = 7\nbody_budget_per_ip = 8388608\nspill_threshold = \"512KiB\"\nmin_data_rate = 0\ndata_timeout = \"90s\"\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := l.Config
+	if c.MaxJunkCommands != 7 || c.BodyBudgetPerIP != 8<<20 || c.SpillThreshold != 512<<10 || c.MinDataRate != 0 || c.DataTimeout != 90*time.Second {
+		t.Errorf("junk %d, per IP %d, spill %d, rate %d, data timeout %v", c.MaxJunkCommands, c.BodyBudgetPerIP, c.SpillThreshold, c.MinDataRate, c.DataTimeout)
+	}
+
+	for _, tc := range []struct{ doc, err string }{
+		// body_budget must hold one whole message.
+		{"max_message_size = \"10MiB\"\n\nbody_budget = \"5MiB\"\n", "config F:3: body_budget: must be at least max_message_size (10485760 bytes)"},
+		{"body_budget = \"16MiB\"\n", "config F:1: body_budget: must be at least max_message_size (26214400 bytes)"},
+		// body_budget_per_ip: from 1 MiB up to body_budget.
+		{"workers = 2\nbody_budget_per_ip = \"512KiB\"\n", "config F:2: body_budget_per_ip: must be between 1 MiB and body_budget"},
+		{"body_budget = \"64MiB\"\nbody_budget_per_ip = \"128MiB\"\n", "config F:2: body_budget_per_ip: must be between 1 MiB and body_budget"},
+		// spill_threshold: from 64 KiB up to a quarter of the per-IP share.
+		{"spill_threshold = \"16KiB\"\n", "config F:1: spill_threshold: must be between 64 KiB and a quarter of body_budget_per_ip"},
+		{"body_budget_per_ip = \"4MiB\"\n\n\nspill_threshold = \"2MiB\"\n", "config F:4: spill_threshold: must be between 64 KiB and a quarter of body_budget_per_ip"},
+		// The counters and the rate.
+		{"\nmax_junk_commands = 0\n", "config F:2: max_junk_commands: must be at least 1"},
+		{"min_data_rate = -1\n", "config F:1: min_data_rate: must not be negative"},
+	} {
+		// postmaster, which Validate checks first, goes last.
+		l, path, err := loadDoc(t, tc.doc+"postmaster = \"a@example.test\"\n")
+		if err != nil {
+			t.Errorf("%q: %v", tc.doc, err)
+			continue
+		}
+		wantErr(t, l.explain(l.Config.Validate()), strings.ReplaceAll(tc.err, "F", path))
+	}
+
+	// Shapes go-toml refuses, at their line.
+	for _, tc := range []struct{ doc, err string }{
+		{"\nmin_data_rate = \"500B\"\n", "config F:2: min_data_rate: wants an integer, not a string"},
+		{"max_junk_commands = \"many\"\n", "config F:1: max_junk_commands: wants an integer, not a string"},
+		{"spill_threshold = \"lots\"\n", `config F:1: spill_threshold: "lots" is not a size: want bytes, or a whole number with B, KB, MB, GB, KiB, MiB or GiB`},
+		{"body_budget_per_ip = -5\n", "config F:1: body_budget_per_ip: must not be negative"},
+	} {
+		_, path, err := loadDoc(t, tc.doc)
+		wantErr(t, err, strings.ReplaceAll(tc.err, "F", path))
+	}
+}
+
+// TestListenKey: a malformed listen address is a configuration error at
+// its line or flag, from server.Check, before anything is bound.
+func TestListenKey(t *testing.T) {
+	for _, tc := range []struct{ doc, flag, err string }{
+		{"postmaster = \"a@localhost\"\nlisten = [\"127.0.0.1:99999\"]\n", "", `config F:2: listen: "127.0.0.1:99999": port 99999 is out of range (1-65535)`},
+		{"postmaster = \"a@localhost\"\n\nlisten = [\"0.0.0.0:25\", \"[::]\"]\n", "", `config F:3: listen: "[::]": missing port in address (write host:port, an IPv6 address in brackets: "[::]:25")`},
+		{"postmaster = \"a@localhost\"\nlisten = [\"0.0.0.0:25\"]\n", "127.0.0.1:", `flag -listen: listen: "127.0.0.1:": missing port`},
+	} {
+		var flags []string
+		if tc.flag != "" {
+			flags = []string{"-listen", tc.flag}
+		}
+		l, path, err := loadDoc(t, tc.doc, flags...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantErr(t, l.explain(server.Check(l.Config)), strings.ReplaceAll(tc.err, "F", path))
 	}
 }

@@ -23,6 +23,9 @@ func TestRun(t *testing.T) {
 		{[]string{"serve", "-h"}, exitOK, "", "Usage: nanomx serve"},
 		{[]string{"serve", "-pprof", "0.0.0.0:1"}, exitUsage, "", "nanomx: flag -pprof: pprof:"},
 		{[]string{"serve", "-config", "/nonexistent/nanomx.toml"}, exitUsage, "", "nanomx: config: open /nonexistent/nanomx.toml"},
+		// A malformed listen address is a configuration error.
+		{[]string{"serve", "-listen", "127.0.0.1:99999"}, exitUsage, "", `nanomx: flag -listen: listen: "127.0.0.1:99999": port 99999 is out of range (1-65535)`},
+		{[]string{"serve", "-listen", "127.0.0.1"}, exitUsage, "", `nanomx: flag -listen: listen: "127.0.0.1": missing port in address`},
 	} {
 		var out, errOut strings.Builder
 		code := run(tc.args, &out, &errOut)

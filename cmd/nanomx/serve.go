@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -12,13 +13,16 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/term"
 
 	"github.com/nanomx/nanomx/server"
+	"github.com/nanomx/nanomx/server/logsink"
 )
 
 // serveFlags are the flags of "nanomx serve". Each one but -config
@@ -103,10 +107,8 @@ func newServeFlags(out io.Writer) *serveFlags {
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: nanomx serve [-config FILE] [flags]
 
-Runs the MX until SIGTERM or SIGINT, then stops accepting, finishes the
-messages in flight and exits 0. SIGHUP reloads the config file without
-dropping connections (listen, maildir_root, hostname, workers, fsync and
-event_loops need a restart).
+`+wrap(72, "Runs the MX until SIGTERM or SIGINT, then stops accepting, finishes the messages in flight and exits 0. SIGHUP reloads the config file without dropping connections; "+
+			joinKeys(restartOnlyKeys(), "")+" need a restart, and a file that changes them is refused whole.")+`
 
 Without -config it runs the development default: 127.0.0.1:2525, domain
 localhost, every address delivered to ./mail/localhost/catchall/.
@@ -236,7 +238,25 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	log := newLogger(stdout, l.LogFormat, l.LogLevel)
+	// Log lines go through a bounded buffer that one goroutine writes to
+	// stdout: a stuck stdout (journald, a paused terminal) must not stop
+	// the event loops that log. Closing it writes the last lines out.
+	color := isTerminal(stdout)
+	sink := logsink.New(stdout, logsink.DefaultMax, dropNotice(l.LogFormat, color))
+	code := runServer(l, args, newLogger(sink, l.LogFormat, l.LogLevel, color), stderr)
+	if err := sink.Close(logCloseTimeout); err != nil {
+		fmt.Fprintf(stderr, "nanomx: %v (%d lines dropped in all)\n", err, sink.Dropped())
+	}
+	return code
+}
+
+// logCloseTimeout bounds the wait for stdout to take the last log lines
+// on exit.
+const logCloseTimeout = 5 * time.Second
+
+// runServer starts the server l describes and serves until a signal; serve has
+// checked l. It returns the exit code.
+func runServer(l *loaded, args []string, log zerolog.Logger, stderr io.Writer) int {
 	cfg := l.Config
 	cfg.Log = log
 	// cmd serves pprof itself (below); the server is not to bind it too.
@@ -275,10 +295,6 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if !cfg.Fsync {
 		log.Warn().Msg("fsync is off: a 250 reply does not mean the message is on disk; use this only for benchmarks")
 	}
-	if l.Dev() {
-		printDevHint(stderr, &cfg)
-	}
-
 	source := l.Path
 	if l.Dev() {
 		source = "(development default)"
@@ -286,7 +302,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	log.Info().Str("version", versionString()).Str("config", source).Msg("nanomx starting")
 	srv, err := server.New(cfg)
 	if err == nil {
-		go reloadOnHUP(ctx, hup, args, srv, log)
+		if l.Dev() {
+			// Only now: it says "Listening on", and New has bound the
+			// addresses once.
+			printDevHint(stderr, &cfg)
+		}
+		go reloadOnHUP(ctx, hup, args, l, srv, log)
 		err = srv.Serve(ctx)
 	}
 	if err != nil {
@@ -305,20 +326,131 @@ func printErr(w io.Writer, err error) {
 }
 
 // newLogger builds the process logger and sets zerolog's global level.
-func newLogger(w io.Writer, format string, level zerolog.Level) zerolog.Logger {
+func newLogger(w io.Writer, format string, level zerolog.Level, color bool) zerolog.Logger {
 	zerolog.SetGlobalLevel(level)
 	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
+	return formatLogger(w, format, color)
+}
+
+// formatLogger is a logger writing lines in format to w, with timestamps.
+// The console format is coloured only when color is set: escape codes in
+// a file or the journal are noise.
+func formatLogger(w io.Writer, format string, color bool) zerolog.Logger {
 	if format == logConsole {
-		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000"}
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05.000", NoColor: !color}
 	}
 	return zerolog.New(w).With().Timestamp().Logger()
+}
+
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// dropNotice formats the line logsink writes where lines were dropped, in
+// the log's own format: a warning that is written whatever log_level is.
+func dropNotice(format string, color bool) func(n uint64) []byte {
+	return func(n uint64) []byte {
+		var b bytes.Buffer
+		lg := formatLogger(&b, format, color)
+		lg.Log().Str(zerolog.LevelFieldName, zerolog.LevelWarnValue).Uint64("dropped", n).
+			Msgf("%d log lines dropped: standard output did not keep up", n)
+		return b.Bytes()
+	}
+}
+
+// restartOnly lists the keys a SIGHUP cannot change, with how to read each
+// from a loaded configuration. A reload that changes one is refused whole:
+// cmd checks them all before handing the file to server.Reload, which
+// refuses the server's own again. "nanomx help serve" and README.md list
+// these keys (TestRestartOnlyKeys keeps them in step, and with
+// server.Reload).
+var restartOnly = []struct {
+	key   string
+	value func(l *loaded) any
+}{
+	{"listen", func(l *loaded) any { return l.Config.Listen }},
+	{"maildir_root", func(l *loaded) any { return l.Config.MaildirRoot }},
+	{"hostname", func(l *loaded) any { return l.Config.Hostname }},
+	{"workers", func(l *loaded) any { return l.Config.Workers }},
+	{"queue_length", func(l *loaded) any { return l.Config.QueueLength }},
+	{"fsync", func(l *loaded) any { return l.Config.Fsync }},
+	{"group_commit", func(l *loaded) any { return l.Config.GroupCommit }},
+	{"event_loops", func(l *loaded) any { return l.Config.EventLoops }},
+	// cmd's own: the log's format and the pprof listener are set up once.
+	{"log_format", func(l *loaded) any { return l.LogFormat }},
+	{"pprof", func(l *loaded) any { return l.Config.PprofAddr }},
+}
+
+// restartOnlyKeys returns the keys of restartOnly.
+func restartOnlyKeys() []string {
+	keys := make([]string, len(restartOnly))
+	for i, r := range restartOnly {
+		keys[i] = r.key
+	}
+	return keys
+}
+
+// joinKeys writes keys as "a, b and c", each between quote and quote.
+func joinKeys(keys []string, quote string) string {
+	q := make([]string, len(keys))
+	for i, k := range keys {
+		q[i] = quote + k + quote
+	}
+	if len(q) < 2 {
+		return strings.Join(q, "")
+	}
+	return strings.Join(q[:len(q)-1], ", ") + " and " + q[len(q)-1]
+}
+
+// wrap breaks text into lines of at most width columns at spaces.
+func wrap(width int, text string) string {
+	var b strings.Builder
+	n := 0
+	for _, w := range strings.Fields(text) {
+		switch {
+		case n == 0:
+		case n+1+len(w) > width:
+			b.WriteByte('\n')
+			n = 0
+		default:
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(w)
+		n += len(w)
+	}
+	return b.String()
+}
+
+// reloader is what a reload needs of the running server.
+type reloader interface {
+	Reload(cfg server.Config) error
+}
+
+// reload applies next, read again on SIGHUP, to the server running with
+// running, or refuses it whole: a restart-only key that changed, or
+// anything server.Reload refuses. On success log_level applies at once.
+// Errors are located.
+func reload(running, next *loaded, srv reloader) error {
+	for _, r := range restartOnly {
+		if !reflect.DeepEqual(r.value(running), r.value(next)) {
+			return next.explain(&server.ConfigError{Key: r.key, Err: errors.New("cannot change without a restart")})
+		}
+	}
+	if err := srv.Reload(next.Config); err != nil {
+		return next.explain(err)
+	}
+	zerolog.SetGlobalLevel(next.LogLevel)
+	return nil
 }
 
 // reloadOnHUP answers SIGHUP (systemctl reload): it reads the config file
 // again (with the same flags on top) and hands it to the running server,
 // which applies it without dropping connections or refuses it whole, in
 // which case the old settings stay and the log says why.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, args []string, srv *server.Server, log zerolog.Logger) {
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, args []string, running *loaded, srv *server.Server, log zerolog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -327,7 +459,7 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, args []string, srv *
 		}
 		l, err := parseServe(args, io.Discard)
 		if err == nil {
-			err = l.explain(srv.Reload(l.Config))
+			err = reload(running, l, srv)
 		}
 		switch {
 		case err != nil:
@@ -335,7 +467,7 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, args []string, srv *
 		case l.Dev():
 			log.Info().Msg("SIGHUP: development default reloaded")
 		default:
-			log.Info().Str("config", l.Path).Msg("SIGHUP: configuration reloaded")
+			log.Info().Str("config", l.Path).Str("log_level", l.LogLevel.String()).Msg("SIGHUP: configuration reloaded")
 		}
 	}
 }
