@@ -311,6 +311,16 @@ func TestVerifyMaildir(t *testing.T) {
 		t.Errorf("summary: %v\n%s", err, buf.String())
 	}
 
+	// A Maildir the server never made holds nothing: lost, if acked.
+	none, err := VerifyMaildir(filepath.Join(dir, "none"), "rtest", []int64{1}, nil)
+	if err != nil || none.Files != 0 || none.Lost != 1 {
+		t.Errorf("missing Maildir: %+v, %v", none, err)
+	}
+	none, err = VerifyMaildir(filepath.Join(dir, "none"), "rtest", nil, nil)
+	if err != nil || !none.OK() {
+		t.Errorf("missing Maildir, nothing acked: %+v, %v", none, err)
+	}
+
 	// The same messages under another run id are not this run's.
 	other, err := VerifyMaildir(dir, "rother", res.Acked, nil)
 	if err != nil || other.Lost != 9 || other.Unacked != 0 {

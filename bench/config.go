@@ -98,10 +98,13 @@ type Config struct {
 	// taking them (UnreadStall without progress), UnreadFor passed or the
 	// server's RSS passed RSSLimit; then it reads what the server sent,
 	// and is closed before the load starts.
-	Unread        int           `json:"unread,omitempty"`
-	UnreadBytes   int64         `json:"unread_bytes,omitempty"`
-	UnreadCommand string        `json:"unread_command,omitempty"`
-	UnreadFor     time.Duration `json:"unread_for,omitempty"`
+	Unread        int    `json:"unread,omitempty"`
+	UnreadBytes   int64  `json:"unread_bytes,omitempty"`
+	UnreadCommand string `json:"unread_command,omitempty"`
+	// UnreadFirst, when set, is a command line sent once before them, in
+	// the same stream ("MAIL FROM:<>" before a flood of RCPTs).
+	UnreadFirst string        `json:"unread_first,omitempty"`
+	UnreadFor   time.Duration `json:"unread_for,omitempty"`
 	// RSSLimit (bytes, 0 for none) stops the unread sessions' writing
 	// when the server's VmRSS (PID) passes it: a server with no bound on
 	// its output would otherwise take the machine's memory.
@@ -251,8 +254,8 @@ func (c Config) withDefaults() (Config, error) {
 	case c.SilentSource != "" && net.ParseIP(c.SilentSource) == nil:
 		bad("silent-source %q: not an IP address", c.SilentSource)
 	}
-	if strings.ContainsAny(c.UnreadCommand, "\r\n") {
-		bad("unread-command %q: one line, without CRLF", c.UnreadCommand)
+	if strings.ContainsAny(c.UnreadCommand+c.UnreadFirst, "\r\n") {
+		bad("unread-command %q, unread-first %q: one line each, without CRLF", c.UnreadCommand, c.UnreadFirst)
 	}
 	if c.Size.Bytes < 0 || (!c.Size.Mix && c.Size.Bytes > maxFixedSize) {
 		bad("size: must be from 1 byte to %d MiB", maxFixedSize>>20)

@@ -45,6 +45,16 @@ func TestUnread(t *testing.T) {
 		t.Errorf("the load after it delivered %d", res.Delivered)
 	}
 
+	// With a first command: it goes once, before the flood, and is not
+	// counted in it.
+	s = startFake(t, nil)
+	rcpt := "RCPT TO:<a@b.test>"
+	res = run(t, s, Config{Conns: 1, Count: 1, Unread: 1, UnreadBytes: 100 * int64(len(rcpt)+2), UnreadCommand: rcpt, UnreadFirst: "MAIL FROM:<>"})
+	u = res.Unread
+	if n := len(s.Rcpts()); n != 101 || u.Replies != 101 || u.BytesSent != 100*int64(len(rcpt)+2) {
+		t.Errorf("with a first command: %d RCPTs (want 100 + the load's), %d replies (want 101), %d bytes", n, u.Replies, u.BytesSent)
+	}
+
 	// The EHLO of the set-up is the first command: 499 NOOPs get 250,
 	// the 500th 421 and the close. The server has read all there was, so
 	// the close is orderly and the client reads it all.

@@ -75,8 +75,12 @@ func (r *Result) WriteText(w io.Writer) error {
 		}
 	}
 	if u := r.Unread; u != nil {
-		pf("unread      %d of %d opened, each to send %s of %q without reading; %s sent in %.1fs\n",
-			u.Opened, u.Requested, kib(u.BytesPerConn>>10), u.Command, kib(u.BytesSent>>10), u.WriteSeconds)
+		first := ""
+		if c.UnreadFirst != "" {
+			first = fmt.Sprintf(" after %q", c.UnreadFirst)
+		}
+		pf("unread      %d of %d opened, each to send %s of %q%s without reading; %s sent in %.1fs\n",
+			u.Opened, u.Requested, kib(u.BytesPerConn>>10), u.Command, first, kib(u.BytesSent>>10), u.WriteSeconds)
 		if u.PeakRSSKB > 0 {
 			pf("  server RSS %s before, peak %s (%+.1f MiB), %s after the writing",
 				kib(u.RSSBeforeKB), kib(u.PeakRSSKB), float64(u.GrowthKB)/1024, kib(u.RSSAfterKB))

@@ -95,6 +95,10 @@ func (r *runner) runUnread(ctx context.Context, proc *procWatch) *UnreadReport {
 	cutOff := context.AfterFunc(ctx, func() { stopAll(unreadCutOff) })
 
 	chunk := bytes.Repeat(line, max(1, unreadChunk/len(line)))
+	var first []byte
+	if cfg.UnreadFirst != "" {
+		first = []byte(cfg.UnreadFirst + "\r\n")
+	}
 	start := time.Now()
 	var (
 		sent atomic.Int64
@@ -105,7 +109,7 @@ func (r *runner) runUnread(ctx context.Context, proc *procWatch) *UnreadReport {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			reason := flood(h.c, chunk, rep.BytesPerConn, unreadStall, stop, &sent)
+			reason := flood(h.c, first, chunk, rep.BytesPerConn, unreadStall, stop, &sent)
 			if reason == "" {
 				reason = *why.Load()
 			}
@@ -196,10 +200,11 @@ func watchRSS(pid int, limitKB int64, done <-chan struct{}, over func()) {
 	}
 }
 
-// flood writes total bytes of chunk's repeated content to c, never
-// reading. It returns why it stopped: "all sent", "stalled" (no progress
-// in stall), a write error's key, or "" when stop was closed.
-func flood(c net.Conn, chunk []byte, total int64, stall time.Duration, stop <-chan struct{}, sent *atomic.Int64) string {
+// flood writes first, then total bytes of chunk's repeated content to c,
+// never reading. It returns why it stopped: "all sent", "stalled" (no
+// progress in stall), a write error's key, or "" when stop was closed.
+// sent counts the flood's bytes, not first's.
+func flood(c net.Conn, first, chunk []byte, total int64, stall time.Duration, stop <-chan struct{}, sent *atomic.Int64) string {
 	stopped := func() bool {
 		select {
 		case <-stop:
@@ -214,7 +219,22 @@ func flood(c net.Conn, chunk []byte, total int64, stall time.Duration, stop <-ch
 		}
 		p := chunk[:min(int64(len(chunk)), left)]
 		_ = c.SetWriteDeadline(time.Now().Add(stall))
-		n, err := c.Write(p)
+		var n int
+		var err error
+		if first != nil {
+			// One writev: the first command goes with the flood's start.
+			bufs := net.Buffers{first, p}
+			var m int64
+			m, err = bufs.WriteTo(c)
+			n = max(int(m)-len(first), 0)
+			if m >= int64(len(first)) {
+				first = nil
+			} else {
+				first = first[m:]
+			}
+		} else {
+			n, err = c.Write(p)
+		}
 		sent.Add(int64(n))
 		left -= int64(n)
 		if err != nil {

@@ -70,6 +70,7 @@ func newBenchFlags(out io.Writer) *benchFlags {
 	fs.IntVar(&c.Unread, "unread", 0, "`n` sessions that, before the load, send -unread-bytes of -unread-command lines and read the replies only at the end")
 	fs.StringVar(&f.unreadBytes, "unread-bytes", "24MiB", "with -unread: `size` each session sends")
 	fs.StringVar(&c.UnreadCommand, "unread-command", bench.DefaultUnreadCmd, "with -unread: the command `line` repeated, without CRLF")
+	fs.StringVar(&c.UnreadFirst, "unread-first", "", "with -unread: a command `line` sent once before them, e.g. \"MAIL FROM:<>\"")
 	fs.DurationVar(&c.UnreadFor, "unread-for", bench.DefaultUnreadFor, "with -unread: bound on the writing, and on the reading, in `duration`")
 	fs.StringVar(&f.rssLimit, "rss-limit", "", "with -unread and -pid: stop writing when the server's RSS passes this `size`")
 	fs.IntVar(&c.Silent, "silent", 0, "hold `n` sessions during the run that say MAIL FROM:<>, RCPT and BDAT -silent-bdat, then nothing")
@@ -134,7 +135,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		f.silentBDAT = ""
 	}
 	if f.cfg.Unread == 0 {
-		f.unreadBytes, f.cfg.UnreadCommand, f.cfg.UnreadFor = "", "", 0
+		f.unreadBytes, f.cfg.UnreadCommand, f.cfg.UnreadFirst, f.cfg.UnreadFor = "", "", "", 0
 	}
 	for _, v := range splitList(f.silentBDAT) {
 		n, err := strconv.ParseInt(v, 10, 64)
