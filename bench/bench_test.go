@@ -289,8 +289,17 @@ func TestVerifyMaildir(t *testing.T) {
 	if v == nil {
 		t.Fatal("no verify report")
 	}
+	// Every file holds a message of this run; the sizes of the 9 files of
+	// acked messages are checked.
+	var stored int64
+	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if info, ierr := d.Info(); err == nil && ierr == nil && info.Mode().IsRegular() {
+			stored += info.Size()
+		}
+		return nil
+	})
 	want := Verify{Dir: dir, Files: 10, Acked: 9, Present: 8, Lost: 1, Duplicates: 1, Unacked: 1,
-		LostMarkers: []string{"rtest-3"}, DuplicateMarkers: []string{"rtest-5"}}
+		Bytes: stored, SizeChecked: 9, LostMarkers: []string{"rtest-3"}, DuplicateMarkers: []string{"rtest-5"}}
 	if !reflect.DeepEqual(*v, want) {
 		t.Errorf("verify = %+v\nwant %+v", *v, want)
 	}
@@ -302,8 +311,18 @@ func TestVerifyMaildir(t *testing.T) {
 		t.Errorf("summary: %v\n%s", err, buf.String())
 	}
 
+	// A Maildir the server never made holds nothing: lost, if acked.
+	none, err := VerifyMaildir(filepath.Join(dir, "none"), "rtest", []int64{1}, nil)
+	if err != nil || none.Files != 0 || none.Lost != 1 {
+		t.Errorf("missing Maildir: %+v, %v", none, err)
+	}
+	none, err = VerifyMaildir(filepath.Join(dir, "none"), "rtest", nil, nil)
+	if err != nil || !none.OK() {
+		t.Errorf("missing Maildir, nothing acked: %+v, %v", none, err)
+	}
+
 	// The same messages under another run id are not this run's.
-	other, err := VerifyMaildir(dir, "rother", res.Acked)
+	other, err := VerifyMaildir(dir, "rother", res.Acked, nil)
 	if err != nil || other.Lost != 9 || other.Unacked != 0 {
 		t.Errorf("other run: %+v, %v", other, err)
 	}
@@ -322,7 +341,7 @@ func TestVerifyTwoMailboxes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	v, err := VerifyMaildir(dir, "r1", []int64{1, 2})
+	v, err := VerifyMaildir(dir, "r1", []int64{1, 2}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ const (
 	stageMail     = "mail"
 	stageRcpt     = "rcpt"
 	stageData     = "data"
+	stageBdat     = "bdat"
 	stageSend     = "send-data"
 	stageEnd      = "end-of-data"
 	stageRset     = "rset"

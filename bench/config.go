@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"slices"
 	"strings"
 	"time"
 )
@@ -81,6 +83,45 @@ type Config struct {
 	// while the load runs.
 	Slow         int           `json:"slow,omitempty"`
 	SlowInterval time.Duration `json:"slow_interval,omitempty"`
+	// IdleRcpts, when not 0, makes each idle session run one transaction
+	// before it falls silent: MAIL, IdleRcpts recipients of IdleRcptLen
+	// bytes each (pipelined when offered), then RSET; what a session's
+	// buffers keep from it shows in the RSS per idle session. The
+	// recipients are unique long local parts at the domain of To[0]: the
+	// server needs a catch-all for them.
+	IdleRcpts   int `json:"idle_rcpts,omitempty"`
+	IdleRcptLen int `json:"idle_rcpt_len,omitempty"`
+
+	// Unread sessions are opened before the load, each sends UnreadBytes
+	// of UnreadCommand lines, pipelined as fast as the socket takes them,
+	// and reads nothing until it has sent them all, the server stopped
+	// taking them (UnreadStall without progress), UnreadFor passed or the
+	// server's RSS passed RSSLimit; then it reads what the server sent,
+	// and is closed before the load starts.
+	Unread        int    `json:"unread,omitempty"`
+	UnreadBytes   int64  `json:"unread_bytes,omitempty"`
+	UnreadCommand string `json:"unread_command,omitempty"`
+	// UnreadFirst, when set, is a command line sent once before them, in
+	// the same stream ("MAIL FROM:<>" before a flood of RCPTs).
+	UnreadFirst string        `json:"unread_first,omitempty"`
+	UnreadFor   time.Duration `json:"unread_for,omitempty"`
+	// RSSLimit (bytes, 0 for none) stops the unread sessions' writing
+	// when the server's VmRSS (PID) passes it: a server with no bound on
+	// its output would otherwise take the machine's memory.
+	RSSLimit int64 `json:"rss_limit,omitempty"`
+
+	// Silent sessions are opened before the load and held during it: each
+	// says MAIL FROM:<>, RCPT TO:<SilentRcpt>, BDAT n and then nothing, a
+	// chunk announced and never sent; session i announces SilentBDAT[(i-1)
+	// % len], so that large and small chunks can take turns. SilentRcpt defaults to
+	// postmaster at the domain of To[0]. SilentSource, when set, is the
+	// one local address they all come from (else they spread like the
+	// others).
+	Silent       int     `json:"silent,omitempty"`
+	SilentRcpt   string  `json:"silent_rcpt,omitempty"`
+	SilentBDAT   []int64 `json:"silent_bdat,omitempty"`
+	SilentSource string  `json:"silent_source,omitempty"`
+
 	// VerifyMaildir, when set, is searched after the run for the markers
 	// of this run (see VerifyMaildir).
 	VerifyMaildir string `json:"verify_maildir,omitempty"`
@@ -103,6 +144,11 @@ const (
 	DefaultEHLO         = "bench.localhost"
 	DefaultTimeout      = 30 * time.Second
 	DefaultSlowInterval = 2 * time.Second
+	DefaultIdleRcptLen  = 200
+	DefaultUnreadBytes  = 24 << 20
+	DefaultUnreadCmd    = "EHLO a"
+	DefaultUnreadFor    = 60 * time.Second
+	DefaultSilentBDAT   = 999_999_999_999
 )
 
 // withDefaults returns c with zero fields set to their defaults, or an
@@ -141,6 +187,30 @@ func (c Config) withDefaults() (Config, error) {
 	if c.SlowInterval == 0 {
 		c.SlowInterval = DefaultSlowInterval
 	}
+	// The modes' own defaults, only for the modes in use: the others stay
+	// out of the JSON.
+	if c.IdleRcpts > 0 && c.IdleRcptLen == 0 {
+		c.IdleRcptLen = DefaultIdleRcptLen
+	}
+	if c.Unread > 0 {
+		if c.UnreadBytes == 0 {
+			c.UnreadBytes = DefaultUnreadBytes
+		}
+		if c.UnreadCommand == "" {
+			c.UnreadCommand = DefaultUnreadCmd
+		}
+		if c.UnreadFor == 0 {
+			c.UnreadFor = DefaultUnreadFor
+		}
+	}
+	if c.Silent > 0 {
+		if c.SilentRcpt == "" {
+			c.SilentRcpt = "postmaster@" + domainOf(c.To[0])
+		}
+		if len(c.SilentBDAT) == 0 {
+			c.SilentBDAT = []int64{DefaultSilentBDAT}
+		}
+	}
 	if c.RunID == "" {
 		var b [4]byte
 		_, _ = rand.Read(b[:])
@@ -171,6 +241,21 @@ func (c Config) withDefaults() (Config, error) {
 		bad("slow-interval: must not be negative")
 	case !c.TLS && (c.TLSCA != "" || c.TLSServerName != ""):
 		bad("tls-ca, tls-servername: need tls")
+	case c.IdleRcpts < 0 || c.Unread < 0 || c.Silent < 0:
+		bad("idle-rcpts, unread, silent: must not be negative")
+	case c.IdleRcpts > 0 && c.IdleRcptLen < len("x@")+len(domainOf(c.To[0]))+12:
+		bad("idle-rcpt-len: %d is too short for unique addresses at %s", c.IdleRcptLen, domainOf(c.To[0]))
+	case c.UnreadBytes < 0 || c.UnreadFor < 0 || c.RSSLimit < 0 || slices.Min(append([]int64{0}, c.SilentBDAT...)) < 0:
+		bad("unread-bytes, unread-for, rss-limit, silent-bdat: must not be negative")
+	case c.Unread > 0 && c.UnreadBytes < int64(len(c.UnreadCommand)+2):
+		bad("unread-bytes: less than one command")
+	case c.RSSLimit > 0 && c.PID == 0:
+		bad("rss-limit: needs pid")
+	case c.SilentSource != "" && net.ParseIP(c.SilentSource) == nil:
+		bad("silent-source %q: not an IP address", c.SilentSource)
+	}
+	if strings.ContainsAny(c.UnreadCommand+c.UnreadFirst, "\r\n") {
+		bad("unread-command %q, unread-first %q: one line each, without CRLF", c.UnreadCommand, c.UnreadFirst)
 	}
 	if c.Size.Bytes < 0 || (!c.Size.Mix && c.Size.Bytes > maxFixedSize) {
 		bad("size: must be from 1 byte to %d MiB", maxFixedSize>>20)
@@ -179,7 +264,7 @@ func (c Config) withDefaults() (Config, error) {
 	if strings.ContainsAny(c.RunID, " \t\r\n<>@") {
 		bad("run-id %q: no spaces, <, > or @", c.RunID)
 	}
-	for _, a := range append([]string{c.From}, c.To...) {
+	for _, a := range append([]string{c.From, c.SilentRcpt}, c.To...) {
 		if strings.ContainsAny(a, " \t\r\n<>") {
 			bad("address %q: no spaces, < or >", a)
 		}
@@ -197,6 +282,7 @@ type jsonConfig struct {
 	MaxDuration  string `json:"max_duration"`
 	Timeout      string `json:"timeout"`
 	SlowInterval string `json:"slow_interval,omitempty"`
+	UnreadFor    string `json:"unread_for,omitempty"`
 }
 
 type plainConfig Config
@@ -209,6 +295,9 @@ func (c Config) MarshalJSON() ([]byte, error) {
 	}
 	if c.Slow > 0 {
 		j.SlowInterval = c.SlowInterval.String()
+	}
+	if c.Unread > 0 {
+		j.UnreadFor = c.UnreadFor.String()
 	}
 	return json.Marshal(j)
 }
@@ -223,7 +312,7 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 	for _, d := range []struct {
 		s   string
 		dst *time.Duration
-	}{{j.Duration, &c.Duration}, {j.MaxDuration, &c.MaxDuration}, {j.Timeout, &c.Timeout}, {j.SlowInterval, &c.SlowInterval}} {
+	}{{j.Duration, &c.Duration}, {j.MaxDuration, &c.MaxDuration}, {j.Timeout, &c.Timeout}, {j.SlowInterval, &c.SlowInterval}, {j.UnreadFor, &c.UnreadFor}} {
 		if d.s == "" {
 			*d.dst = 0
 			continue
@@ -235,4 +324,12 @@ func (c *Config) UnmarshalJSON(b []byte) error {
 		*d.dst = v
 	}
 	return nil
+}
+
+// domainOf is the domain of address a, or "localhost" when it has none.
+func domainOf(a string) string {
+	if i := strings.LastIndexByte(a, '@'); i >= 0 && i+1 < len(a) {
+		return a[i+1:]
+	}
+	return "localhost"
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -25,9 +26,13 @@ func (h *heldConn) close() {
 	_ = h.c.Close()
 }
 
-// openHeld opens n sessions (greeting and EHLO) with up to 64 dials at a
-// time, and fills in the Opened, OpenFailed and OpenSeconds of report.
-func (r *runner) openHeld(ctx context.Context, n int, report *HeldReport) []*heldConn {
+// openHeld opens n sessions (greeting and EHLO) through d with up to 64
+// dials at a time, and fills in the Opened, OpenFailed and OpenSeconds of
+// report. prep, if not nil, runs on each session once it is open, with
+// the session's number (from 1) and a way to update report under its
+// lock; it returns an error key, having closed the session, or "" to hold
+// it.
+func (r *runner) openHeld(ctx context.Context, n int, report *HeldReport, d *dialer, prep func(c *conn, i int64, rec func(func(*HeldReport))) string) []*heldConn {
 	start := time.Now()
 	var (
 		mu   sync.Mutex
@@ -35,13 +40,25 @@ func (r *runner) openHeld(ctx context.Context, n int, report *HeldReport) []*hel
 		next atomic.Int64
 		wg   sync.WaitGroup
 	)
+	rec := func(f func(*HeldReport)) {
+		mu.Lock()
+		f(report)
+		mu.Unlock()
+	}
 	for range min(n, 64) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var c conn
-			for next.Add(1) <= int64(n) && ctx.Err() == nil {
-				key := r.dial.open(ctx, &c, r.cfg.Timeout, nil)
+			for {
+				i := next.Add(1)
+				if i > int64(n) || ctx.Err() != nil {
+					return
+				}
+				key := d.open(ctx, &c, r.cfg.Timeout, nil)
+				if key == "" && prep != nil {
+					key = prep(&c, i, rec)
+				}
 				mu.Lock()
 				if key != "" {
 					report.OpenFailed[key]++
@@ -73,11 +90,172 @@ type idleSet struct {
 	report HeldReport
 }
 
-// openIdle opens n idle sessions.
+// openIdle opens n idle sessions; with IdleRcpts each runs its
+// transaction first (idleTxn).
 func (r *runner) openIdle(ctx context.Context, n int) *idleSet {
 	s := &idleSet{report: newHeldReport(n)}
-	s.held = r.openHeld(ctx, n, &s.report)
+	var prep func(*conn, int64, func(func(*HeldReport))) string
+	if r.cfg.IdleRcpts > 0 {
+		s.report.RcptsRefused = map[string]int64{}
+		prep = r.idleTxn
+	}
+	s.held = r.openHeld(ctx, n, &s.report, r.dial, prep)
 	return s
+}
+
+// idleTxn runs idle session i's transaction: MAIL, IdleRcpts long
+// recipients (in the same write when PIPELINING is offered, RFC 2920),
+// then RSET. Refused recipients are counted, not fatal; a refused MAIL or
+// RSET, or a 421, fails the session.
+func (r *runner) idleTxn(c *conn, i int64, rec func(func(*HeldReport))) string {
+	cfg := &r.cfg
+	_ = c.c.SetDeadline(time.Now().Add(cfg.Timeout))
+	fail := func(key string) string {
+		c.close()
+		return key
+	}
+	domain := domainOf(cfg.To[0])
+	cmd := func(b []byte, j int) []byte {
+		b = append(b, "RCPT TO:<"...)
+		b = append(b, longLocal(i, j, cfg.IdleRcptLen-1-len(domain))...)
+		b = append(b, '@')
+		b = append(b, domain...)
+		return append(b, ">\r\n"...)
+	}
+	var accepted int64
+	refused := map[string]int64{}
+	rcpt := func() string {
+		code, err := c.reply(false)
+		switch {
+		case err != nil:
+			return fail(errKey(stageRcpt, err))
+		case code/100 == 2:
+			accepted++
+		case code == 421:
+			return fail(c.replyKey(stageRcpt))
+		default:
+			refused[c.replyKey(stageRcpt)]++
+		}
+		return ""
+	}
+	if c.offered {
+		b := append([]byte(nil), r.mailCmd...)
+		for j := range cfg.IdleRcpts {
+			b = cmd(b, j)
+		}
+		if _, err := c.c.Write(b); err != nil {
+			return fail(errKey(stageMail, err))
+		}
+		code, err := c.reply(false)
+		if err != nil {
+			return fail(errKey(stageMail, err))
+		}
+		mailKey := ""
+		if code != 250 {
+			mailKey = c.replyKey(stageMail)
+		}
+		for range cfg.IdleRcpts {
+			if key := rcpt(); key != "" {
+				return key
+			}
+		}
+		if mailKey != "" {
+			return fail(mailKey)
+		}
+	} else {
+		if _, err := c.c.Write(r.mailCmd); err != nil {
+			return fail(errKey(stageMail, err))
+		}
+		if code, err := c.reply(false); err != nil {
+			return fail(errKey(stageMail, err))
+		} else if code != 250 {
+			return fail(c.replyKey(stageMail))
+		}
+		var b []byte
+		for j := range cfg.IdleRcpts {
+			b = cmd(b[:0], j)
+			if _, err := c.c.Write(b); err != nil {
+				return fail(errKey(stageRcpt, err))
+			}
+			if key := rcpt(); key != "" {
+				return key
+			}
+		}
+	}
+	if _, err := c.c.Write([]byte("RSET\r\n")); err != nil {
+		return fail(errKey(stageRset, err))
+	}
+	if code, err := c.reply(false); err != nil {
+		return fail(errKey(stageRset, err))
+	} else if code != 250 {
+		return fail(c.replyKey(stageRset))
+	}
+	rec(func(h *HeldReport) {
+		h.RcptsAccepted += accepted
+		for k, v := range refused {
+			h.RcptsRefused[k] += v
+		}
+	})
+	return ""
+}
+
+// longLocal is the local part of recipient j of idle session i, n bytes
+// long (at least its unique prefix "hw<i>-<j>-"), padded with x.
+func longLocal(i int64, j, n int) []byte {
+	b := fmt.Appendf(nil, "hw%d-%d-", i, j)
+	for len(b) < n {
+		b = append(b, 'x')
+	}
+	return b
+}
+
+// openSilent opens n silent sessions (silentTxn), from SilentSource when
+// it is set.
+func (r *runner) openSilent(ctx context.Context, n int) *idleSet {
+	s := &idleSet{report: newHeldReport(n)}
+	d := r.dial
+	if r.cfg.SilentSource != "" {
+		one := *r.dial
+		ip := net.ParseIP(r.cfg.SilentSource)
+		one.spread = true
+		one.src = func() *net.TCPAddr { return &net.TCPAddr{IP: ip} }
+		d = &one
+	}
+	s.held = r.openHeld(ctx, n, &s.report, d, r.silentTxn)
+	return s
+}
+
+// silentTxn starts a transaction whose chunk never comes: MAIL FROM:<>,
+// RCPT TO:<SilentRcpt>, each answered, then BDAT with session i's size
+// (RFC 3030), whose reply is owed only once that many octets arrive.
+func (r *runner) silentTxn(c *conn, i int64, _ func(func(*HeldReport))) string {
+	_ = c.c.SetDeadline(time.Now().Add(r.cfg.Timeout))
+	for _, step := range []struct {
+		stage, cmd string
+	}{
+		{stageMail, "MAIL FROM:<>\r\n"},
+		{stageRcpt, "RCPT TO:<" + r.cfg.SilentRcpt + ">\r\n"},
+	} {
+		if _, err := c.c.Write([]byte(step.cmd)); err != nil {
+			c.close()
+			return errKey(step.stage, err)
+		}
+		code, err := c.reply(false)
+		if err != nil {
+			c.close()
+			return errKey(step.stage, err)
+		}
+		if code/100 != 2 {
+			c.close()
+			return c.replyKey(step.stage)
+		}
+	}
+	sizes := r.cfg.SilentBDAT
+	if _, err := fmt.Fprintf(c.c, "BDAT %d\r\n", sizes[(i-1)%int64(len(sizes))]); err != nil {
+		c.close()
+		return errKey(stageBdat, err)
+	}
+	return ""
 }
 
 // finish probes every idle session for what the server did to it, counts
@@ -185,7 +363,7 @@ type slowSet struct {
 // for replies; a reader goroutine per session notes what the server says.
 func (r *runner) startSlow(ctx context.Context, n int) *slowSet {
 	s := &slowSet{report: newHeldReport(n), stop: make(chan struct{})}
-	held := r.openHeld(ctx, n, &s.report)
+	held := r.openHeld(ctx, n, &s.report, r.dial, nil)
 	for i, h := range held {
 		ss := &slowSender{heldConn: *h}
 		s.senders = append(s.senders, ss)

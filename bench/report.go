@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -73,12 +74,58 @@ func (r *Result) WriteText(w io.Writer) error {
 			pf("  /proc: %s\n", s.Error)
 		}
 	}
-	if h := r.Idle; h != nil {
-		pf("idle        %d of %d opened in %.1fs", h.Opened, h.Requested, h.OpenSeconds)
+	if u := r.Unread; u != nil {
+		first := ""
+		if c.UnreadFirst != "" {
+			first = fmt.Sprintf(" after %q", c.UnreadFirst)
+		}
+		pf("unread      %d of %d opened, each to send %s of %q%s without reading; %s sent in %.1fs\n",
+			u.Opened, u.Requested, kib(u.BytesPerConn>>10), u.Command, first, kib(u.BytesSent>>10), u.WriteSeconds)
+		if u.PeakRSSKB > 0 {
+			pf("  server RSS %s before, peak %s (%+.1f MiB), %s after the writing",
+				kib(u.RSSBeforeKB), kib(u.PeakRSSKB), float64(u.GrowthKB)/1024, kib(u.RSSAfterKB))
+			if u.RSSLimitKB > 0 {
+				pf(" (limit %s)", kib(u.RSSLimitKB))
+			}
+			pf("\n")
+		}
+		for _, k := range sortedByCount(u.OpenFailed) {
+			pf("  %8d  not opened: %s\n", u.OpenFailed[k], k)
+		}
+		for _, k := range sortedByCount(u.Stops) {
+			pf("  %8d  stopped writing: %s\n", u.Stops[k], k)
+		}
+		pf("  then read %d replies (%s)\n", u.Replies, kib(u.ReplyBytes>>10))
+		for _, k := range sortedByCount(u.Outcomes) {
+			pf("  %8d  %s\n", u.Outcomes[k], k)
+		}
+	}
+	for _, held := range []struct {
+		name string
+		h    *HeldReport
+	}{{"idle", r.Idle}, {"silent", r.Silent}} {
+		h := held.h
+		if h == nil {
+			continue
+		}
+		pf("%-11s %d of %d opened in %.1fs", held.name, h.Opened, h.Requested, h.OpenSeconds)
 		if h.RSSAfterKB > 0 {
 			pf("; server RSS %s → %s (%.2f KiB per session)", kib(h.RSSBeforeKB), kib(h.RSSAfterKB), h.PerConnKB)
 		}
 		pf("\n")
+		if held.name == "idle" && c.IdleRcpts > 0 {
+			pf("  after a transaction of %d recipients of %d bytes and RSET: %d accepted\n", c.IdleRcpts, c.IdleRcptLen, h.RcptsAccepted)
+			for _, k := range sortedByCount(h.RcptsRefused) {
+				pf("  %8d  recipients refused: %s\n", h.RcptsRefused[k], k)
+			}
+		}
+		if held.name == "silent" {
+			from := "spread"
+			if c.SilentSource != "" {
+				from = c.SilentSource
+			}
+			pf("  MAIL FROM:<> RCPT TO:<%s> BDAT %s, then nothing; from %s\n", c.SilentRcpt, joinInts(c.SilentBDAT, " or "), from)
+		}
 		writeHeld(ew, h)
 	}
 	if h := r.Slow; h != nil {
@@ -96,11 +143,15 @@ func (r *Result) WriteText(w io.Writer) error {
 		}
 		pf("verify      %s: %d files; %d acked: %d present, %d LOST; %d DUPLICATE; %d present but not acked\n",
 			status, v.Files, v.Acked, v.Present, v.Lost, v.Duplicates, v.Unacked)
+		pf("  sizes: %d checked, %d WRONG; %.1f MB stored\n", v.SizeChecked, v.SizeMismatch, float64(v.Bytes)/1e6)
 		if len(v.LostMarkers) > 0 {
 			pf("  lost: %s\n", strings.Join(v.LostMarkers, " "))
 		}
 		if len(v.DuplicateMarkers) > 0 {
 			pf("  duplicate: %s\n", strings.Join(v.DuplicateMarkers, " "))
+		}
+		if len(v.MismatchMarkers) > 0 {
+			pf("  wrong size: %s\n", strings.Join(v.MismatchMarkers, " "))
 		}
 	}
 	return ew.err
@@ -120,6 +171,15 @@ func perConnText(n int) string {
 		return "unlimited"
 	}
 	return fmt.Sprint(n)
+}
+
+// joinInts formats v joined by sep.
+func joinInts(v []int64, sep string) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.FormatInt(n, 10)
+	}
+	return strings.Join(s, sep)
 }
 
 // kib formats a KiB count as MiB.

@@ -41,7 +41,11 @@ type Result struct {
 	Server *ServerStats `json:"server,omitempty"`
 	Idle   *HeldReport  `json:"idle,omitempty"`
 	Slow   *HeldReport  `json:"slow,omitempty"`
-	Verify *Verify      `json:"verify,omitempty"`
+	// Silent are the -silent sessions (an announced BDAT chunk never
+	// sent), Unread the -unread ones (commands whose replies are not read).
+	Silent *HeldReport   `json:"silent,omitempty"`
+	Unread *UnreadReport `json:"unread,omitempty"`
+	Verify *Verify       `json:"verify,omitempty"`
 
 	// Acked are the sequence numbers of the delivered messages, sorted;
 	// Marker(Config.RunID, seq) is each one's marker.
@@ -112,11 +116,52 @@ type HeldReport struct {
 	RSSBeforeKB int64   `json:"rss_before_kb,omitempty"`
 	RSSAfterKB  int64   `json:"rss_after_kb,omitempty"`
 	PerConnKB   float64 `json:"per_conn_kb,omitempty"`
+	// For -idle with -idle-rcpts: the recipients accepted in the
+	// sessions' transactions, and the refused ones by reply.
+	RcptsAccepted int64            `json:"rcpts_accepted,omitempty"`
+	RcptsRefused  map[string]int64 `json:"rcpts_refused,omitempty"`
 	// For -slow: bytes trickled in total, and when the server closed the
 	// first and the last of those it closed (seconds after opening).
 	BytesSent  int64   `json:"bytes_sent,omitempty"`
 	FirstClose float64 `json:"first_close_s,omitempty"`
 	LastClose  float64 `json:"last_close_s,omitempty"`
+}
+
+// UnreadReport is what the -unread sessions did and what it cost the
+// server.
+type UnreadReport struct {
+	Requested int `json:"requested"`
+	Opened    int `json:"opened"`
+	// OpenFailed counts sessions that could not be opened, by reason.
+	OpenFailed map[string]int64 `json:"open_failed,omitempty"`
+	// Command is the line each session repeats, BytesPerConn how much of
+	// it each was to send, BytesSent how much the sockets took in all.
+	Command      string `json:"command"`
+	BytesPerConn int64  `json:"bytes_per_conn"`
+	BytesSent    int64  `json:"bytes_sent"`
+	// WriteSeconds is from the first write to the last session's stop.
+	WriteSeconds float64 `json:"write_s"`
+	// Stops counts the sessions by why they stopped writing: "all sent",
+	// "stalled" (the server took nothing for a while), "rss limit",
+	// "time bound", "cut off" or a write error ("write: connection
+	// reset").
+	Stops map[string]int64 `json:"stops"`
+	// The server's RSS (KiB, with -pid): before the sessions opened, the
+	// peak (VmHWM) until they were closed, and a moment after the writing
+	// stopped; GrowthKB is the peak less before. RSSLimitKB is -rss-limit.
+	RSSBeforeKB int64 `json:"rss_before_kb,omitempty"`
+	PeakRSSKB   int64 `json:"peak_rss_kb,omitempty"`
+	RSSAfterKB  int64 `json:"rss_after_kb,omitempty"`
+	GrowthKB    int64 `json:"growth_kb,omitempty"`
+	RSSLimitKB  int64 `json:"rss_limit_kb,omitempty"`
+	// Replies and ReplyBytes are what the sessions read once they
+	// stopped writing: complete replies and bytes, all sessions together.
+	Replies    int64 `json:"replies"`
+	ReplyBytes int64 `json:"reply_bytes"`
+	// Outcomes counts the sessions by how they ended when read: "closed
+	// after 421 4.7.0", "still open" (nothing more came for a while),
+	// "reset after ...". A reply named is the first one not 2xx.
+	Outcomes map[string]int64 `json:"outcomes"`
 }
 
 // Histograms record microseconds from 1 µs to one hour, 3 significant

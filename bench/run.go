@@ -55,6 +55,9 @@ type runner struct {
 	hTLS                            *hdrhistogram.Histogram
 	errors                          map[string]int64
 	acked                           []int64
+	// sizes are the stored sizes of the acked messages, by seq, for
+	// -verify-maildir.
+	sizes map[int64]int64
 }
 
 // Run sends the load described by cfg and returns what it measured. It
@@ -79,6 +82,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		hTxn:      newHistogram(),
 		hTLS:      newHistogram(),
 		errors:    make(map[string]int64),
+		sizes:     make(map[int64]int64),
 	}
 	r.dial = &dialer{
 		addr:   addr,
@@ -112,18 +116,34 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 	}
 
-	var idle *idleSet
-	if cfg.Idle > 0 {
+	// The unread sessions are over before anything else starts.
+	if cfg.Unread > 0 {
+		res.Unread = r.runUnread(cut, proc)
+	}
+
+	// held opens a set of held sessions, noting the server's RSS before
+	// and after.
+	held := func(open func(context.Context, int) *idleSet, n int) *idleSet {
 		rssBefore := proc.rss()
-		idle = r.openIdle(cut, cfg.Idle)
-		res.Idle = &idle.report
+		s := open(cut, n)
 		if proc != nil {
-			res.Idle.RSSBeforeKB = rssBefore
-			res.Idle.RSSAfterKB = proc.rss()
-			if res.Idle.Opened > 0 && rssBefore > 0 && res.Idle.RSSAfterKB > 0 {
-				res.Idle.PerConnKB = float64(res.Idle.RSSAfterKB-rssBefore) / float64(res.Idle.Opened)
+			h := &s.report
+			h.RSSBeforeKB = rssBefore
+			h.RSSAfterKB = proc.rss()
+			if h.Opened > 0 && rssBefore > 0 && h.RSSAfterKB > 0 {
+				h.PerConnKB = float64(h.RSSAfterKB-rssBefore) / float64(h.Opened)
 			}
 		}
+		return s
+	}
+	var idle, silent *idleSet
+	if cfg.Idle > 0 {
+		idle = held(r.openIdle, cfg.Idle)
+		res.Idle = &idle.report
+	}
+	if cfg.Silent > 0 {
+		silent = held(r.openSilent, cfg.Silent)
+		res.Silent = &silent.report
 	}
 
 	var slow *slowSet
@@ -165,6 +185,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if idle != nil {
 		idle.finish()
 	}
+	if silent != nil {
+		silent.finish()
+	}
 
 	r.stop(stopCount) // no-op unless the count ran out
 	res.Stopped = *r.reason.Load()
@@ -198,7 +221,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Server = proc.stats(res.Delivered)
 	}
 	if cfg.VerifyMaildir != "" {
-		v, err := VerifyMaildir(cfg.VerifyMaildir, cfg.RunID, res.Acked)
+		v, err := VerifyMaildir(cfg.VerifyMaildir, cfg.RunID, res.Acked, r.sizes)
 		if err != nil {
 			return res, fmt.Errorf("verify-maildir: %w", err)
 		}
@@ -316,6 +339,9 @@ type worker struct {
 	envBuf []byte // the pipelined envelope
 	hdr    []byte // the message header
 	acked  []int64
+	// sizes are the stored sizes of acked, in the same order (with
+	// VerifyMaildir only).
+	sizes []int64
 	// refused are the error keys of the refused recipients of the
 	// current message.
 	refused []string
@@ -367,6 +393,9 @@ func (r *runner) work(ctx context.Context) {
 	}
 	r.mu.Lock()
 	r.acked = append(r.acked, w.acked...)
+	for i, n := range w.sizes {
+		r.sizes[w.acked[i]] = n
+	}
 	r.mu.Unlock()
 }
 
@@ -538,6 +567,9 @@ func (w *worker) transact(seq int64) (keep bool) {
 		keep = false
 	}
 	w.acked = append(w.acked, seq)
+	if cfg.VerifyMaildir != "" {
+		w.sizes = append(w.sizes, storedSize(w.hdr, body))
+	}
 	r.delivered.Add(1)
 	r.bytes.Add(int64(len(w.hdr) + len(body) + 2))
 	r.mu.Lock()

@@ -33,20 +33,34 @@ const maxFixedSize = 64 << 20
 // KB, MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024), case
 // insensitive ("10KB" is 10000 bytes, "1KiB" 1024), or "mix".
 func ParseSize(s string) (Size, error) {
-	t := strings.TrimSpace(s)
-	if strings.EqualFold(t, "mix") {
+	if strings.EqualFold(strings.TrimSpace(s), "mix") {
 		return Size{Mix: true}, nil
 	}
+	n, err := parseBytes(s, maxFixedSize)
+	if err != nil {
+		return Size{}, err
+	}
+	return Size{Bytes: n}, nil
+}
+
+// ParseBytes parses a byte count as ParseSize does a fixed size, from 1
+// byte to 1 TiB: "24MiB", "900MiB".
+func ParseBytes(s string) (int64, error) { return parseBytes(s, 1<<40) }
+
+// parseBytes parses a number of bytes with an optional unit, from 1 to
+// limit.
+func parseBytes(s string, limit int64) (int64, error) {
+	t := strings.TrimSpace(s)
 	i := 0
 	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
 		i++
 	}
 	if i == 0 {
-		return Size{}, fmt.Errorf("size %q: want a number of bytes with an optional unit (KB, KiB, MB, MiB, GB, GiB) or \"mix\"", s)
+		return 0, fmt.Errorf("size %q: want a number of bytes with an optional unit (KB, KiB, MB, MiB, GB, GiB) or \"mix\"", s)
 	}
 	n, err := strconv.ParseInt(t[:i], 10, 64)
 	if err != nil {
-		return Size{}, fmt.Errorf("size %q: %w", s, err)
+		return 0, fmt.Errorf("size %q: %w", s, err)
 	}
 	var mult int64
 	switch strings.ToLower(strings.TrimSpace(t[i:])) {
@@ -65,12 +79,12 @@ func ParseSize(s string) (Size, error) {
 	case "gib":
 		mult = 1 << 30
 	default:
-		return Size{}, fmt.Errorf("size %q: unknown unit %q (KB, KiB, MB, MiB, GB, GiB)", s, t[i:])
+		return 0, fmt.Errorf("size %q: unknown unit %q (KB, KiB, MB, MiB, GB, GiB)", s, t[i:])
 	}
-	if n <= 0 || n > maxFixedSize/mult {
-		return Size{}, fmt.Errorf("size %q: must be from 1 byte to %d MiB", s, maxFixedSize>>20)
+	if n <= 0 || n > limit/mult {
+		return 0, fmt.Errorf("size %q: must be from 1 byte to %d MiB", s, limit>>20)
 	}
-	return Size{Bytes: n * mult}, nil
+	return n * mult, nil
 }
 
 // String formats s as ParseSize reads it, in the largest exact unit of

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -31,13 +32,25 @@ type Verify struct {
 	// 250 never reached the client (a dropped connection, a timeout). The
 	// sender would retry them: harmless duplicates, not losses.
 	Unacked int `json:"present_unacked"`
+	// Bytes is the size of the files holding this run's messages.
+	Bytes int64 `json:"bytes"`
+	// SizeChecked counts the files of acked messages whose content was
+	// compared with what was sent: from the bench's own first header
+	// line (the server's trace fields come before it) to the end, with
+	// LF line endings, it must be as long as the message sent.
+	// SizeMismatch counts those that were not: a truncated or padded
+	// message.
+	SizeChecked  int `json:"size_checked"`
+	SizeMismatch int `json:"size_mismatch"`
 	// The first few markers of each problem, for a closer look.
 	LostMarkers      []string `json:"lost_markers,omitempty"`
 	DuplicateMarkers []string `json:"duplicate_markers,omitempty"`
+	MismatchMarkers  []string `json:"size_mismatch_markers,omitempty"`
 }
 
-// OK reports whether nothing acked was lost or duplicated.
-func (v *Verify) OK() bool { return v.Lost == 0 && v.Duplicates == 0 }
+// OK reports whether nothing acked was lost, duplicated or stored with
+// the wrong size.
+func (v *Verify) OK() bool { return v.Lost == 0 && v.Duplicates == 0 && v.SizeMismatch == 0 }
 
 // maxListed bounds the markers listed per problem.
 const maxListed = 20
@@ -48,10 +61,17 @@ const maxListed = 20
 // "X-Nanomx-Bench: <runID>-<seq>". A message is LOST when its seq is in
 // acked but in no file, and DUPLICATE when its marker is in two files of
 // the same Maildir (a message sent to several mailboxes is in each once).
-func VerifyMaildir(dir, runID string, acked []int64) (*Verify, error) {
+// sizes, if not nil, holds the stored size each acked message must have
+// (see Verify.SizeChecked), by seq.
+func VerifyMaildir(dir, runID string, acked []int64, sizes map[int64]int64) (*Verify, error) {
 	var files []string
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
+			if path == dir && errors.Is(err, fs.ErrNotExist) {
+				// A server that stored nothing may not have made the
+				// Maildir yet: nothing there, every acked message lost.
+				return filepath.SkipAll
+			}
 			return err
 		}
 		if d.Type().IsRegular() {
@@ -71,11 +91,14 @@ func VerifyMaildir(dir, runID string, acked []int64) (*Verify, error) {
 		seq     int64
 	}
 	var (
-		mu      sync.Mutex
-		seen    = make(map[key]int)
-		readErr error
-		next    int
-		wg      sync.WaitGroup
+		mu       sync.Mutex
+		seen     = make(map[key]int)
+		readErr  error
+		next     int
+		wg       sync.WaitGroup
+		total    int64
+		checked  int
+		mismatch []int64
 	)
 	prefix := []byte(runID + "-")
 	for range min(runtime.GOMAXPROCS(0)*2, max(len(files), 1)) {
@@ -90,13 +113,22 @@ func VerifyMaildir(dir, runID string, acked []int64) (*Verify, error) {
 				if i >= len(files) {
 					return
 				}
-				seqs, err := fileMarkers(files[i], prefix)
+				fm, err := fileMarkers(files[i], prefix)
 				mu.Lock()
 				if err != nil && readErr == nil {
 					readErr = err
 				}
-				for _, seq := range seqs {
+				if len(fm.seqs) > 0 {
+					total += fm.size
+				}
+				for _, seq := range fm.seqs {
 					seen[key{filepath.Dir(filepath.Dir(files[i])), seq}]++
+					if want, ok := sizes[seq]; ok {
+						checked++
+						if fm.start < 0 || fm.size-fm.start != want {
+							mismatch = append(mismatch, seq)
+						}
+					}
 				}
 				mu.Unlock()
 			}
@@ -107,7 +139,12 @@ func VerifyMaildir(dir, runID string, acked []int64) (*Verify, error) {
 		return nil, readErr
 	}
 
-	v := &Verify{Dir: dir, Files: len(files), Acked: len(acked)}
+	v := &Verify{Dir: dir, Files: len(files), Acked: len(acked), Bytes: total,
+		SizeChecked: checked, SizeMismatch: len(mismatch)}
+	slices.Sort(mismatch)
+	for _, seq := range mismatch[:min(len(mismatch), maxListed)] {
+		v.MismatchMarkers = append(v.MismatchMarkers, Marker(runID, seq))
+	}
 	found := make(map[int64]bool)
 	var dups []int64
 	for k, n := range seen {
@@ -141,31 +178,48 @@ func VerifyMaildir(dir, runID string, acked []int64) (*Verify, error) {
 	return v, nil
 }
 
+// fileMarks is what fileMarkers found in one message file.
+type fileMarks struct {
+	seqs []int64
+	// start is the offset of the bench's first header line (Message-ID
+	// with a marker of the run), -1 if there is none; size is the file's.
+	start, size int64
+}
+
 // fileMarkers returns the seqs of the markers with prefix in the header of
-// the message file at path. Maildir files end lines in LF; CRLF is
-// accepted too.
-func fileMarkers(path string, prefix []byte) ([]int64, error) {
+// the message file at path, and where the bench's header starts. Maildir
+// files end lines in LF; CRLF is accepted too.
+func fileMarkers(path string, prefix []byte) (fileMarks, error) {
+	fm := fileMarks{start: -1}
 	f, err := os.Open(path)
 	if err != nil {
 		if os.IsNotExist(err) {
-			return nil, nil // moved to cur/ or deleted meanwhile
+			return fm, nil // moved to cur/ or deleted meanwhile
 		}
-		return nil, err
+		return fm, err
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err == nil {
+		fm.size = st.Size()
+	}
 	br := bufio.NewReaderSize(f, 8192)
-	var seqs []int64
 	name := []byte(MarkerHeader + ":")
+	msgID := append([]byte("Message-ID: <"), prefix...)
+	var off int64
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(bytes.TrimRight(line, "\r\n")) == 0 {
-			return seqs, nil // end of the header (or of the file)
+			return fm, nil // end of the header (or of the file)
 		}
+		if fm.start < 0 && bytes.HasPrefix(line, msgID) {
+			fm.start = off
+		}
+		off += int64(len(line))
 		if len(line) > len(name) && bytes.EqualFold(line[:len(name)], name) {
 			v := bytes.TrimSpace(line[len(name):])
 			if rest, ok := bytes.CutPrefix(v, prefix); ok {
 				if seq, err := strconv.ParseInt(string(rest), 10, 64); err == nil {
-					seqs = append(seqs, seq)
+					fm.seqs = append(fm.seqs, seq)
 				}
 			}
 		}
@@ -173,13 +227,23 @@ func fileMarkers(path string, prefix []byte) ([]int64, error) {
 			if err == bufio.ErrBufferFull {
 				// A header line longer than the buffer: skip the rest of it.
 				for err == bufio.ErrBufferFull {
-					_, err = br.ReadSlice('\n')
+					line, err = br.ReadSlice('\n')
+					off += int64(len(line))
 				}
 				if err == nil {
 					continue
 				}
 			}
-			return seqs, nil
+			return fm, nil
 		}
 	}
+}
+
+// storedSize is the size a message sent as hdr, body and the end of data
+// has in a Maildir from its first header line on: CRLF becomes LF, and
+// the CRLF that starts the end of data ends the last line. Bodies are
+// prefixes of a body pool, whose lines are lineLen+2 bytes.
+func storedSize(hdr, body []byte) int64 {
+	crlfs := bytes.Count(hdr, []byte("\r\n")) + len(body)/(lineLen+2) + 1
+	return int64(len(hdr) + len(body) + 2 - crlfs)
 }

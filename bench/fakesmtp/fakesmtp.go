@@ -1,8 +1,10 @@
 // Package fakesmtp is a small SMTP server for testing the load generator:
 // it can answer each message 250, 4xx or 5xx, drop the connection instead
-// of answering, answer twice, store a message twice or not at all, delay,
-// time out idle sessions, and offer or refuse STARTTLS. It listens on
-// 127.0.0.1 only. The tests of bench and of the nanomx command use it.
+// of answering, answer twice, store a message twice, truncated or not at
+// all, delay, time out idle sessions, offer or refuse STARTTLS, read BDAT
+// chunks, cut a session after so many commands or stop reading it. It
+// listens on 127.0.0.1 only. The tests of bench and of the nanomx command
+// use it.
 package fakesmtp
 
 import (
@@ -10,6 +12,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -32,6 +35,7 @@ type Action struct {
 	NoStore    bool          // do not store the message even on 250 (a lost message)
 	StoreTwice bool          // store it twice (a duplicate)
 	ReplyTwice bool          // send the reply twice, in one write
+	Truncate   int           // store the message this many bytes short
 }
 
 // Server is a running fake server. Its knobs are set before Start.
@@ -52,6 +56,12 @@ type Server struct {
 	// StartTLSReply, when not 0, answers STARTTLS with this code instead
 	// of 220, and the session stays in plaintext.
 	StartTLSReply int
+	// MaxCommands, when not 0, answers the command after that many with
+	// 421 4.7.0 and closes, as a server bounding a client does.
+	MaxCommands int
+	// StallAfter, when not 0, stops reading after that many commands
+	// (until Close), as a server that stops taking input does.
+	StallAfter int
 
 	ln        net.Listener
 	wg        sync.WaitGroup
@@ -70,6 +80,9 @@ type Server struct {
 	mu      sync.Mutex
 	sizes   []int    // message sizes as received, after dot-unstuffing, CRLF kept
 	markers []string // markers of the messages received, in order
+	rcpts   []string // RCPT TO addresses, in order
+	remotes map[string]int
+	bdats   []int64 // sizes of the BDAT commands read
 	stored  atomic.Int64
 	conns   map[net.Conn]struct{}
 }
@@ -83,6 +96,7 @@ func (s *Server) Start() error {
 	s.ln = ln
 	s.done = make(chan struct{})
 	s.conns = make(map[net.Conn]struct{})
+	s.remotes = make(map[string]int)
 	if s.Maildir != "" {
 		for _, d := range []string{"tmp", "new", "cur"} {
 			if err := os.MkdirAll(filepath.Join(s.Maildir, d), 0o700); err != nil {
@@ -101,6 +115,9 @@ func (s *Server) Start() error {
 			s.Conns.Add(1)
 			s.mu.Lock()
 			s.conns[c] = struct{}{}
+			if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+				s.remotes[a.IP.String()]++
+			}
 			s.mu.Unlock()
 			s.wg.Add(1)
 			go func() {
@@ -141,6 +158,31 @@ func (s *Server) Sizes() []int {
 	return append([]int(nil), s.sizes...)
 }
 
+// Rcpts returns the RCPT TO addresses received so far, in order.
+func (s *Server) Rcpts() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.rcpts...)
+}
+
+// Remotes returns how many connections came from each client IP.
+func (s *Server) Remotes() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[string]int, len(s.remotes))
+	for k, v := range s.remotes {
+		m[k] = v
+	}
+	return m
+}
+
+// Bdats returns the sizes of the BDAT commands read so far, in order.
+func (s *Server) Bdats() []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int64(nil), s.bdats...)
+}
+
 // Markers returns the markers of the messages received so far.
 func (s *Server) Markers() []string {
 	s.mu.Lock()
@@ -159,7 +201,8 @@ func (s *Server) serve(c net.Conn) {
 	if !write("220 fake ESMTP\r\n") {
 		return
 	}
-	for {
+	var bdat []byte // the message of a BDAT transaction so far
+	for commands := 0; ; commands++ {
 		if s.IdleTimeout > 0 {
 			_ = c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
 		}
@@ -168,6 +211,14 @@ func (s *Server) serve(c net.Conn) {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				write("421 4.4.2 fake: timeout\r\n")
 			}
+			return
+		}
+		if s.StallAfter > 0 && commands >= s.StallAfter {
+			<-s.done
+			return
+		}
+		if s.MaxCommands > 0 && commands >= s.MaxCommands {
+			write("421 4.7.0 fake: too many commands\r\n")
 			return
 		}
 		verb := strings.ToUpper(strings.TrimSpace(line))
@@ -217,7 +268,46 @@ func (s *Server) serve(c net.Conn) {
 			}
 			write("250 2.1.0 ok\r\n")
 		case "RCPT":
+			addr := strings.TrimSpace(line)
+			if i := strings.IndexByte(addr, '<'); i >= 0 {
+				addr = strings.TrimSuffix(addr[i+1:], ">")
+			}
+			s.mu.Lock()
+			s.rcpts = append(s.rcpts, addr)
+			s.mu.Unlock()
 			write("250 2.1.5 ok\r\n")
+		case "BDAT":
+			// RFC 3030: "BDAT size [LAST]"; the octets follow.
+			f := strings.Fields(line)
+			n, err := strconv.ParseInt(f[min(1, len(f)-1)], 10, 64)
+			if len(f) < 2 || err != nil || n < 0 {
+				write("501 5.5.4 fake: bad BDAT\r\n")
+				return
+			}
+			s.mu.Lock()
+			s.bdats = append(s.bdats, n)
+			s.mu.Unlock()
+			chunk := make([]byte, min(n, 1<<20))
+			for left := n; left > 0; {
+				k, err := io.ReadFull(br, chunk[:min(int64(len(chunk)), left)])
+				if err != nil {
+					if ne, ok := err.(net.Error); ok && ne.Timeout() {
+						write("421 4.4.2 fake: timeout\r\n")
+					}
+					return
+				}
+				bdat = append(bdat, chunk[:k]...)
+				left -= int64(k)
+			}
+			if len(f) > 2 && strings.EqualFold(f[2], "LAST") {
+				msg := bdat
+				bdat = nil
+				if !s.endOfData(c, msg) {
+					return
+				}
+			} else {
+				write(fmt.Sprintf("250 2.0.0 %d octets\r\n", n))
+			}
 		case "DATA":
 			write("354 go ahead\r\n")
 			msg, err := readData(br)
@@ -267,10 +357,12 @@ func (s *Server) endOfData(c net.Conn, msg []byte) bool {
 		if a.StoreTwice {
 			copies = 2
 		}
+		stored := bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n"))
+		stored = stored[:len(stored)-min(a.Truncate, len(stored))]
 		for range copies {
 			n := s.stored.Add(1)
 			name := filepath.Join(s.Maildir, "new", fmt.Sprintf("%d.fake", n))
-			if err := os.WriteFile(name, bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n")), 0o600); err != nil {
+			if err := os.WriteFile(name, stored, 0o600); err != nil {
 				return false
 			}
 		}

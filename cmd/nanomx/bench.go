@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -23,9 +24,12 @@ type benchFlags struct {
 	fs  *flag.FlagSet
 	cfg bench.Config
 
-	size, to  string
-	jsonOut   bool
-	ackedFile string
+	size, to string
+	// Byte counts with units, parsed after the flags.
+	unreadBytes, rssLimit string
+	silentBDAT            string
+	jsonOut               bool
+	ackedFile             string
 	// Report mode: read JSON results instead of running.
 	table     bool
 	summary   bool
@@ -61,6 +65,18 @@ func newBenchFlags(out io.Writer) *benchFlags {
 	fs.IntVar(&c.Idle, "idle", 0, "hold `n` idle sessions open (after EHLO) during the run")
 	fs.IntVar(&c.Slow, "slow", 0, "`n` sessions trickling a transaction one byte at a time during the run")
 	fs.DurationVar(&c.SlowInterval, "slow-interval", bench.DefaultSlowInterval, "`interval` between the bytes of -slow sessions")
+	fs.IntVar(&c.IdleRcpts, "idle-rcpts", 0, "with -idle: each idle session first runs MAIL, `n` recipients and RSET (the server needs a catch-all)")
+	fs.IntVar(&c.IdleRcptLen, "idle-rcpt-len", bench.DefaultIdleRcptLen, "with -idle-rcpts: length of each recipient address in `bytes`")
+	fs.IntVar(&c.Unread, "unread", 0, "`n` sessions that, before the load, send -unread-bytes of -unread-command lines and read the replies only at the end")
+	fs.StringVar(&f.unreadBytes, "unread-bytes", "24MiB", "with -unread: `size` each session sends")
+	fs.StringVar(&c.UnreadCommand, "unread-command", bench.DefaultUnreadCmd, "with -unread: the command `line` repeated, without CRLF")
+	fs.StringVar(&c.UnreadFirst, "unread-first", "", "with -unread: a command `line` sent once before them, e.g. \"MAIL FROM:<>\"")
+	fs.DurationVar(&c.UnreadFor, "unread-for", bench.DefaultUnreadFor, "with -unread: bound on the writing, and on the reading, in `duration`")
+	fs.StringVar(&f.rssLimit, "rss-limit", "", "with -unread and -pid: stop writing when the server's RSS passes this `size`")
+	fs.IntVar(&c.Silent, "silent", 0, "hold `n` sessions during the run that say MAIL FROM:<>, RCPT and BDAT -silent-bdat, then nothing")
+	fs.StringVar(&c.SilentRcpt, "silent-rcpt", "", "with -silent: the recipient `address` (default postmaster at the domain of the first -to)")
+	fs.StringVar(&f.silentBDAT, "silent-bdat", strconv.FormatInt(bench.DefaultSilentBDAT, 10), "with -silent: the chunk `sizes` announced, in bytes, comma-separated, used in turn")
+	fs.StringVar(&c.SilentSource, "silent-source", "", "with -silent: the one local `ip` they all come from (default: spread like the others)")
 	fs.StringVar(&c.VerifyMaildir, "verify-maildir", "", "after the run, check that every acked message is in the Maildirs under `dir`, once")
 	fs.StringVar(&c.Label, "label", "", "scenario `name` for reports")
 	fs.BoolVar(&f.jsonOut, "json", false, "print the result as one JSON object on stdout")
@@ -111,6 +127,36 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	f.cfg.Size = size
+	// The modes' defaults stay out of the JSON of runs without them.
+	if f.cfg.IdleRcpts == 0 {
+		f.cfg.IdleRcptLen = 0
+	}
+	if f.cfg.Silent == 0 {
+		f.silentBDAT = ""
+	}
+	if f.cfg.Unread == 0 {
+		f.unreadBytes, f.cfg.UnreadCommand, f.cfg.UnreadFirst, f.cfg.UnreadFor = "", "", "", 0
+	}
+	for _, v := range splitList(f.silentBDAT) {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			fmt.Fprintf(stderr, "nanomx: bench: -silent-bdat: %q is not a size in bytes\n", v)
+			return exitUsage
+		}
+		f.cfg.SilentBDAT = append(f.cfg.SilentBDAT, n)
+	}
+	for _, b := range []struct {
+		name, s string
+		dst     *int64
+	}{{"unread-bytes", f.unreadBytes, &f.cfg.UnreadBytes}, {"rss-limit", f.rssLimit, &f.cfg.RSSLimit}} {
+		if b.s == "" {
+			continue
+		}
+		if *b.dst, err = bench.ParseBytes(b.s); err != nil {
+			fmt.Fprintf(stderr, "nanomx: bench: -%s: %v\n", b.name, err)
+			return exitUsage
+		}
+	}
 	f.cfg.To = splitList(f.to)
 	if len(f.cfg.To) == 0 {
 		fmt.Fprintln(stderr, "nanomx: bench: -to: no address")
@@ -157,7 +203,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		code = exitError
 	}
 	if res.Verify != nil && !res.Verify.OK() {
-		fmt.Fprintf(stderr, "nanomx: bench: verify-maildir: %d acked messages lost, %d duplicated\n", res.Verify.Lost, res.Verify.Duplicates)
+		fmt.Fprintf(stderr, "nanomx: bench: verify-maildir: %d acked messages lost, %d duplicated, %d of the wrong size\n",
+			res.Verify.Lost, res.Verify.Duplicates, res.Verify.SizeMismatch)
 		code = exitError
 	}
 	return code
