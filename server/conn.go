@@ -79,6 +79,10 @@ type conn struct {
 	body     *bytebufferpool.ByteBuffer
 	reserved int64
 	hint     int64 // the declared size, for sizing the buffer only
+	// Past SpillThreshold the body goes to disk as it arrives: spill
+	// writes it, and spillMsg is the message it will be submitted as.
+	spill    *spool.Spill
+	spillMsg *spool.Message
 
 	// While a message is with the spool: waiting is set on the loop;
 	// result is stored by the worker's callback, then the loop is woken.
@@ -401,15 +405,14 @@ func (c *conn) setDeadline() {
 	c.deadline.Store(min(d, c.sessionEnd))
 }
 
-// submit hands the waiting message to the spool.
-func (c *conn) submit() {
-	env := c.sess.Envelope()
+// message builds the spool message of the current transaction, without
+// its body.
+func (c *conn) message(env proto.Envelope) *spool.Message {
 	m := &spool.Message{
 		ID:        c.srv.newID(),
 		From:      string(env.From),
 		Rcpts:     make([]string, len(env.Rcpts)),
 		Directory: c.dir,
-		Body:      c.body,
 		Helo:      string(env.Helo),
 		RemoteIP:  c.remote,
 		Protocol:  protocolName(env, c.tlsInfo != ""),
@@ -419,6 +422,19 @@ func (c *conn) submit() {
 	for i, r := range env.Rcpts {
 		m.Rcpts[i] = string(r)
 	}
+	return m
+}
+
+// submit hands the waiting message to the spool: the body in memory, or
+// for a spilled one the last bytes after those on disk.
+func (c *conn) submit() {
+	env := c.sess.Envelope()
+	m := c.spillMsg
+	if m == nil {
+		m = c.message(env)
+	}
+	m.Body, m.Spill = c.body, c.spill
+	c.spill, c.spillMsg = nil, nil
 	reserved := c.reserved
 	c.body, c.reserved = nil, 0
 	srv, ip := c.srv, c.ip
@@ -559,6 +575,10 @@ func (c *conn) BeginBody(sizeHint int64) *proto.Reply {
 // the reservation never exceeds twice what arrived. The first bytes take
 // a pooled buffer; its capacity is charged too.
 func (c *conn) WriteBody(p []byte) *proto.Reply {
+	threshold := c.lv.cfg.SpillThreshold
+	if c.body != nil && int64(len(c.body.B)+len(p)) > threshold {
+		c.spillBody()
+	}
 	if c.body == nil {
 		b := bytebufferpool.Get()
 		if extra := int64(cap(b.B)); extra > 0 {
@@ -577,8 +597,10 @@ func (c *conn) WriteBody(p []byte) *proto.Reply {
 	b := c.body.B
 	if need := len(b) + len(p); need > cap(b) {
 		newCap := max(need, 2*cap(b), 4096)
-		if limit := int(c.lv.cfg.MaxMessageBytes); newCap > limit && need <= limit {
-			newCap = limit // the session never stores more than this
+		// The session never holds more than this in memory: past the
+		// spill threshold the body goes to disk.
+		if limit := int(min(c.lv.cfg.MaxMessageBytes, threshold)); newCap > limit && need <= limit {
+			newCap = limit
 		}
 		if grow := int64(newCap) - c.reserved; grow > 0 {
 			if !c.srv.reserve(c.ip, grow, c.lv.cfg.BodyBudgetPerIP) {
@@ -594,10 +616,30 @@ func (c *conn) WriteBody(p []byte) *proto.Reply {
 	return nil
 }
 
+// spillBody hands the body held so far to the spool, which appends it to
+// the message's tmp/ file on a worker (the first chunk carries the header
+// section, so the trace fields and the loop check see it). The chunk's
+// budget is released once it is on disk; until then it counts, so a disk
+// slower than the senders ends in 452 4.3.1, not in unbounded memory.
+func (c *conn) spillBody() {
+	if c.spill == nil {
+		c.spillMsg = c.message(c.sess.Envelope())
+		c.spill = c.srv.spool.NewSpill(c.spillMsg)
+	}
+	b, n := c.body, c.reserved
+	c.body, c.reserved = nil, 0
+	srv, ip := c.srv, c.ip
+	c.spill.Write(b, func() { srv.release(ip, n) })
+}
+
 // AbortBody drops the body of an abandoned transaction.
 func (c *conn) AbortBody() { c.freeBody() }
 
 func (c *conn) freeBody() {
+	if c.spill != nil {
+		c.spill.Abort() // the tmp/ file is removed on a worker
+		c.spill, c.spillMsg = nil, nil
+	}
 	if c.body != nil {
 		bytebufferpool.Put(c.body)
 		c.body = nil

@@ -3,8 +3,11 @@ package server
 import (
 	"bufio"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -557,4 +560,114 @@ func TestHalfCloseTLS(t *testing.T) {
 	if n := len(newFiles(t, cfg.MaildirRoot, "example.test", "bob")); n != 1 {
 		t.Fatalf("%d files, want 1", n)
 	}
+}
+
+// TestLargeMessagesSpill: bodies past spill_threshold go to disk as they
+// arrive, so ten concurrent 6 MB messages from one address (60 MB) fit in
+// a 4 MiB per-address share (each session holds its current chunk and the
+// chunks not yet on disk) and all land intact, with the exact S= size; an
+// abandoned transfer leaves nothing in tmp/; the budget comes back whole.
+func TestLargeMessagesSpill(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.MaxMessageBytes = 8 << 20
+	cfg.BodyBudgetBytes = 8 << 20
+	cfg.BodyBudgetPerIP = 4 << 20
+	cfg.SpillThreshold = 256 << 10
+	cfg.MaxConnectionsPerIP = 50
+	r := start(t, cfg)
+	const n = 10
+	body := func(i int) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "Subject: big-%d\r\n\r\n", i)
+		line := fmt.Sprintf("%d-", i) + strings.Repeat("x", 76) + "\r\n"
+		for b.Len() < 6<<20 {
+			b.WriteString(line)
+		}
+		return b.String()
+	}
+	var wg sync.WaitGroup
+	errs := make(chan string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", r.addr)
+			if err != nil {
+				errs <- err.Error()
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+			br := bufio.NewReader(c)
+			read := func() string {
+				var last string
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil {
+						return "read: " + err.Error()
+					}
+					if last = l; len(l) < 4 || l[3] != '-' {
+						return last
+					}
+				}
+			}
+			read()
+			for _, cmd := range []string{"EHLO c", "MAIL FROM:<a@example.org>", "RCPT TO:<bob@example.test>", "DATA"} {
+				fmt.Fprintf(c, "%s\r\n", cmd)
+				read()
+			}
+			if _, err := io.WriteString(c, body(i)+".\r\n"); err != nil {
+				errs <- err.Error()
+				return
+			}
+			if g := read(); !strings.HasPrefix(g, "250 2.0.0") {
+				errs <- fmt.Sprintf("message %d: %q", i, g)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	dir := filepath.Join(cfg.MaildirRoot, "example.test", "bob", "new")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != n {
+		t.Fatalf("%d files, want %d", len(ents), n)
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasSuffix(e.Name(), fmt.Sprintf(",S=%d", len(b))) {
+			t.Errorf("%s: S= is not the size %d", e.Name(), len(b))
+		}
+		i := strings.Index(string(b), "Subject: big-")
+		if i < 0 {
+			t.Fatalf("%s: no Subject", e.Name())
+		}
+		var k int
+		fmt.Sscanf(string(b[i:]), "Subject: big-%d", &k)
+		if want := strings.ReplaceAll(body(k), "\r\n", "\n"); string(b[i:]) != want {
+			t.Errorf("%s: body differs from message %d (%d vs %d bytes)", e.Name(), k, len(b)-i, len(want))
+		}
+	}
+
+	// An abandoned transfer: 3 MB, then the client goes away.
+	c := dial(t, r.addr)
+	c.reply()
+	c.expect("EHLO c", "250")
+	c.expect("MAIL FROM:<a@example.org>", "250")
+	c.expect("RCPT TO:<bob@example.test>", "250")
+	c.expect("DATA", "354")
+	c.send(body(99)[:3<<20])
+	tmp := filepath.Join(cfg.MaildirRoot, "example.test", "bob", "tmp")
+	waitFor(t, func() bool { ents, _ := os.ReadDir(tmp); return len(ents) == 1 })
+	c.c.Close()
+	waitFor(t, func() bool { ents, _ := os.ReadDir(tmp); return len(ents) == 0 })
+	waitFor(t, func() bool { return r.srv.budget.Load() == cfg.BodyBudgetBytes })
 }

@@ -740,6 +740,7 @@ func TestBodyReservationCoversCapacity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	lv.cfg.SpillThreshold = 8 << 20 // all in memory: there is no spool here
 	s.budget.Store(64 << 20)
 	c := &conn{srv: s, lv: lv, ip: &ipState{}}
 	chunk := bytes.Repeat([]byte("x"), 10000)
