@@ -81,9 +81,9 @@ const OutputLimit = 4 << 10
 // the rest of the session. Normal transactions stay below them, so a warm
 // session still allocates nothing.
 const (
-	maxIdleArena = 2 << 10     // octets of envelope addresses
-	maxIdleSpans = 16          // entries of rcpts and views
-	maxIdleOut   = OutputLimit // octets of replies, checked by ClearOutput
+	maxIdleArena = 1 << 10 // octets of envelope addresses
+	maxIdleSpans = 16      // entries of rcpts and views
+	maxIdleOut   = 1 << 10 // octets of replies, checked by ClearOutput
 )
 
 // Dialect is a prepared, immutable Config shared by every session: it

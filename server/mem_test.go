@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"runtime"
 	"strings"
@@ -12,11 +13,29 @@ import (
 // greeting and EHLO (server side: gnet's conn, ours, the session), and
 // bounds it: idle connections are what a flood or a slowloris piles up.
 func TestIdleConnMemory(t *testing.T) {
+	t.Run("after EHLO", func(t *testing.T) { testIdleConnMemory(t, 0) })
+	// An idle session that once held a transaction of 100 long recipients
+	// must cost the same: the buffers it grew are let go (issue 8).
+	t.Run("after 100 long recipients", func(t *testing.T) { testIdleConnMemory(t, 100) })
+}
+
+func testIdleConnMemory(t *testing.T, rcpts int) {
 	const n = 2000
 	cfg := testServerConfig(t)
 	cfg.MaxConnections = 2 * n
 	cfg.MaxConnectionsPerIP = 2 * n
+	cfg.CatchAll = map[string]string{"example.test": "bob@example.test"}
 	r := start(t, cfg)
+	var tx string
+	if rcpts > 0 {
+		var b strings.Builder
+		b.WriteString("MAIL FROM:<a@example.org>\r\n")
+		for i := range rcpts {
+			fmt.Fprintf(&b, "RCPT TO:<%03d%s@example.test>\r\n", i, strings.Repeat("r", 190))
+		}
+		b.WriteString("RSET\r\n")
+		tx = b.String()
+	}
 	heap := func() uint64 {
 		runtime.GC()
 		runtime.GC()
@@ -35,13 +54,16 @@ func TestIdleConnMemory(t *testing.T) {
 			if l, _ := br.ReadString('\n'); !strings.HasPrefix(l, "220") {
 				t.Fatalf("greeting %q", l)
 			}
-			c.Write([]byte("EHLO client.example.org\r\n"))
-			for {
+			c.Write([]byte("EHLO client.example.org\r\n" + tx))
+			for replies := 0; replies < rcpts+3; {
 				l, err := br.ReadString('\n')
 				if err != nil {
 					t.Fatal(err)
 				}
-				if strings.HasPrefix(l, "250 ") {
+				if len(l) > 3 && l[3] == ' ' {
+					replies++
+				}
+				if rcpts == 0 && replies == 1 {
 					break
 				}
 			}
@@ -77,7 +99,7 @@ func TestIdleConnMemory(t *testing.T) {
 	b := dialHalf(n)
 	after := heap()
 	server := float64(after-before)/n - clientSide
-	t.Logf("heap per idle session after EHLO: ~%.0f B server side (client side %.0f B)", server, clientSide)
+	t.Logf("heap per idle session (%d recipients before): ~%.0f B server side (client side %.0f B)", rcpts, server, clientSide)
 	for _, c := range append(a, b...) {
 		c.Close()
 	}
