@@ -2,10 +2,12 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat:
@@ -149,4 +151,32 @@ func readProcMem(pid int) (hwm, rss int64, err error) {
 		}
 	}
 	return hwm, rss, nil
+}
+
+// settledRSS returns the server's RSS once it has stopped falling: three
+// readings a second apart none lower than the one before, or limit. Memory
+// a burst freed (an idle session's transaction) is given back to the
+// kernel by the Go runtime's scavenger over seconds, not at once: reading
+// at once would charge it to the idle sessions.
+func (p *procWatch) settledRSS(ctx context.Context, limit time.Duration) int64 {
+	if p == nil {
+		return 0
+	}
+	end := time.Now().Add(limit)
+	last, steady := p.rss(), 0
+	for steady < 3 && time.Now().Before(end) {
+		select {
+		case <-ctx.Done():
+			return last
+		case <-time.After(time.Second):
+		}
+		now := p.rss()
+		if now < last {
+			steady = 0
+		} else {
+			steady++
+		}
+		last = min(last, now)
+	}
+	return last
 }

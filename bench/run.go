@@ -129,7 +129,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		if proc != nil {
 			h := &s.report
 			h.RSSBeforeKB = rssBefore
-			h.RSSAfterKB = proc.rss()
+			h.RSSAfterKB = proc.settledRSS(cut, 30*time.Second)
 			if h.Opened > 0 && rssBefore > 0 && h.RSSAfterKB > 0 {
 				h.PerConnKB = float64(h.RSSAfterKB-rssBefore) / float64(h.Opened)
 			}
