@@ -14,9 +14,11 @@ type nopHandler struct {
 	begun bool
 }
 
-func (h *nopHandler) CheckMail(int64) *Reply  { return nil }
-func (h *nopHandler) CheckRcpt([]byte) *Reply { return nil }
-func (h *nopHandler) StartTLS() *Reply        { return nil }
+func (h *nopHandler) CheckHelo([]byte, bool) *Reply       { return nil }
+func (h *nopHandler) CheckMail([]byte, MailParams) *Reply { return nil }
+func (h *nopHandler) CheckRcpt([]byte) *Reply             { return nil }
+func (h *nopHandler) CheckData() *Reply                   { return nil }
+func (h *nopHandler) StartTLS() *Reply                    { return nil }
 
 func (h *nopHandler) BeginBody(int64) *Reply {
 	if h.begun {

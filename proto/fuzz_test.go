@@ -510,6 +510,10 @@ func FuzzSession(f *testing.F) {
 			reads = append(reads, b[:min(size, len(b))])
 		}
 		same("reads of "+strconv.Itoa(size), whole, do(reads))
+		// Every check answering later (Resume) must change nothing.
+		h0.pendAll = true
+		same("checks pending", whole, do([][]byte{input[:c], input[c:]}))
+		h0.pendAll = false
 		if len(input) <= 512 {
 			var bytewise [][]byte
 			for i := range input {

@@ -134,14 +134,25 @@ func (d *Dialect) Config() Config { return d.cfg }
 // goroutine that calls Feed and must not block. Byte slices passed in are
 // borrowed: copy what you keep.
 type Handler interface {
-	// CheckMail vets a transaction's declared SIZE= (0 when absent), e.g.
-	// against free disk space (RFC 1870: 452 4.3.1). nil accepts.
-	CheckMail(size int64) *Reply
+	// CheckHelo decides a HELO/EHLO name (the first token of its argument,
+	// at most 255 octets). nil accepts. A refusal must carry no enhanced
+	// status code (RFC 2034 3); a 421 ends the session.
+	CheckHelo(name []byte, esmtp bool) *Reply
+	// CheckMail decides a transaction's reverse-path (in the canonical
+	// form Envelope describes; empty for the null sender) and parameters,
+	// e.g. the declared SIZE= against free disk space (RFC 1870: 452
+	// 4.3.1). nil accepts.
+	CheckMail(from []byte, p MailParams) *Reply
 	// CheckRcpt decides one recipient ("local@domain" or "Postmaster", in
 	// the canonical form Envelope describes).
 	// nil accepts; refusals such as ReplyUnknownUser or ReplyRelayDenied
 	// are sent as they are.
 	CheckRcpt(addr []byte) *Reply
+	// CheckData decides a complete message whose body the handler holds
+	// (BeginBody, WriteBody), before it is delivered. nil accepts: the
+	// session then waits for delivery (Waiting). A refusal answers the
+	// transaction and drops the body (AbortBody).
+	CheckData() *Reply
 	// BeginBody is called when DATA or the first BDAT chunk starts, with
 	// the declared SIZE= or a hint. A non-nil reply refuses the body.
 	BeginBody(sizeHint int64) *Reply
@@ -160,6 +171,13 @@ type Handler interface {
 	StartTLS() *Reply
 }
 
+// The Check methods may also return Pending: the verdict is not known
+// yet. The session then reads no further input (Feed consumes nothing,
+// so pipelined commands stay with the caller) and produces no reply
+// until the caller passes the verdict to Resume; replies keep their
+// order. Arguments are borrowed until the method returns, also when it
+// returns Pending: copy what the check needs.
+
 type state uint8
 
 const (
@@ -170,6 +188,7 @@ const (
 	stateData                 // reading DATA
 	stateBdat                 // reading the octets of a BDAT chunk
 	stateWait                 // message complete, waiting for delivery
+	statePending              // a check's verdict is awaited (Resume)
 	stateTLS                  // STARTTLS accepted, waiting for the handshake
 	stateClosed               // QUIT or fatal: nothing more is read
 )
@@ -190,6 +209,8 @@ func (s state) String() string {
 		return "bdat"
 	case stateWait:
 		return "wait"
+	case statePending:
+		return "pending"
 	case stateTLS:
 		return "tls"
 	case stateClosed:
@@ -256,6 +277,8 @@ type Session struct {
 	junk     int  // junk commands since the session began or a delivery
 	hello    bool // a HELO/EHLO was accepted since the session or TLS began
 	commands uint64
+
+	pend pending // the check awaited in statePending
 }
 
 // NewSession starts a session; the server sends d.Greeting() first.
@@ -307,7 +330,7 @@ func (s *Session) Feed(in []byte) int {
 			return n
 		}
 		switch s.state {
-		case stateWait, stateTLS, stateClosed:
+		case stateWait, statePending, stateTLS, stateClosed:
 			return n
 		case stateData:
 			n += s.feedData(in[n:])
@@ -646,8 +669,26 @@ func (s *Session) handleHelo(arg []byte, esmtp bool) {
 	if len(tok) > maxHeloBytes {
 		tok = tok[:maxHeloBytes]
 	}
+	// The name waits at the end of the arena until the verdict: a refused
+	// HELO changes nothing (the transaction and the old name stay).
+	mark := len(s.arena)
+	s.arena = append(s.arena, tok...)
+	r := s.h.CheckHelo(s.arena[mark:], esmtp)
+	if r == Pending {
+		s.await(pending{stage: stageHelo, mark: int32(mark), esmtp: esmtp})
+		return
+	}
+	s.finishHelo(r, mark, esmtp)
+}
+
+func (s *Session) finishHelo(r *Reply, mark int, esmtp bool) {
+	if r != nil {
+		s.arena = s.arena[:mark]
+		s.refuse(r)
+		return
+	}
+	s.helo = append(s.helo[:0], s.arena[mark:]...)
 	s.resetTx() // RFC 5321 4.1.4: EHLO/HELO resets the transaction
-	s.helo = append(s.helo[:0], tok...)
 	s.esmtp = esmtp
 	s.hello = true
 	s.state = stateReady
@@ -709,7 +750,7 @@ func (s *Session) handleMail(arg []byte) {
 		return
 	}
 	var size int64
-	var smtputf8 bool
+	var smtputf8, body8 bool
 	for len(params) > 0 {
 		var tok []byte
 		tok, params = nextToken(params)
@@ -729,7 +770,9 @@ func (s *Session) handleMail(arg []byte) {
 			size = n
 		case equalFold(key, "body"):
 			switch {
-			case equalFold(val, "7bit"), equalFold(val, "8bitmime"):
+			case equalFold(val, "7bit"):
+			case equalFold(val, "8bitmime"):
+				body8 = true
 			case equalFold(val, "binarymime"):
 				r = ReplyUnsupportedBody // RFC 3030 BINARYMIME is not offered
 			default:
@@ -756,14 +799,24 @@ func (s *Session) handleMail(arg []byte) {
 		s.reply(ReplyDeclaredTooBig) // RFC 1870 6.1
 		return
 	}
-	if r := s.h.CheckMail(size); r != nil {
+	mp := MailParams{Size: size, SMTPUTF8: smtputf8, Body8Bit: body8}
+	r := s.h.CheckMail(s.arena[mark:], mp)
+	if r == Pending {
+		s.await(pending{stage: stageMail, mark: int32(mark), mail: mp})
+		return
+	}
+	s.finishMail(r, mark, mp)
+}
+
+func (s *Session) finishMail(r *Reply, mark int, mp MailParams) {
+	if r != nil {
 		s.arena = s.arena[:mark]
-		s.reply(r)
+		s.refuse(r)
 		return
 	}
 	s.from = span{int32(mark), int32(len(s.arena) - mark)}
-	s.utf8 = smtputf8
-	s.declSize = size
+	s.utf8 = mp.SMTPUTF8
+	s.declSize = mp.Size
 	s.state = stateMail
 	s.reply(ReplyMailOK)
 }
@@ -803,17 +856,21 @@ func (s *Session) handleRcpt(arg []byte) {
 		r = ReplyNeedSMTPUTF8
 	default:
 		r = s.h.CheckRcpt(addr)
+		if r == Pending {
+			s.await(pending{stage: stageRcpt, mark: int32(mark)})
+			return
+		}
 	}
+	s.finishRcpt(r, mark)
+}
+
+func (s *Session) finishRcpt(r *Reply, mark int) {
 	if r != nil {
 		s.arena = s.arena[:mark]
-		if r.Code >= 500 {
-			s.reject(r) // counts 550 5.1.1 against address guessing
-		} else {
-			s.reply(r)
-		}
+		s.refuse(r) // counts 550 5.1.1 against address guessing
 		return
 	}
-	s.rcpts = append(s.rcpts, span{int32(mark), int32(len(addr))})
+	s.rcpts = append(s.rcpts, span{int32(mark), int32(len(s.arena) - mark)})
 	s.state = stateRcpt
 	s.reply(ReplyRcptOK)
 }
@@ -1129,6 +1186,22 @@ func (s *Session) endMessage() {
 		s.resetTx()
 		s.reply(r)
 	default:
-		s.state = stateWait
+		r := s.h.CheckData()
+		if r == Pending {
+			s.state = stateRcpt // where the verdict returns to
+			s.await(pending{stage: stageData})
+			return
+		}
+		s.finishData(r)
 	}
+}
+
+func (s *Session) finishData(r *Reply) {
+	if r != nil {
+		s.state = stateReady
+		s.resetTx() // drops the body
+		s.reply(r)
+		return
+	}
+	s.state = stateWait
 }

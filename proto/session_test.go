@@ -25,14 +25,62 @@ type fakeHandler struct {
 	// first, Failed(ReplyLocalError) instead of Delivered.
 	failDeliveries int
 	noTLS          bool // StartTLS refuses: no TLS slot
+
+	// pendAll makes every Check method answer Pending and keep its verdict
+	// in deferred, which the test driver passes to Resume: the same
+	// conversation with every check asynchronous.
+	pendAll  bool
+	deferred *Reply
+	pended   map[stage]int // Pending answers per stage
 }
 
-func (h *fakeHandler) CheckMail(size int64) *Reply {
-	if h.freeBytes > 0 && size > h.freeBytes {
-		return ReplyNoSpace
+// verdict returns r, or Pending with r kept for Resume under pendAll.
+func (h *fakeHandler) verdict(st stage, r *Reply) *Reply {
+	if !h.pendAll {
+		return r
 	}
-	return nil
+	if h.pended == nil {
+		h.pended = map[stage]int{}
+	}
+	h.pended[st]++
+	h.deferred = r
+	return Pending
 }
+
+func (h *fakeHandler) CheckHelo(name []byte, esmtp bool) *Reply {
+	var r *Reply
+	if string(name) == "refused.example" {
+		r = ReplyHeloRefusedTest
+	}
+	return h.verdict(stageHelo, r)
+}
+
+func (h *fakeHandler) CheckMail(from []byte, p MailParams) *Reply {
+	var r *Reply
+	switch {
+	case h.freeBytes > 0 && p.Size > h.freeBytes:
+		r = ReplyNoSpace
+	case string(from) == "spammer@example.org":
+		r = ReplySenderRefusedTest
+	}
+	return h.verdict(stageMail, r)
+}
+
+// CheckData refuses a message whose body starts with "X-Refuse:".
+func (h *fakeHandler) CheckData() *Reply {
+	var r *Reply
+	if bytes.HasPrefix(h.body, []byte("X-Refuse:")) {
+		r = ReplyContentRefusedTest
+	}
+	return h.verdict(stageData, r)
+}
+
+// Replies the test checks give.
+var (
+	ReplyHeloRefusedTest    = NewReply(550, "", "HELO refused by a test check")
+	ReplySenderRefusedTest  = NewReply(550, "5.7.1", "Sender refused by a test check")
+	ReplyContentRefusedTest = NewReply(550, "5.7.1", "Content refused by a test check")
+)
 
 func (h *fakeHandler) StartTLS() *Reply {
 	if h.noTLS {
@@ -42,6 +90,10 @@ func (h *fakeHandler) StartTLS() *Reply {
 }
 
 func (h *fakeHandler) CheckRcpt(addr []byte) *Reply {
+	return h.verdict(stageRcpt, h.lookup(addr))
+}
+
+func (h *fakeHandler) lookup(addr []byte) *Reply {
 	a := strings.ToLower(string(addr))
 	if a == "postmaster" {
 		return nil
@@ -133,6 +185,17 @@ func run(t testing.TB, cfg Config, h *fakeHandler, chunks [][]byte) (out string,
 			full := s.OutputFull()
 			o.Write(s.Output())
 			s.ClearOutput()
+			if s.Pending() {
+				// While pending the session takes no input and says
+				// nothing; the verdict then resumes it where it stopped.
+				if n := s.Feed(buf); n != 0 || len(s.Output()) != 0 {
+					t.Fatalf("pending session consumed %d bytes, replied %q", n, s.Output())
+				}
+				r := h.deferred
+				h.deferred = nil
+				s.Resume(r)
+				continue
+			}
 			if s.Waiting() {
 				if !h.begun {
 					t.Fatalf("waiting without a body")
@@ -422,7 +485,7 @@ next:
 // helloReplies are the named replies to HELO and EHLO, which carry no
 // enhanced status code.
 func helloReplies() [][]byte {
-	return [][]byte{ReplyHeloSyntax.line, ReplyEhloSyntax.line, ReplyTooManyJunkHelo.line}
+	return [][]byte{ReplyHeloSyntax.line, ReplyEhloSyntax.line, ReplyTooManyJunkHelo.line, ReplyHeloRefusedTest.line}
 }
 
 var enhancedCode = regexp.MustCompile(`^[245]\.[0-9]{1,3}\.[0-9]{1,3} `)
@@ -477,5 +540,44 @@ func TestTranscripts(t *testing.T) {
 				check(t, tr, "cut at "+strconv.Itoa(cut), &h, out, msgs, closed)
 			}
 		})
+	}
+}
+
+// TestTranscriptsPending runs every transcript again with every check
+// (HELO, MAIL, RCPT, end of data) answering Pending and its verdict given
+// later by Resume, whole, byte by byte and cut at every offset: the
+// conversation must be the same, pipelined input waiting while a check is
+// pending, replies in order.
+func TestTranscriptsPending(t *testing.T) {
+	seen := map[stage]int{}
+	for _, tr := range loadTranscripts(t) {
+		t.Run(tr.name, func(t *testing.T) {
+			h := tr.h
+			h.pendAll = true
+			out, msgs, closed := run(t, tr.cfg, &h, [][]byte{tr.input})
+			check(t, tr, "whole, pending", &h, out, msgs, closed)
+			for st, n := range h.pended {
+				seen[st] += n
+			}
+			h = tr.h
+			h.pendAll = true
+			var bytewise [][]byte
+			for i := range tr.input {
+				bytewise = append(bytewise, tr.input[i:i+1])
+			}
+			out, msgs, closed = run(t, tr.cfg, &h, bytewise)
+			check(t, tr, "bytewise, pending", &h, out, msgs, closed)
+			for cut := 1; cut < len(tr.input); cut++ {
+				h = tr.h
+				h.pendAll = true
+				out, msgs, closed = run(t, tr.cfg, &h, [][]byte{tr.input[:cut], tr.input[cut:]})
+				check(t, tr, "pending, cut at "+strconv.Itoa(cut), &h, out, msgs, closed)
+			}
+		})
+	}
+	for _, st := range []stage{stageHelo, stageMail, stageRcpt, stageData} {
+		if seen[st] == 0 {
+			t.Errorf("no transcript has a pending check at stage %d", st)
+		}
 	}
 }

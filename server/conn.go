@@ -532,8 +532,8 @@ func protocolName(env proto.Envelope, tls bool) string {
 // CheckMail refuses a declared size the disk cannot hold (RFC 1870 6.1)
 // and takes the address book the transaction's recipients are checked
 // and resolved against.
-func (c *conn) CheckMail(size int64) *proto.Reply {
-	if size > 0 {
+func (c *conn) CheckMail(from []byte, p proto.MailParams) *proto.Reply {
+	if size := p.Size; size > 0 {
 		if free := c.srv.spool.FreeBytes(); free >= 0 && size > free {
 			return proto.ReplyNoSpace
 		}
@@ -557,6 +557,13 @@ func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
 		return proto.ReplyUnknownUser
 	}
 }
+
+// CheckHelo accepts every HELO/EHLO name: it is only ever written,
+// sanitised, into the Received header.
+func (c *conn) CheckHelo(name []byte, esmtp bool) *proto.Reply { return nil }
+
+// CheckData accepts every complete message.
+func (c *conn) CheckData() *proto.Reply { return nil }
 
 // BeginBody starts a body. Nothing is reserved yet: the budget is charged
 // as bytes arrive (WriteBody), so a declared SIZE= or a BDAT length that

@@ -1,0 +1,214 @@
+// Package check is the server's asynchronous check stage: verdicts that
+// may not be known yet, a bounded pool for checks that must block, and
+// timers for those that only wait. A session asks its checks at each stage
+// (connect, HELO, MAIL, each RCPT, end of data); a check answers at once
+// or returns a Result that completes later, off the event loop, and the
+// session resumes with the verdict. A verdict is data: the session, not
+// the check, writes replies, so their order under pipelining stays the
+// session's job.
+package check
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nanomx/nanomx/proto"
+)
+
+// Verdict is a check's decision.
+type Verdict struct {
+	// Reply refuses (any 4xx or 5xx with its enhanced code); nil accepts.
+	Reply *proto.Reply
+	// Headers are header fields to prepend to the stored message (end of
+	// data only), e.g. Authentication-Results; each ends in LF.
+	Headers []byte
+	// Folder is the Maildir++ folder to deliver into (end of data only),
+	// e.g. "Junk"; "" is the inbox.
+	Folder string
+}
+
+// Result is a verdict, known now or later. It completes once; later
+// completions are ignored, so a timeout and a late answer can race.
+type Result struct {
+	mu   sync.Mutex
+	done bool
+	v    Verdict
+	cb   func(Verdict)
+}
+
+// Now returns a completed result.
+func Now(v Verdict) *Result { return &Result{done: true, v: v} }
+
+// Accept is a completed result that accepts.
+func Accept() *Result { return Now(Verdict{}) }
+
+// New returns a result that completes with Complete.
+func New() *Result { return &Result{} }
+
+// Complete sets the verdict, if none was set, and runs the waiter's
+// callback on the calling goroutine. It reports whether v was taken.
+func (r *Result) Complete(v Verdict) bool {
+	r.mu.Lock()
+	if r.done {
+		r.mu.Unlock()
+		return false
+	}
+	r.done, r.v = true, v
+	cb := r.cb
+	r.cb = nil
+	r.mu.Unlock()
+	if cb != nil {
+		cb(v)
+	}
+	return true
+}
+
+// Verdict returns the verdict and whether it is known.
+func (r *Result) Verdict() (Verdict, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.v, r.done
+}
+
+// Notify runs cb with the verdict once it is known: at once, on the
+// calling goroutine, if it is already. A result has at most one waiter.
+func (r *Result) Notify(cb func(Verdict)) {
+	r.mu.Lock()
+	if !r.done {
+		r.cb = cb
+		r.mu.Unlock()
+		return
+	}
+	v := r.v
+	r.mu.Unlock()
+	cb(v)
+}
+
+// After returns a result that completes with v after d, on a timer: a
+// check that only waits holds no goroutine.
+func After(d time.Duration, v Verdict) *Result {
+	r := New()
+	time.AfterFunc(d, func() { r.Complete(v) })
+	return r
+}
+
+// Timeout makes r complete with policy if it has not completed within d
+// (what a timed-out check means is the check's declared policy: accept,
+// or e.g. 451 4.7.0). It returns r.
+func Timeout(r *Result, d time.Duration, policy Verdict) *Result {
+	if _, done := r.Verdict(); done || d <= 0 {
+		return r
+	}
+	// A timer firing after the answer finds r complete and does nothing.
+	time.AfterFunc(d, func() { r.Complete(policy) })
+	return r
+}
+
+// All combines results in order: it completes when every one has, with
+// the first refusal (in the order given, not of arrival), the header
+// fields of all in order, and the last folder named. nil results accept.
+func All(rs ...*Result) *Result {
+	var live []*Result
+	for _, r := range rs {
+		if r != nil {
+			live = append(live, r)
+		}
+	}
+	switch len(live) {
+	case 0:
+		return Accept()
+	case 1:
+		return live[0]
+	}
+	out := New()
+	var mu sync.Mutex
+	left := len(live)
+	vs := make([]Verdict, len(live))
+	for i, r := range live {
+		r.Notify(func(v Verdict) {
+			mu.Lock()
+			vs[i] = v
+			left--
+			last := left == 0
+			mu.Unlock()
+			if last {
+				out.Complete(combine(vs))
+			}
+		})
+	}
+	return out
+}
+
+func combine(vs []Verdict) Verdict {
+	var c Verdict
+	for _, v := range vs {
+		if c.Reply == nil && v.Reply != nil {
+			c.Reply = v.Reply
+		}
+		c.Headers = append(c.Headers, v.Headers...)
+		if v.Folder != "" {
+			c.Folder = v.Folder
+		}
+	}
+	return c
+}
+
+// ErrBusy is what a full pool answers; Go turns it into the policy.
+var ErrBusy = errors.New("check: pool busy")
+
+// Pool runs checks that must block (a library without a callback API) on
+// a fixed number of goroutines, never one per session.
+type Pool struct {
+	q chan task
+}
+
+type task struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	fn     func(context.Context) Verdict
+	r      *Result
+	policy Verdict
+}
+
+// NewPool starts workers goroutines serving at most queue waiting checks.
+func NewPool(workers, queue int) *Pool {
+	p := &Pool{q: make(chan task, queue)}
+	for range workers {
+		go p.work()
+	}
+	return p
+}
+
+func (p *Pool) work() {
+	for t := range p.q {
+		if t.ctx.Err() == nil {
+			v := t.fn(t.ctx)
+			if t.ctx.Err() != nil {
+				v = t.policy // what a check says past its deadline does not count
+			}
+			t.r.Complete(v)
+		}
+		t.cancel()
+	}
+}
+
+// Go runs fn on the pool under timeout: the result completes with fn's
+// verdict, or with policy when the timeout passes first (fn's context is
+// then cancelled) or the pool's queue is full. Go never blocks.
+func (p *Pool) Go(timeout time.Duration, policy Verdict, fn func(context.Context) Verdict) *Result {
+	r := New()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	select {
+	case p.q <- task{ctx, cancel, fn, r, policy}:
+	default:
+		cancel()
+		r.Complete(policy)
+		return r
+	}
+	return Timeout(r, timeout, policy)
+}
+
+// Close stops the workers once the queue is drained.
+func (p *Pool) Close() { close(p.q) }

@@ -1,0 +1,126 @@
+package check
+
+import (
+	"context"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nanomx/nanomx/proto"
+)
+
+func wait(t *testing.T, r *Result) Verdict {
+	t.Helper()
+	got := make(chan Verdict, 1)
+	r.Notify(func(v Verdict) { got <- v })
+	select {
+	case v := <-got:
+		return v
+	case <-time.After(5 * time.Second):
+		t.Fatal("result never completed")
+		return Verdict{}
+	}
+}
+
+func TestResultOnce(t *testing.T) {
+	r := New()
+	if _, done := r.Verdict(); done {
+		t.Fatal("new result is done")
+	}
+	var calls atomic.Int32
+	r.Notify(func(Verdict) { calls.Add(1) })
+	if !r.Complete(Verdict{Reply: proto.ReplyLocalError}) || r.Complete(Verdict{}) {
+		t.Fatal("Complete took the second verdict or not the first")
+	}
+	if v, _ := r.Verdict(); v.Reply != proto.ReplyLocalError || calls.Load() != 1 {
+		t.Fatalf("verdict %v, %d callbacks", v, calls.Load())
+	}
+	// A waiter after completion runs at once.
+	ran := false
+	r.Notify(func(Verdict) { ran = true })
+	if !ran {
+		t.Fatal("Notify on a done result did not run")
+	}
+}
+
+func TestTimeoutPolicy(t *testing.T) {
+	policy := Verdict{Reply: proto.NewReply(451, "4.7.0", "check timed out")}
+	if v := wait(t, Timeout(New(), 20*time.Millisecond, policy)); v.Reply != policy.Reply {
+		t.Fatalf("timed out: %v", v)
+	}
+	if v := wait(t, Timeout(After(5*time.Millisecond, Verdict{Folder: "x"}), time.Second, policy)); v.Folder != "x" {
+		t.Fatalf("answered in time: %v", v)
+	}
+}
+
+func TestAllOrder(t *testing.T) {
+	first := proto.NewReply(550, "5.7.1", "first")
+	second := proto.NewReply(451, "4.7.1", "second")
+	a := After(30*time.Millisecond, Verdict{Reply: first, Headers: []byte("A: 1\n")})
+	b := Now(Verdict{Reply: second, Headers: []byte("B: 2\n"), Folder: "Junk"})
+	v := wait(t, All(a, nil, b))
+	if v.Reply != first || string(v.Headers) != "A: 1\nB: 2\n" || v.Folder != "Junk" {
+		t.Fatalf("combined %+v", v)
+	}
+	if v := wait(t, All()); v.Reply != nil {
+		t.Fatalf("empty All: %v", v)
+	}
+}
+
+// TestPoolBounded: the pool runs at most its workers at once, a full
+// queue answers the policy at once, and a check past its timeout answers
+// the policy and sees its context cancelled.
+func TestPoolBounded(t *testing.T) {
+	p := NewPool(2, 1)
+	defer p.Close()
+	policy := Verdict{Reply: proto.NewReply(451, "4.7.0", "busy or late")}
+	release := make(chan struct{})
+	var running, peak atomic.Int32
+	block := func(ctx context.Context) Verdict {
+		n := running.Add(1)
+		for {
+			if old := peak.Load(); n <= old || peak.CompareAndSwap(old, n) {
+				break
+			}
+		}
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		running.Add(-1)
+		return Verdict{}
+	}
+	var rs []*Result
+	for i := int32(1); i <= 2; i++ {
+		rs = append(rs, p.Go(time.Minute, policy, block))
+		for running.Load() < i {
+			runtime.Gosched()
+		}
+	}
+	rs = append(rs, p.Go(time.Minute, policy, block)) // queued
+	if v := wait(t, p.Go(time.Minute, policy, block)); v.Reply != policy.Reply {
+		t.Fatalf("full pool: %v", v)
+	}
+	close(release)
+	for _, r := range rs {
+		if v := wait(t, r); v.Reply != nil {
+			t.Fatalf("released: %v", v)
+		}
+	}
+	if peak.Load() > 2 {
+		t.Fatalf("%d checks ran at once on a pool of 2", peak.Load())
+	}
+	cancelled := make(chan bool, 1)
+	late := p.Go(20*time.Millisecond, policy, func(ctx context.Context) Verdict {
+		<-ctx.Done()
+		cancelled <- true
+		return Verdict{}
+	})
+	if v := wait(t, late); v.Reply != policy.Reply {
+		t.Fatalf("late check: %v", v)
+	}
+	if !<-cancelled {
+		t.Fatal("context not cancelled")
+	}
+}
