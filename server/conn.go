@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/bytebufferpool"
 
 	"github.com/nanomx/nanomx/proto"
+	"github.com/nanomx/nanomx/server/addrbook"
 	"github.com/nanomx/nanomx/spool"
 )
 
@@ -70,10 +71,12 @@ type conn struct {
 
 	// ip is the client address's shared state (connections, budget).
 	ip *ipState
-	// dir is the address book of the current transaction, taken at MAIL:
-	// recipients are checked and later resolved against it, so a reload
-	// between RCPT and the end of data cannot change what was accepted.
-	dir *spool.Directory
+	// book is the address book of the current transaction, taken at MAIL;
+	// rcpts are the mailboxes its accepted recipients reach, resolved at
+	// RCPT, which the spool is given: a reload between RCPT and the end of
+	// data cannot change what was accepted.
+	book  *addrbook.Book
+	rcpts addrbook.Set
 
 	// body is the message being received; reserved is the budget it holds.
 	body     *bytebufferpool.ByteBuffer
@@ -82,12 +85,12 @@ type conn struct {
 	// Past SpillThreshold the body goes to disk as it arrives: spill
 	// writes it, and spillMsg is the message it will be submitted as.
 	spill    *spool.Spill
-	spillMsg *spool.Message
+	spillMsg *outgoing
 
 	// While a message is with the spool: waiting is set on the loop;
 	// result is stored by the worker's callback, then the loop is woken.
 	waiting bool
-	pending *spool.Message
+	pending *outgoing
 	size    int64 // decoded size of the pending message
 	started time.Time
 	result  atomic.Pointer[deliveryResult]
@@ -405,24 +408,46 @@ func (c *conn) setDeadline() {
 	c.deadline.Store(min(d, c.sessionEnd))
 }
 
+// outgoing is a message on its way to the spool, with the envelope its
+// log line shows.
+type outgoing struct {
+	*spool.Message
+	from  string   // canonical reverse-path, "" for <>
+	rcpts []string // canonical forward-paths
+}
+
 // message builds the spool message of the current transaction, without
-// its body.
-func (c *conn) message(env proto.Envelope) *spool.Message {
-	m := &spool.Message{
-		ID:        c.srv.newID(),
-		From:      string(env.From),
-		Rcpts:     make([]string, len(env.Rcpts)),
-		Directory: c.dir,
-		Helo:      string(env.Helo),
-		RemoteIP:  c.remote,
-		Protocol:  protocolName(env, c.tlsInfo != ""),
-		TLS:       c.tlsInfo,
-		Received:  time.Now(),
+// its body: the mailboxes resolved at RCPT and the trace fields.
+func (c *conn) message(env proto.Envelope) *outgoing {
+	m := &outgoing{from: string(env.From), rcpts: make([]string, len(env.Rcpts))}
+	t := trace{
+		ID:       c.srv.newID(),
+		From:     address(m.from),
+		Rcpts:    make([]proto.Address, len(env.Rcpts)),
+		Helo:     string(env.Helo),
+		RemoteIP: c.remote,
+		Protocol: protocolName(env, c.tlsInfo != ""),
+		TLS:      c.tlsInfo,
+		Received: time.Now(),
 	}
 	for i, r := range env.Rcpts {
-		m.Rcpts[i] = string(r)
+		m.rcpts[i] = string(r)
+		t.Rcpts[i] = address(m.rcpts[i])
 	}
+	m.Message = &spool.Message{ID: t.ID, Mailboxes: c.rcpts.Mailboxes(), Trace: traceFields(&t, c.lv.host)}
 	return m
+}
+
+// address is the Address of s, an address in proto's canonical form; its
+// fields share s's bytes. That form always parses (proto.FuzzAddress); if
+// it did not, the whole of s would stand as the local part, which the
+// trace fields show sanitized.
+func address(s string) proto.Address {
+	a, err := proto.ParseAddress(s)
+	if err != nil {
+		return proto.Address{Local: s}
+	}
+	return a
 }
 
 // submit hands the waiting message to the spool: the body in memory, or
@@ -438,7 +463,7 @@ func (c *conn) submit() {
 	reserved := c.reserved
 	c.body, c.reserved = nil, 0
 	srv, ip := c.srv, c.ip
-	err := srv.spool.Submit(m, func(err error) {
+	err := srv.spool.Submit(m.Message, func(err error) {
 		// On a worker goroutine: publish the result, then let the session's
 		// goroutine (the loop, or a detached session's) act on it.
 		srv.release(ip, reserved)
@@ -487,7 +512,7 @@ func (c *conn) finishDelivery(err error) {
 	}
 	c.srv.stats.Delivered.Add(1)
 	c.messages++
-	c.log().Info().Str("id", m.ID).Str("from", m.From).Strs("rcpts", m.Rcpts).
+	c.log().Info().Str("id", m.ID).Str("from", m.from).Strs("rcpts", m.rcpts).
 		Int64("size", c.size).Int64("delivery_ms", time.Since(c.started).Milliseconds()).Msg("delivered")
 	c.sess.Delivered(m.ID)
 }
@@ -505,9 +530,9 @@ func replyFor(err error) *proto.Reply {
 		return proto.ReplyNoSpace
 	case errors.Is(err, spool.ErrMailLoop):
 		return proto.ReplyMailLoop
-	case errors.Is(err, spool.ErrUnknownUser):
+	case errors.Is(err, addrbook.ErrUnknownUser):
 		return proto.ReplyUnknownUser
-	case errors.Is(err, spool.ErrNotLocal):
+	case errors.Is(err, addrbook.ErrNotLocal):
 		return proto.ReplyRelayDenied
 	}
 	return proto.ReplyLocalError
@@ -530,28 +555,32 @@ func protocolName(env proto.Envelope, tls bool) string {
 }
 
 // CheckMail refuses a declared size the disk cannot hold (RFC 1870 6.1)
-// and takes the address book the transaction's recipients are checked
-// and resolved against.
+// and takes the address book the transaction's recipients are resolved
+// against.
 func (c *conn) CheckMail(from []byte, p proto.MailParams) *proto.Reply {
+	c.rcpts.Reset()
 	if size := p.Size; size > 0 {
 		if free := c.srv.spool.FreeBytes(); free >= 0 && size > free {
 			return proto.ReplyNoSpace
 		}
 	}
-	c.dir = c.srv.spool.Directory()
+	c.book = c.srv.live.Load().book
 	return nil
 }
 
-// CheckRcpt asks the transaction's address book; configuration alone
-// decides mailboxes.
+// CheckRcpt resolves a recipient with the transaction's address book
+// (configuration alone decides mailboxes) and keeps the mailboxes it
+// reaches for the spool.
 func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
-	if c.dir == nil {
-		c.dir = c.srv.spool.Directory()
+	if c.book == nil {
+		c.book = c.srv.live.Load().book
 	}
-	switch err := c.dir.Check(addr); {
+	targets, err := c.book.Lookup(addr)
+	switch {
 	case err == nil:
+		c.rcpts.Add(targets)
 		return nil
-	case errors.Is(err, spool.ErrNotLocal):
+	case errors.Is(err, addrbook.ErrNotLocal):
 		return proto.ReplyRelayDenied
 	default:
 		return proto.ReplyUnknownUser
@@ -631,7 +660,7 @@ func (c *conn) WriteBody(p []byte) *proto.Reply {
 func (c *conn) spillBody() {
 	if c.spill == nil {
 		c.spillMsg = c.message(c.sess.Envelope())
-		c.spill = c.srv.spool.NewSpill(c.spillMsg)
+		c.spill = c.srv.spool.NewSpill(c.spillMsg.Message)
 	}
 	b, n := c.body, c.reserved
 	c.body, c.reserved = nil, 0

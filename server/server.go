@@ -33,6 +33,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/nanomx/nanomx/proto"
+	"github.com/nanomx/nanomx/server/addrbook"
 	"github.com/nanomx/nanomx/spool"
 )
 
@@ -95,12 +96,12 @@ func Check(cfg Config) error {
 	if _, err := loadTLS(cfg); err != nil {
 		return err
 	}
-	_, err := newDirectory(cfg)
+	_, err := newBook(cfg)
 	return err
 }
 
-func newDirectory(cfg Config) (*spool.Directory, error) {
-	d, err := spool.NewDirectory(spool.DirectoryConfig{
+func newBook(cfg Config) (*addrbook.Book, error) {
+	b, err := addrbook.New(addrbook.Config{
 		Domains:             cfg.Domains,
 		Postmaster:          cfg.Postmaster,
 		Mailboxes:           cfg.Mailboxes,
@@ -108,11 +109,11 @@ func newDirectory(cfg Config) (*spool.Directory, error) {
 		CatchAll:            cfg.CatchAll,
 		SubaddressSeparator: cfg.SubaddressSeparator,
 	})
-	var ce *spool.ConfigError
+	var ce *addrbook.ConfigError
 	if errors.As(err, &ce) {
 		return nil, &ConfigError{Key: ce.Key, Err: ce.Err}
 	}
-	return d, err
+	return b, err
 }
 
 // New builds a server from cfg: it validates it, checks that every listen
@@ -127,7 +128,7 @@ func New(cfg Config) (*Server, error) {
 	if err := probeListen(cfg.Listen); err != nil {
 		return nil, err
 	}
-	dir, err := newDirectory(cfg)
+	book, err := newBook(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -135,6 +136,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	lv.book = book
 	var syncer spool.Syncer = spool.FsyncSyncer{}
 	if !cfg.Fsync {
 		syncer = spool.NoSync{}
@@ -149,7 +151,7 @@ func New(cfg Config) (*Server, error) {
 		QueueLength: cfg.QueueLength,
 		Syncer:      syncer,
 		GroupCommit: cfg.GroupCommit,
-		Directory:   dir,
+		Mailboxes:   book.Mailboxes(),
 		Log:         cfg.Log,
 	})
 	if err != nil {
@@ -248,6 +250,13 @@ type live struct {
 	cfg     Config
 	dialect *proto.Dialect
 	tls     *tls.Config // nil: no STARTTLS
+	// book is the address book. Unlike the rest, which a connection keeps
+	// from when it opened (conn.lv), a transaction takes the newest one at
+	// MAIL (Server.live).
+	book *addrbook.Book
+	// host is the hostname as the spool validated it, lowercase, for the
+	// Received field's "by".
+	host string
 }
 
 func newLive(cfg Config) (*live, error) {
@@ -259,7 +268,8 @@ func newLive(cfg Config) (*live, error) {
 	if cfg.BareNewline == BareNewlineNormalize {
 		bare = proto.BareNewlineNormalize
 	}
-	return &live{cfg: cfg, tls: tlsConf, dialect: proto.NewDialect(proto.Config{
+	host := strings.ToLower(strings.TrimSpace(cfg.Hostname))
+	return &live{cfg: cfg, tls: tlsConf, host: host, dialect: proto.NewDialect(proto.Config{
 		Hostname:            cfg.Hostname,
 		MaxLineBytes:        cfg.MaxLineBytes,
 		MaxAddressAllowance: cfg.MaxAddressAllowance,
@@ -301,7 +311,7 @@ func (s *Server) Reload(cfg Config) error {
 			return &ConfigError{Key: f.key, Err: errors.New("cannot change without a restart")}
 		}
 	}
-	dir, err := newDirectory(cfg)
+	book, err := newBook(cfg)
 	if err != nil {
 		return err
 	}
@@ -310,7 +320,7 @@ func (s *Server) Reload(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	s.spool.SetDirectory(dir)
+	lv.book = book
 	// Reservations in flight stay valid; only the headroom changes.
 	s.budget.Add(cfg.BodyBudgetBytes - old.BodyBudgetBytes)
 	s.live.Store(lv)

@@ -108,7 +108,7 @@ type prepared struct {
 	epoch uint64
 }
 
-// commitStats counts group commits, for operators and benchmarks.
+// commitStats counts group commits; the tests read them (CommitStats).
 type commitStats struct {
 	batches  atomic.Uint64
 	messages atomic.Uint64

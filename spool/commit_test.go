@@ -208,7 +208,7 @@ func TestGroupSyncer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	s, err := New(Config{Root: root, Hostname: "mx.example.test", Syncer: g, Directory: testDirectory(t)})
+	s, err := New(Config{Root: root, Hostname: "mx.example.test", Syncer: g, Mailboxes: boxes(testNames...)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func BenchmarkSubmit10KB(b *testing.B) {
 				defer g.Close()
 				syncer = g
 			}
-			s, err := New(Config{Root: root, Hostname: "mx.example.test", Syncer: syncer, Directory: testDirectory(b)})
+			s, err := New(Config{Root: root, Hostname: "mx.example.test", Syncer: syncer, Mailboxes: boxes(testNames...)})
 			if err != nil {
 				b.Fatal(err)
 			}

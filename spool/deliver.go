@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -62,14 +63,14 @@ func escapeNameHost(host string) string {
 	return string(b)
 }
 
-// Deliver stores m in every mailbox its recipients resolve to, on the
-// caller's goroutine (the workers call it; so may tests). It returns nil only
-// once the message is durable everywhere. Deliver borrows m.Body and does
-// not release it.
+// Deliver stores m in every mailbox of m.Mailboxes, on the caller's
+// goroutine (the workers call it; so may tests). It returns nil only once
+// the message is durable everywhere. Deliver borrows m.Body and does not
+// release it.
 //
-// Errors: ErrUnknownUser or ErrNotLocal (wrapped) if a recipient no longer
-// resolves, ErrMailLoop, ErrNoSpace (wrapped) when the disk or a quota is
-// full; anything else is a temporary storage failure.
+// Errors: ErrMailLoop, ErrNoSpace (wrapped) when the disk or a quota is
+// full; anything else (an invalid mailbox or trace among them) is a
+// temporary failure.
 func (s *Spool) Deliver(m *Message) error {
 	if m != nil && m.Spill != nil {
 		return errors.New("spool: Deliver cannot take a spilled message; Submit it")
@@ -82,13 +83,13 @@ func (s *Spool) Deliver(m *Message) error {
 	return d.finish(published, err)
 }
 
-// build resolves m's recipients and lays out its file, ready for
-// prepare. Files and tmp/ entries are made durable through sync.
+// build checks m's mailboxes and lays out its file, ready for prepare.
+// Files and tmp/ entries are made durable through sync.
 func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 	if m == nil {
 		return nil, errors.New("spool: nil message")
 	}
-	boxes, err := s.dirFor(m).Resolve(m.Rcpts)
+	dirs, err := s.maildirs(m.Mailboxes)
 	if err != nil {
 		return nil, err
 	}
@@ -96,9 +97,9 @@ func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 	if m.Body != nil {
 		body = m.Body.B
 	}
-	// The file is our trace fields followed by the client's bytes minus any
+	// The file is the trace fields followed by the client's bytes minus any
 	// Return-Path it sent, written with one writev.
-	segs, err := s.fileHead(m, body, false)
+	segs, err := fileHead(m.Trace, body, false)
 	if err != nil {
 		return nil, err
 	}
@@ -106,21 +107,39 @@ func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 	for _, seg := range segs {
 		size += int64(len(seg))
 	}
-
-	d := &delivery{s: s, id: m.ID, sync: sync, segs: segs, size: size, dirs: make([]string, len(boxes))}
-	for i, b := range boxes {
-		d.dirs[i] = b.Path(s.root)
-	}
-	return d, nil
+	return &delivery{s: s, id: m.ID, sync: sync, segs: segs, size: size, dirs: dirs}, nil
 }
 
-// dirFor returns the address book m's recipients resolve with: the one
-// they were accepted against, else the current one.
-func (s *Spool) dirFor(m *Message) *Directory {
-	if m.Directory != nil {
-		return m.Directory
+// maildirs returns the Maildir of each mailbox in boxes, in order, each
+// once. A mailbox that is not Valid fails the message: its names would
+// become paths.
+func (s *Spool) maildirs(boxes []Mailbox) ([]string, error) {
+	if len(boxes) == 0 {
+		return nil, errNoMailboxes
 	}
-	return s.Directory()
+	dirs := make([]string, 0, len(boxes))
+	var seen map[Mailbox]struct{} // past a few mailboxes; below, a scan
+	for i, b := range boxes {
+		if !b.Valid() {
+			return nil, fmt.Errorf("spool: %q is not a valid mailbox", b)
+		}
+		if seen == nil && i >= 8 {
+			seen = make(map[Mailbox]struct{}, len(boxes))
+			for _, prev := range boxes[:i] {
+				seen[prev] = struct{}{}
+			}
+		}
+		if seen != nil {
+			if _, dup := seen[b]; dup {
+				continue
+			}
+			seen[b] = struct{}{}
+		} else if slices.Contains(boxes[:i], b) {
+			continue
+		}
+		dirs = append(dirs, b.Path(s.root))
+	}
+	return dirs, nil
 }
 
 // finish classifies and logs the outcome of a delivery.

@@ -53,14 +53,43 @@ func (s *testSyncer) reset() []string {
 	return c
 }
 
-// newTestSpool starts a spool on a fresh root with the test directory.
+// testNames are the configured mailboxes of the tests, as user@domain.
+var testNames = []string{
+	"bob@example.test", "alice@example.test", "admin@example.test",
+	"carol@other.test", "info@other.test", "first.last-1_x@other.test",
+}
+
+// boxes turns user@domain names into Mailboxes.
+func boxes(names ...string) []Mailbox {
+	out := make([]Mailbox, len(names))
+	for i, n := range names {
+		user, domain, _ := strings.Cut(n, "@")
+		out[i] = Mailbox{Domain: domain, User: user}
+	}
+	return out
+}
+
+// testTrace stands for the trace fields the server builds: the spool
+// writes them as they are.
+const testTrace = "Return-Path: <alice@sender.test>\n" +
+	"Received: from mail.sender.test ([192.0.2.1])\n" +
+	"\tby mx.example.test (nanomx) with ESMTP id ABC123\n" +
+	"\tfor <bob@example.test>;\n" +
+	"\tMon, 02 Jan 2006 15:04:05 -0700\n"
+
+// testMessage is a message for bob, without a body.
+func testMessage() *Message {
+	return &Message{ID: "ABC123", Mailboxes: boxes("bob@example.test"), Trace: []byte(testTrace)}
+}
+
+// newTestSpool starts a spool on a fresh root with the test mailboxes.
 func newTestSpool(t *testing.T, mutate func(*Config)) *Spool {
 	t.Helper()
 	cfg := Config{
 		Root:      filepath.Join(t.TempDir(), "mail"),
 		Hostname:  "mx.example.test",
 		Syncer:    &testSyncer{},
-		Directory: testDirectory(t),
+		Mailboxes: boxes(testNames...),
 	}
 	if mutate != nil {
 		mutate(&cfg)
@@ -73,9 +102,10 @@ func newTestSpool(t *testing.T, mutate func(*Config)) *Spool {
 	return s
 }
 
-func newMessage(body string, rcpts ...string) *Message {
+// newMessage is testMessage with a body, for the mailboxes named.
+func newMessage(body string, names ...string) *Message {
 	m := testMessage()
-	m.Rcpts = rcpts
+	m.Mailboxes = boxes(names...)
 	m.Body = bytebufferpool.Get()
 	m.Body.WriteString(body)
 	return m
@@ -114,11 +144,11 @@ func only(t *testing.T, s *Spool, addr string) string {
 	return filepath.Join(dir, "new", names[0])
 }
 
-// assertNothingStored fails if any mailbox under root has a file in tmp/ or
+// assertNothingStored fails if any test mailbox has a file in tmp/ or
 // new/.
 func assertNothingStored(t *testing.T, s *Spool) {
 	t.Helper()
-	for _, b := range s.Directory().boxes {
+	for _, b := range boxes(testNames...) {
 		for _, sub := range []string{"tmp", "new"} {
 			if names := files(t, filepath.Join(b.Path(s.root), sub)); len(names) != 0 {
 				t.Errorf("%s/%s holds %q", b, sub, names)
@@ -132,7 +162,7 @@ var nameRE = regexp.MustCompile(`^(\d+)\.M(\d{1,6})P(\d+)Q(\d+)_nanomx\.mx\.exam
 func TestDeliver(t *testing.T) {
 	s := newTestSpool(t, nil)
 	body := "Subject: hi\nReturn-Path: <forged@evil.test>\n\tfolded\nTo: bob@example.test\n\nHello, wörld.\nReturn-Path: in the body stays\n"
-	m := newMessage(body, "bob+news@example.test")
+	m := newMessage(body, "bob@example.test")
 	if err := s.Deliver(m); err != nil {
 		t.Fatal(err)
 	}
@@ -142,12 +172,9 @@ func TestDeliver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "Return-Path: <alice@sender.test>\n" +
-		"Received: from mail.sender.test ([192.0.2.1])\n" +
-		"\tby mx.example.test (nanomx) with ESMTP id ABC123\n" +
-		"\tfor <bob+news@example.test>;\n" +
-		"\tMon, 02 Jan 2006 15:04:05 -0700\n" +
-		"Subject: hi\nTo: bob@example.test\n\nHello, wörld.\nReturn-Path: in the body stays\n"
+	// The trace fields as given, then the client's message without its
+	// Return-Path field.
+	want := testTrace + "Subject: hi\nTo: bob@example.test\n\nHello, wörld.\nReturn-Path: in the body stays\n"
 	if string(got) != want {
 		t.Errorf("stored\n%q\nwant\n%q", got, want)
 	}
@@ -192,7 +219,7 @@ func TestDeliverNoHeaderSection(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	m := &Message{Rcpts: []string{"alice@example.test"}} // nil Body: empty message
+	m := &Message{Mailboxes: boxes("alice@example.test")} // nil Body, no trace: empty file
 	if err := s.Deliver(m); err != nil {
 		t.Fatal(err)
 	}
@@ -231,9 +258,11 @@ func TestDeliverSizeMatches(t *testing.T) {
 	}
 }
 
+// TestDeliverManyMailboxesHardLinks: every mailbox gets the message once,
+// as a hard link of one file, even when the caller lists one twice.
 func TestDeliverManyMailboxesHardLinks(t *testing.T) {
 	s := newTestSpool(t, nil)
-	m := newMessage("Subject: team\n\nhi\n", "team@example.test", "bob@example.test", "info@other.test")
+	m := newMessage("Subject: team\n\nhi\n", "bob@example.test", "alice@example.test", "carol@other.test", "bob@example.test", "info@other.test")
 	if err := s.Deliver(m); err != nil {
 		t.Fatal(err)
 	}
@@ -249,13 +278,25 @@ func TestDeliverManyMailboxesHardLinks(t *testing.T) {
 			t.Errorf("%s: not a hard link of the first copy", addr)
 		}
 	}
-	// More than one recipient: no "for" clause.
-	b, _ := os.ReadFile(only(t, s, "bob@example.test"))
-	if strings.Contains(string(b), "\tfor <") {
-		t.Errorf("for clause with several recipients:\n%s", b)
-	}
 	if s.syncer.(*testSyncer).calls == nil {
 		t.Fatal("no syncs")
+	}
+}
+
+// TestDeliverManyDuplicates lists more mailboxes than the scan for
+// duplicates covers (the rest go through a map): each still gets one
+// copy.
+func TestDeliverManyDuplicates(t *testing.T) {
+	s := newTestSpool(t, nil)
+	var names []string
+	for range 4 {
+		names = append(names, testNames...)
+	}
+	if err := s.Deliver(newMessage("x\n", names...)); err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range testNames {
+		only(t, s, addr)
 	}
 }
 
@@ -303,18 +344,58 @@ func TestDeliverMailLoop(t *testing.T) {
 	}
 }
 
-func TestDeliverUnknownRecipient(t *testing.T) {
+// TestDeliverInvalidMailbox: a mailbox whose names are not safe path
+// elements, or none at all, fails the message, temporarily, before
+// anything is written; so does a trace that would not stay fields of its
+// own.
+func TestDeliverInvalidMailbox(t *testing.T) {
 	s := newTestSpool(t, nil)
-	m := newMessage("x\n", "bob@example.test", "nobody@example.test")
-	if err := s.Deliver(m); !errors.Is(err, ErrUnknownUser) {
-		t.Errorf("err = %v, want ErrUnknownUser", err)
+	for _, bad := range [][]Mailbox{
+		nil,
+		{{Domain: "example.test", User: "bob"}, {Domain: "example.test", User: "../alice"}},
+		{{Domain: "example.test", User: "Bob"}},
+		{{Domain: "example.test", User: ""}},
+		{{Domain: "..", User: "bob"}},
+		{{Domain: "example.test/../other.test", User: "carol"}},
+		{{Domain: "", User: "bob"}},
+		{{Domain: "example.test", User: "a/b"}},
+		{{Domain: "example.test", User: "bob\x00"}},
+	} {
+		m := newMessage("x\n")
+		m.Mailboxes = bad
+		err := s.Deliver(m)
+		if err == nil || errors.Is(err, ErrNoSpace) || errors.Is(err, ErrMailLoop) {
+			t.Errorf("%q: err = %v, want a temporary failure", bad, err)
+		}
 	}
-	m = newMessage("x\n", "bob@elsewhere.test")
-	if err := s.Deliver(m); !errors.Is(err, ErrNotLocal) {
-		t.Errorf("err = %v, want ErrNotLocal", err)
+	for _, trace := range []string{"Received: x", "Received: x\n\nBody: y\n", "\tcontinued\n", "\nX: y\n", "X: y\r\n"} {
+		m := newMessage("Subject: x\n\nbody\n", "bob@example.test")
+		m.Trace = []byte(trace)
+		if err := s.Deliver(m); !errors.Is(err, errBadTrace) {
+			t.Errorf("trace %q: err = %v, want errBadTrace", trace, err)
+		}
 	}
-	// New made the Maildirs; no message may be in them.
+	// New made the Maildirs; no message may be in them, nor elsewhere.
 	assertNothingStored(t, s)
+	if _, err := os.Stat(filepath.Join(s.root, "alice")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a path outside the root was made: %v", err)
+	}
+}
+
+// TestDeliverNewMailbox: a valid mailbox that New did not prepare (one
+// configured by a reload) is created on first delivery, 0700 with cur/.
+func TestDeliverNewMailbox(t *testing.T) {
+	s := newTestSpool(t, nil)
+	if err := s.Deliver(newMessage("x\n", "dave@example.test")); err != nil {
+		t.Fatal(err)
+	}
+	only(t, s, "dave@example.test")
+	dir := maildir(s, "dave@example.test")
+	for _, d := range []string{dir, dir + "/tmp", dir + "/new", dir + "/cur"} {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v, %v; want a 0700 directory", d, fi, err)
+		}
+	}
 }
 
 // TestDeliverOrder proves SyncFile -> SyncDir(tmp) -> rename -> SyncDir(new),
@@ -629,7 +710,7 @@ func TestDeliverConcurrent(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 25 {
-				if err := s.Deliver(newMessage("x\n", "bob@example.test", "team@example.test")); err != nil {
+				if err := s.Deliver(newMessage("x\n", "bob@example.test", "alice@example.test", "carol@other.test")); err != nil {
 					t.Error(err)
 				}
 			}
@@ -676,7 +757,7 @@ func BenchmarkDeliver10KB(b *testing.B) {
 				Root:      b.TempDir(),
 				Hostname:  "mx.example.test",
 				Syncer:    bc.syncer,
-				Directory: testDirectory(b),
+				Mailboxes: boxes(testNames...),
 			})
 			if err != nil {
 				b.Fatal(err)
@@ -702,7 +783,7 @@ func TestDeliverMissingRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := s.Deliver(newMessage("x\n", "bob@example.test"))
-	if err == nil || errors.Is(err, ErrNoSpace) || errors.Is(err, ErrUnknownUser) {
+	if err == nil || errors.Is(err, ErrNoSpace) || errors.Is(err, errNoMailboxes) {
 		t.Fatalf("err = %v, want a temporary failure", err)
 	}
 	if _, err := os.Stat(s.root); !errors.Is(err, fs.ErrNotExist) {

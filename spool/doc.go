@@ -1,13 +1,14 @@
-// Package spool delivers accepted messages into Maildirs and keeps the
-// address book.
+// Package spool delivers accepted messages into Maildirs, durably.
 //
-// The server checks each RCPT with Directory.Check (no allocation, fit for
-// the event loop) and hands each accepted transaction to Spool.Submit. A
-// fixed pool of workers delivers it and calls back with nil only once the
-// message is durable, and only then may the server answer 250. spool knows
-// files, fsync and its workers; it never sees an SMTP reply code, and
-// nothing received from the network ever becomes a path: Maildir paths are
-// built only from validated, configured mailboxes.
+// The server resolves recipients to mailboxes (its address book), builds
+// the trace fields, and hands each accepted message to Spool.Submit: the
+// mailboxes, the trace fields' bytes and the body. A fixed pool of workers
+// delivers it and calls back with nil only once the message is durable,
+// and only then may the server answer 250. spool knows files, fsync and
+// its workers; it knows no addresses, aliases or SMTP, and nothing
+// received from the network ever becomes a path: it refuses every
+// Mailbox whose names are not safe path elements (Mailbox.Valid), and the
+// server gives it only configured ones.
 //
 // # Durability
 //
@@ -40,15 +41,19 @@
 // mail.
 //
 // The Syncer interface carries both fsyncs, so tests can inject failures
-// and check their order, and group commit can replace them later. NoSync
-// turns durability off, for benchmarks only.
+// and check their order; a BatchSyncer (group commit, commit.go) replaces
+// them with one syncfs per batch. NoSync turns durability off, for
+// benchmarks only.
 //
 // # Storage format
 //
 // Files are stored with LF line endings, as Dovecot (mail_save_crlf=no),
 // Postfix local and virtual, qmail and procmail store them; the body bytes
-// are written as given. nanomx prepends Return-Path and Received (RFC 5321
-// 4.4) and drops any Return-Path the client sent. File names are
+// are written as given. The spool prepends the trace fields the server
+// built (Return-Path and Received, RFC 5321 4.4), drops any Return-Path
+// the client sent, and refuses a message with more than 50 Received fields
+// as looping (ErrMailLoop): both need the one scan of the header section a
+// worker makes. File names are
 // <sec>.M<usec>P<pid>Q<n>_nanomx.<host>,S=<size>, where S= is the exact
 // file size, which Dovecot trusts without checking.
 //

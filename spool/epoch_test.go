@@ -68,12 +68,12 @@ func holdWrite(s *Spool, marker string) (writing chan struct{}, release chan str
 	return writing, release
 }
 
-// submitOne submits a message "Subject: <id>" to rcpt and returns its
+// submitOne submits a message "Subject: <id>" to the mailboxes named and returns its
 // result channel.
-func submitOne(t *testing.T, s *Spool, id, rcpt string) chan error {
+func submitOne(t *testing.T, s *Spool, id string, names ...string) chan error {
 	t.Helper()
 	ch := make(chan error, 1)
-	m := newMessage("Subject: "+id+"\n\nbody\n", rcpt)
+	m := newMessage("Subject: "+id+"\n\nbody\n", names...)
 	m.ID = id
 	if err := s.Submit(m, func(err error) { ch <- err }); err != nil {
 		t.Fatal(err)

@@ -1,15 +1,13 @@
 package spool
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Outcomes the server branches on with errors.Is. Every other error from
 // Deliver or a done callback is temporary (the server answers 451 4.3.0).
 var (
-	// ErrUnknownUser means the domain is accepted but no mailbox, alias or
-	// catch-all takes the local part.
-	ErrUnknownUser = errors.New("spool: no such user")
-	// ErrNotLocal means the domain is not one this MX accepts mail for.
-	ErrNotLocal = errors.New("spool: domain not local")
 	// ErrQueueFull means every worker is busy and the queue is full; Submit
 	// returns it at once instead of blocking.
 	ErrQueueFull = errors.New("spool: delivery queue full")
@@ -23,10 +21,15 @@ var (
 	ErrClosed = errors.New("spool: closed")
 )
 
-// ConfigError names the configuration key that is wrong: "domains",
-// "postmaster", "mailboxes", "aliases", "catch_all",
-// "subaddress_separator", "maildir_root", "hostname", "workers" or
-// "queue_length".
+// Errors for a message the caller built wrong; both are temporary, as every
+// error not listed above is.
+var (
+	errNoMailboxes = errors.New("spool: message has no mailboxes")
+	errBadTrace    = errors.New("spool: trace fields would not stay header fields of their own")
+)
+
+// ConfigError names the configuration key that is wrong: "maildir_root",
+// "hostname", "workers", "queue_length" or "mailboxes".
 type ConfigError struct {
 	Key string
 	Err error
@@ -37,3 +40,7 @@ func (e *ConfigError) Error() string { return e.Key + ": " + e.Err.Error() }
 
 // Unwrap returns the underlying reason.
 func (e *ConfigError) Unwrap() error { return e.Err }
+
+func configErr(key, format string, args ...any) error {
+	return &ConfigError{Key: key, Err: fmt.Errorf(format, args...)}
+}

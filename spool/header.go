@@ -2,11 +2,7 @@ package spool
 
 import (
 	"bytes"
-	"net/netip"
-	"strings"
-	"time"
-	"unicode"
-	"unicode/utf8"
+	"fmt"
 )
 
 // maxReceived is the hop limit: a message arriving with more Received
@@ -71,7 +67,7 @@ var unattachedField = []byte("X-Nanomx-Unattached:")
 
 // appendKept appends to segs the parts of msg outside the cut spans, which
 // must be sorted and disjoint, skipping empty parts. segs ends with the
-// trace fields nanomx wrote.
+// trace fields the server built (Message.Trace).
 //
 // Client content must never extend a field nanomx wrote: a message whose
 // first line starts with SP or HTAB would otherwise be a continuation of
@@ -105,264 +101,89 @@ func appendSeg(segs [][]byte, seg []byte, first bool) [][]byte {
 	return append(segs, seg)
 }
 
-// rfc5322Date is the RFC 5322 3.3 date-time layout with a numeric zone.
-const rfc5322Date = "Mon, 02 Jan 2006 15:04:05 -0700"
-
-// traceHeader returns the Return-Path and Received fields to prepend to m,
-// LF-terminated and folded so that lines stay short (RFC 5321 4.4):
+// fileHead returns the first segments of a message's file: the trace
+// fields, then body (a whole message, or a spill's first chunk when
+// partial) minus the Return-Path fields the client sent. It fails with
+// ErrMailLoop past the hop limit. For a partial body whose header section
+// does not end inside it, only complete lines are scanned and the last
+// field is not cut: see the notes at the top of spill.go.
 //
-//	Return-Path: <from>
-//	Received: from helo ([192.0.2.1])
-//		by host (nanomx) with ESMTPS
-//		(using TLSv1.3 with cipher TLS_AES_128_GCM_SHA256)
-//		id ID
-//		for <rcpt>;
-//		Mon, 02 Jan 2006 15:04:05 -0700
-//
-// The TLS comment appears only with TLS, "for" only with exactly one
-// recipient (more would disclose Bcc recipients to each other). Every value
-// from the client is sanitized: a header must never be forged through a CR,
-// LF or unbalanced parenthesis in HELO or an address.
-func traceHeader(m *Message, host string) []byte {
-	b := make([]byte, 0, 256+len(m.From)+len(m.Helo)+len(m.TLS))
-	b = append(b, "Return-Path: <"...)
-	b = appendPath(b, m.From)
-	b = append(b, ">\nReceived: from "...)
-	if m.Helo == "" {
-		b = append(b, "unknown"...)
-	} else {
-		b = appendToken(b, m.Helo, maxDomainBytes)
+// Both rules are about the file, and both need the one scan of its header
+// section that only a worker makes (for a spill, of a chunk the event loop
+// never looks at): RFC 5321 4.4 has the final delivery add Return-Path,
+// and one the client wrote would stand beside ours; a message that has
+// passed more than maxReceived hops is looping (RFC 5321 6.3).
+func fileHead(trace, body []byte, partial bool) ([][]byte, error) {
+	if err := checkTrace(trace); err != nil {
+		return nil, err
 	}
-	if ip := m.RemoteIP.Unmap().WithZone(""); ip.IsValid() {
-		b = append(b, " ("...)
-		b = appendAddrLiteral(b, ip)
-		b = append(b, ')')
+	scan, open := body, false
+	if partial {
+		scan, open = headerPart(body)
 	}
-	b = append(b, "\n\tby "...)
-	b = append(b, host...)
-	b = append(b, " (nanomx) with "...)
-	if m.Protocol == "" {
-		b = append(b, "SMTP"...)
-	} else {
-		b = appendToken(b, m.Protocol, 32)
+	received, returnPaths := scanHeader(scan)
+	if n := len(returnPaths); open && n > 0 && returnPaths[n-1].end == len(scan) {
+		returnPaths = returnPaths[:n-1]
 	}
-	sep := " "
-	if m.TLS != "" {
-		b = append(b, "\n\t(using "...)
-		b = appendComment(b, m.TLS, 200)
-		b = append(b, ')')
-		sep = "\n\t"
+	if received > maxReceived {
+		return nil, fmt.Errorf("%w (%d)", ErrMailLoop, received)
 	}
-	if m.ID != "" {
-		b = append(b, sep...)
-		b = append(b, "id "...)
-		b = appendToken(b, m.ID, 64)
+	segs := make([][]byte, 0, 2+len(returnPaths))
+	if len(trace) > 0 {
+		segs = append(segs, trace)
 	}
-	if len(m.Rcpts) == 1 {
-		b = append(b, "\n\tfor <"...)
-		b = appendPath(b, m.Rcpts[0])
-		b = append(b, '>')
-	}
-	b = append(b, ";\n\t"...)
-	t := m.Received
-	if t.IsZero() {
-		t = time.Now()
-	}
-	b = t.AppendFormat(b, rfc5322Date)
-	return append(b, '\n')
+	return appendKept(segs, body, returnPaths), nil
 }
 
-// appendAddrLiteral appends an RFC 5321 4.1.3 address literal:
-// [192.0.2.1] or [IPv6:2001:db8::1].
-func appendAddrLiteral(b []byte, ip netip.Addr) []byte {
-	b = append(b, '[')
-	if ip.Is6() {
-		b = append(b, "IPv6:"...)
+// checkTrace refuses trace fields that would not stay header fields of
+// their own at the top of the header section: a first line that continues
+// nothing (white space), an empty line (the header section would end
+// there and the client's header would become body), a CR (files are
+// stored with LF endings) or a last line without its LF (the client's
+// first line would join it). The spool trusts their content, which the
+// server builds, and checks only what prepending them relies on.
+func checkTrace(trace []byte) error {
+	switch {
+	case len(trace) == 0:
+		return nil
+	case trace[0] == ' ' || trace[0] == '\t' || trace[0] == '\n',
+		trace[len(trace)-1] != '\n',
+		bytes.IndexByte(trace, '\r') >= 0,
+		bytes.Contains(trace, []byte("\n\n")):
+		return errBadTrace
 	}
-	b = ip.AppendTo(b)
-	return append(b, ']')
+	return nil
 }
 
-// appendToken appends at most limit bytes of s, replacing everything but
-// printable ASCII (0x21-0x7e) with '?', and also the characters that would
-// end a clause or open or close a comment in a Received field.
-func appendToken(b []byte, s string, limit int) []byte {
-	s = s[:min(len(s), limit)]
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x21 || c > 0x7e || strings.IndexByte(`();\`, c) >= 0 {
-			c = '?'
+// headerPart returns the part of b that scanHeader may look at when more
+// bytes follow b: all of b if its header section ends inside it (an empty
+// line), otherwise its complete lines, with open true.
+func headerPart(b []byte) (scan []byte, open bool) {
+	off := 0
+	for {
+		i := bytes.IndexByte(b[off:], '\n')
+		if i < 0 {
+			return b[:off], true
 		}
-		b = append(b, c)
+		// The same test for the empty line as scanHeader's.
+		if len(bytes.TrimRight(b[off:off+i+1], "\r\n")) == 0 {
+			return b, false
+		}
+		off += i + 1
 	}
-	return b
 }
 
-// appendComment is appendToken for the inside of a comment: spaces are
-// kept.
-func appendComment(b []byte, s string, limit int) []byte {
-	s = s[:min(len(s), limit)]
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c < 0x20 || c > 0x7e || strings.IndexByte(`()\`, c) >= 0 {
-			c = '?'
-		}
-		b = append(b, c)
-	}
-	return b
-}
-
-// appendPath appends addr, a mailbox in the canonical form proto.Envelope
-// documents (the Mailbox of RFC 5321 4.1.2: local part a Dot-string, or a
-// Quoted-string escaping only '"' and '\\'; UTF-8 kept, RFC 6531 3.3).
-// Such an address is written verbatim. Anything else, which only a caller
-// bypassing proto can hand in, is rewritten defensively into that form: a
-// leading quoted string is decoded, the local part quoted again when it is
-// no Dot-string, and control characters, invalid UTF-8 and non-graphic
-// runes become '?'. Either way no CR, LF or other control reaches the
-// header, and neither an unquoted SP or '>' nor a lone quote.
-func appendPath(b []byte, addr string) []byte {
-	if addr == "" {
-		return b // the null reverse-path <>
-	}
-	local, domain, quoted := splitPath(addr)
-	if canonicalLocal(local, quoted) && safeDomain(domain) {
-		return append(b, addr...)
-	}
-	if quoted {
-		local = unquote(local)
-	}
-	if isDotString(local) {
-		b = append(b, local...)
-	} else {
-		b = append(b, '"')
-		for _, r := range sanitizeRunes(local) {
-			if r == '"' || r == '\\' {
-				b = append(b, '\\')
-			}
-			b = utf8.AppendRune(b, r)
-		}
-		b = append(b, '"')
-	}
-	for _, r := range sanitizeRunes(domain) {
-		if r == ' ' || r == '<' || r == '>' || r == '"' || r == '\\' {
-			r = '?'
-		}
-		b = utf8.AppendRune(b, r)
-	}
-	return b
-}
-
-// splitPath splits addr into its local part and the rest ("@domain" or
-// ""). A local part starting with a quote ends at the matching quote, so
-// its '@' are not the separator; quoted is false when there is none.
-// Otherwise the local part ends at the last '@'.
-func splitPath(addr string) (local, domain string, quoted bool) {
-	if addr[0] == '"' {
-		for i := 1; i < len(addr); i++ {
-			switch addr[i] {
-			case '\\':
-				i++
-			case '"':
-				return addr[:i+1], addr[i+1:], true
-			}
-		}
-	}
-	if at := strings.LastIndexByte(addr, '@'); at >= 0 {
-		return addr[:at], addr[at:], false
-	}
-	return addr, "", false
-}
-
-// canonicalLocal reports a local part in canonical form: a Dot-string, or
-// a Quoted-string of printable ASCII and graphic UTF-8 whose only escapes
-// are \" and \\ and whose content is no Dot-string.
-func canonicalLocal(local string, quoted bool) bool {
-	if !quoted {
-		return isDotString(local)
-	}
-	q := local[1 : len(local)-1]
-	for i := 0; i < len(q); i++ {
-		switch c := q[i]; {
-		case c == '\\':
-			if i+1 == len(q) || q[i+1] != '"' && q[i+1] != '\\' {
-				return false
-			}
-			i++
-		case c == '"' || c < 0x20 || c == 0x7f:
-			return false
-		case c >= 0x80:
-			r, n := utf8.DecodeRuneInString(q[i:])
-			if r == utf8.RuneError || !unicode.IsGraphic(r) {
-				return false
-			}
-			i += n - 1
-		}
-	}
-	return !isDotString(q)
-}
-
-// unquote decodes a quoted string, quotes included: each quoted-pair
-// stands for its octet.
-func unquote(q string) string {
-	q = q[1 : len(q)-1]
-	if strings.IndexByte(q, '\\') < 0 {
-		return q
-	}
-	var sb strings.Builder
-	for i := 0; i < len(q); i++ {
-		if q[i] == '\\' && i+1 < len(q) {
-			i++
-		}
-		sb.WriteByte(q[i])
-	}
-	return sb.String()
-}
-
-// safeDomain reports "" or "@" and a domain or address literal of visible
-// ASCII and graphic UTF-8, without '<', '>', '"', '\\' or another '@'.
-func safeDomain(d string) bool {
-	if d == "" {
-		return true
-	}
-	if d[0] != '@' || len(d) == 1 {
+// asciiEqualFold reports whether b equals the lowercase ASCII string s,
+// ignoring ASCII case.
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
 		return false
 	}
-	for _, r := range d[1:] {
-		switch {
-		case r == utf8.RuneError, r <= ' ', r == 0x7f, strings.ContainsRune("<>\"\\@", r):
-			return false
-		case r >= 0x80 && !unicode.IsGraphic(r):
-			return false
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
 		}
-	}
-	return true
-}
-
-// sanitizeRunes returns s's runes with control characters, invalid UTF-8
-// and non-graphic Unicode (line separators, bidi overrides, C1 controls)
-// replaced by '?'.
-func sanitizeRunes(s string) []rune {
-	rs := []rune(s)
-	for i, r := range rs {
-		if r < 0x20 || r == 0x7f || r == utf8.RuneError || r >= 0x80 && !unicode.IsGraphic(r) {
-			rs[i] = '?'
-		}
-	}
-	return rs
-}
-
-// isDotString reports whether s is an RFC 5321 Dot-string, with RFC 6531
-// UTF-8 allowed.
-func isDotString(s string) bool {
-	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") || !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		switch {
-		case r >= 0x80 && unicode.IsGraphic(r):
-		case r < 0x80 && (isLowerAlnum(byte(r)) || 'A' <= r && r <= 'Z' || r == '.' || strings.IndexRune(atextSpecials, r) >= 0):
-		default:
+		if c != s[i] {
 			return false
 		}
 	}

@@ -107,9 +107,9 @@ func TestOtherFSMountPoint(t *testing.T) {
 	}
 	assertGrouped(t, bs.reset())
 
-	// sales reaches bob and alice: the link from bob's tmp/ into alice's
-	// fails with EXDEV and a copy is written; both are fsync'd.
-	if err := wait(t, submitOne(t, s, "C", "sales@example.test")); err != nil {
+	// To bob and alice: the link from bob's tmp/ into alice's fails with
+	// EXDEV and a copy is written; both are fsync'd.
+	if err := wait(t, submitOne(t, s, "C", "bob@example.test", "alice@example.test")); err != nil {
 		t.Fatal(err)
 	}
 	calls := bs.reset()

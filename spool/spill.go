@@ -29,7 +29,8 @@ package spool
 // into the other mailboxes' tmp/ and the files in new/ get the full name
 // with ",S=<exact size>"; publish renames tmp/<name> into new/<name,S=...>.
 //
-// Header. The trace fields, the Received count (loop check) and the cuts of
+// Header. The trace fields (built by the server, given to NewSpill) go in
+// front of the first chunk. The Received count (loop check) and the cuts of
 // the client's Return-Path fields come from the first chunk alone, which the
 // server makes at least spill_threshold (256 KiB) long. If the header section
 // does not end inside it, scanning stops at its last complete line: Received
@@ -38,12 +39,11 @@ package spool
 // may follow in the next chunk), is kept rather than cut, so that a partial
 // cut can never leave continuation lines to join a field nanomx wrote.
 //
-// Errors (resolution, mail loop, I/O) are remembered: the file is removed at
-// once, later chunks are dropped (their done callbacks still run) and the
-// error is reported through Submit's done.
+// Errors (an invalid mailbox or trace, mail loop, I/O) are remembered: the
+// file is removed at once, later chunks are dropped (their done callbacks
+// still run) and the error is reported through Submit's done.
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -65,7 +65,7 @@ import (
 // concurrent use and never block.
 type Spill struct {
 	s   *Spool
-	env Message // the envelope, copied by NewSpill; read by the running goroutine only
+	env Message // ID, Mailboxes, Trace (NewSpill); read by the running goroutine only
 
 	// mu guards the fields the caller and the workers share.
 	mu        sync.Mutex
@@ -78,7 +78,7 @@ type Spill struct {
 	// Run state: only the goroutine running the spill touches these; running
 	// hands them over under mu (and the run queue's mutex).
 	f     *os.File  // the tmp file, open while chunks arrive
-	d     *delivery // set once resolved: dirs, id, tmp[0] is the file
+	d     *delivery // set once the mailboxes passed: dirs, id, tmp[0] is the file
 	base  string    // the file's name without ",S="
 	size  int64     // bytes written so far, trace fields included
 	err   error     // the first failure; the file is gone
@@ -96,19 +96,16 @@ type spillWrite struct {
 var errSpillUsed = errors.New("spool: spill already submitted or aborted")
 
 // NewSpill starts a message whose body will be written to disk as it
-// arrives. m carries everything but the body: ID, From, Rcpts, Helo,
-// RemoteIP, Protocol, TLS and Received. NewSpill copies it (the Rcpts slice
-// is shared and must not change), so later changes to m do not matter; the
-// envelope fields of the message given to Submit are ignored. The trace
-// header is written with the first chunk, so Received should be when the
-// data began (zero means the time of the first write). Recipients are
-// resolved when the first chunk is written. NewSpill does no I/O.
+// arrives. m carries everything but the body: ID, Mailboxes and Trace.
+// NewSpill copies them (the slices are shared and must not change), so
+// later changes to m do not matter; those of the message given to Submit
+// are ignored. The trace fields are written with the first chunk, and the
+// mailboxes checked then. NewSpill does no I/O.
 func (s *Spool) NewSpill(m *Message) *Spill {
 	sp := &Spill{s: s}
 	if m != nil {
-		sp.env = *m
+		sp.env = Message{ID: m.ID, Mailboxes: m.Mailboxes, Trace: m.Trace}
 	}
-	sp.env.Body, sp.env.Spill = nil, nil
 	return sp
 }
 
@@ -116,7 +113,7 @@ func (s *Spool) NewSpill(m *Message) *Spill {
 // appended to the file. The spill owns b from the call on and returns it to
 // the pool once it is written or dropped; then done, if not nil, runs on a
 // worker goroutine, so that the caller can release b's share of its memory
-// budget. A failure (disk full, unknown recipient, mail loop) is remembered
+// budget. A failure (disk full, invalid mailbox, mail loop) is remembered
 // and reported when the message is submitted; later chunks are dropped,
 // done still runs. Write never blocks and does no I/O; it must not be
 // called after Submit or Abort (the chunk is then dropped).
@@ -366,7 +363,7 @@ func (sp *Spill) write(segs [][]byte) error {
 	return nil
 }
 
-// open resolves the recipients, computes the file's head from first (the
+// open checks the mailboxes, computes the file's head from first (the
 // first body bytes; partial if more follow) and creates the file in the
 // first mailbox's tmp/. It returns the segments to write first.
 func (sp *Spill) open(first []byte, partial bool) ([][]byte, error) {
@@ -374,18 +371,15 @@ func (sp *Spill) open(first []byte, partial bool) ([][]byte, error) {
 	// Anything written from here on may be written back by a flush that
 	// is running now: the epoch is taken before the first byte.
 	sp.epoch = s.flushEpoch()
-	boxes, err := s.dirFor(&sp.env).Resolve(sp.env.Rcpts)
+	dirs, err := s.maildirs(sp.env.Mailboxes)
 	if err != nil {
 		return nil, err
 	}
-	head, err := s.fileHead(&sp.env, first, partial)
+	head, err := fileHead(sp.env.Trace, first, partial)
 	if err != nil {
 		return nil, err
 	}
-	d := &delivery{s: s, id: sp.env.ID, spilled: true, dirs: make([]string, len(boxes))}
-	for i, b := range boxes {
-		d.dirs[i] = b.Path(s.root)
-	}
+	d := &delivery{s: s, id: sp.env.ID, spilled: true, dirs: dirs}
 	sp.d = d // from here on failures are storage failures, classified by finish
 
 	box := d.dirs[0]
@@ -466,7 +460,7 @@ func (sp *Spill) deliver(j job, answered *bool) {
 	d := sp.d
 	if sp.err != nil {
 		err := sp.err
-		if d != nil { // resolution and loop errors are final as they are
+		if d != nil { // mailbox, trace and loop errors are final as they are
 			err = d.finish(0, err)
 		}
 		*answered = true
@@ -565,46 +559,4 @@ func (s *Spool) copyFile(box, path, src string, sync Syncer) error {
 		os.Remove(path)
 	}
 	return err
-}
-
-// fileHead returns the first segments of a message's file: nanomx's trace
-// fields, then body (a whole message, or a spill's first chunk when
-// partial) minus the Return-Path fields the client sent (RFC 5321 4.4: only
-// the final delivery adds one). It fails with ErrMailLoop past the hop
-// limit. For a partial body whose header section does not end inside it,
-// only complete lines are scanned and the last field is not cut: see the
-// notes at the top of this file.
-func (s *Spool) fileHead(m *Message, body []byte, partial bool) ([][]byte, error) {
-	scan, open := body, false
-	if partial {
-		scan, open = headerPart(body)
-	}
-	received, returnPaths := scanHeader(scan)
-	if n := len(returnPaths); open && n > 0 && returnPaths[n-1].end == len(scan) {
-		returnPaths = returnPaths[:n-1]
-	}
-	if received > maxReceived {
-		return nil, fmt.Errorf("%w (%d)", ErrMailLoop, received)
-	}
-	segs := make([][]byte, 0, 2+len(returnPaths))
-	segs = append(segs, traceHeader(m, s.host))
-	return appendKept(segs, body, returnPaths), nil
-}
-
-// headerPart returns the part of b that scanHeader may look at when more
-// bytes follow b: all of b if its header section ends inside it (an empty
-// line), otherwise its complete lines, with open true.
-func headerPart(b []byte) (scan []byte, open bool) {
-	off := 0
-	for {
-		i := bytes.IndexByte(b[off:], '\n')
-		if i < 0 {
-			return b[:off], true
-		}
-		// The same test for the empty line as scanHeader's.
-		if len(bytes.TrimRight(b[off:off+i+1], "\r\n")) == 0 {
-			return b, false
-		}
-		off += i + 1
-	}
 }

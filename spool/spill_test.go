@@ -99,7 +99,7 @@ func submitSpilled(t *testing.T, s *Spool, sp *Spill, tail string) chan error {
 func spillBody(t *testing.T, s *Spool, body string, f feed, rcpts ...string) error {
 	t.Helper()
 	env := testMessage()
-	env.Rcpts = rcpts
+	env.Mailboxes = boxes(rcpts...)
 	w := &writer{sp: s.NewSpill(env)}
 	parts, tail := f.chunks(body)
 	for _, p := range parts {
@@ -160,8 +160,7 @@ func newFiles(t *testing.T, s *Spool, addr string) map[string]string {
 // under a marked name without S=, with nothing in new/.
 func TestSpillMatchesBody(t *testing.T) {
 	body := bigBody(3 << 20)
-	rcpts := []string{"sales@example.test", "carol@other.test"}
-	boxes := []string{"bob@example.test", "alice@example.test", "carol@other.test"}
+	rcpts := []string{"bob@example.test", "alice@example.test", "carol@other.test"}
 	for _, mode := range []string{"fsync", "group", "nosync"} {
 		t.Run(mode, func(t *testing.T) {
 			var s *Spool
@@ -196,7 +195,7 @@ func TestSpillMatchesBody(t *testing.T) {
 			ts.reset()
 
 			env := testMessage()
-			env.Rcpts = rcpts
+			env.Mailboxes = boxes(rcpts...)
 			w := &writer{sp: s.NewSpill(env)}
 			parts, tail := feed{first: 256 << 10, chunk: 100_003, tail: 5000}.chunks(body)
 			w.write(parts[0])
@@ -209,7 +208,7 @@ func TestSpillMatchesBody(t *testing.T) {
 				w.write(p)
 			}
 			w.waitWritten(t)
-			for _, addr := range boxes {
+			for _, addr := range rcpts {
 				if n := len(newFiles(t, s, addr)); n != 1 {
 					t.Fatalf("%s: %d files in new/ before Submit", addr, n)
 				}
@@ -233,7 +232,7 @@ func TestSpillMatchesBody(t *testing.T) {
 			}
 
 			var first os.FileInfo
-			for _, addr := range boxes {
+			for _, addr := range rcpts {
 				got := newFiles(t, s, addr)
 				if len(got) != 2 {
 					t.Fatalf("%s: %d files in new/, want 2", addr, len(got))
@@ -358,7 +357,7 @@ func TestSpillHeaderPastFirstChunk(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(only(t, s, "bob@example.test"))
-	want := string(traceHeader(env, s.host)) + "Subject: x\nReturn-Path: <kept@evil.test>\n" + rest
+	want := testTrace + "Subject: x\nReturn-Path: <kept@evil.test>\n" + rest
 	if string(got) != want {
 		t.Errorf("stored\n%q\nwant\n%q", got, want)
 	}
@@ -407,14 +406,25 @@ func TestSpillMailLoop(t *testing.T) {
 	}
 }
 
-// TestSpillUnknownUser: a recipient that no longer resolves fails the
-// message with ErrUnknownUser.
-func TestSpillUnknownUser(t *testing.T) {
+// TestSpillInvalidMailbox: a mailbox that is no safe path, or a trace
+// that would not stay fields of its own, fails the message; nothing is
+// ever stored.
+func TestSpillInvalidMailbox(t *testing.T) {
 	s := newTestSpool(t, nil)
-	err := spillBody(t, s, "Subject: x\n\nbody\n", feed{first: 4, chunk: 4}, "bob@example.test", "nobody@example.test")
-	if !errors.Is(err, ErrUnknownUser) {
-		t.Fatalf("err = %v, want ErrUnknownUser", err)
+	err := spillBody(t, s, "Subject: x\n\nbody\n", feed{first: 4, chunk: 4}, "bob@example.test", "../nobody@example.test")
+	if err == nil || !strings.Contains(err.Error(), "not a valid mailbox") {
+		t.Fatalf("err = %v, want an invalid mailbox", err)
 	}
+	assertNothingStored(t, s)
+
+	env := testMessage()
+	env.Trace = []byte("Received: no final newline")
+	w := &writer{sp: s.NewSpill(env)}
+	w.write("Subject: x\n\nbody\n")
+	if err := wait(t, submitSpilled(t, s, w.sp, "")); !errors.Is(err, errBadTrace) {
+		t.Fatalf("err = %v, want errBadTrace", err)
+	}
+	w.waitWritten(t)
 	assertNothingStored(t, s)
 }
 
@@ -744,7 +754,7 @@ func TestSpillConcurrent(t *testing.T) {
 					defer wg.Done()
 					env := testMessage()
 					env.ID = fmt.Sprintf("S%d", i)
-					env.Rcpts = []string{"carol@other.test"}
+					env.Mailboxes = boxes("carol@other.test")
 					sp := s.NewSpill(env)
 					var b strings.Builder
 					fmt.Fprintf(&b, "Subject: %d\n\n", i)
@@ -829,7 +839,7 @@ func BenchmarkSpill25MB(b *testing.B) {
 				if sync == "fsync" {
 					syncer = FsyncSyncer{}
 				}
-				s, err := New(Config{Root: b.TempDir(), Hostname: "mx.example.test", Syncer: syncer, Directory: testDirectory(b)})
+				s, err := New(Config{Root: b.TempDir(), Hostname: "mx.example.test", Syncer: syncer, Mailboxes: boxes(testNames...)})
 				if err != nil {
 					b.Fatal(err)
 				}

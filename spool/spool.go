@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -29,43 +28,30 @@ const (
 // space under Root.
 const freeSpaceInterval = 5 * time.Second
 
-// Message is one accepted transaction handed to the spool. The server fills
-// it on the event loop; after Submit only the spool touches it.
+// Message is one accepted message handed to the spool: where it goes, the
+// trace fields to put in front of it and its body. The server fills it on
+// the event loop; after Submit only the spool touches it, and neither the
+// slices nor what they point to may change.
 type Message struct {
-	// ID is the queue id, for logs and the Received header.
+	// ID is the queue id, for logs.
 	ID string
-	// From is the reverse-path without <>; "" for the null sender.
-	// Addresses are in the canonical mailbox form proto.Envelope
-	// documents (e.g. bob@example.org, "john doe"@example.org); the
-	// trace fields show them as they are.
-	From string
-	// Rcpts are the accepted forward-paths without <>, in the same form.
-	Rcpts []string
-	// Directory, when set, is the address book Rcpts were accepted
-	// against (the server takes it at MAIL): they are resolved with it,
-	// so a reload during the transaction cannot fail what was accepted.
-	// nil means the current one.
-	Directory *Directory
+	// Mailboxes are the Maildirs to deliver to, in order (the first gets
+	// the file, the others hard links). Each must be Valid, or the message
+	// fails; one listed twice is delivered once.
+	Mailboxes []Mailbox
+	// Trace is the header fields to prepend (Return-Path and Received, RFC
+	// 5321 4.4), LF-terminated, written as they are. The spool checks only
+	// that they stay fields of their own (no empty line, a final LF); it
+	// never builds one. Empty prepends nothing.
+	Trace []byte
 	// Body is the message as received, with LF line endings and without
-	// trace headers. Submit takes ownership and returns it with
+	// trace fields. Submit takes ownership and returns it with
 	// bytebufferpool.Put when done, whatever the outcome (even when Submit
 	// itself fails). Deliver only borrows it.
 	Body *bytebufferpool.ByteBuffer
-	// Helo is the client's HELO/EHLO argument; "" becomes "unknown".
-	Helo string
-	// RemoteIP is the client address.
-	RemoteIP netip.Addr
-	// Protocol is the RFC 3848 "with" keyword: "SMTP", "ESMTP", "ESMTPS",
-	// "UTF8SMTP", "UTF8SMTPS".
-	Protocol string
-	// TLS describes the TLS session, e.g. "TLSv1.3 with cipher
-	// TLS_AES_128_GCM_SHA256"; empty without TLS.
-	TLS string
-	// Received is when the transaction ended; the Received header's date.
-	Received time.Time
 	// Spill, when set, holds the body written so far (NewSpill, spill.go):
-	// Body is then only the tail, appended after every chunk, and the
-	// envelope given to NewSpill is used, not this message's.
+	// Body is then only the tail, appended after every chunk, and the ID,
+	// Mailboxes and Trace given to NewSpill are used, not this message's.
 	Spill *Spill
 }
 
@@ -74,7 +60,7 @@ type Config struct {
 	// Root is the Maildir root (maildir_root); mailboxes live in
 	// <Root>/<domain>/<user>/. New creates it if missing.
 	Root string
-	// Hostname goes into Received "by" clauses and Maildir file names.
+	// Hostname goes into Maildir file names.
 	Hostname string
 	// Workers is the number of delivery goroutines; 0 means DefaultWorkers.
 	Workers int
@@ -87,8 +73,10 @@ type Config struct {
 	// durable in batches with syncfs (GroupSyncer, commit.go) where the
 	// kernel allows it, and per file otherwise.
 	GroupCommit bool
-	// Directory is the initial address book. Required.
-	Directory *Directory
+	// Mailboxes are the configured mailboxes: New creates their Maildirs
+	// and removes stale files from their tmp/. Each must be Valid.
+	// Mailboxes configured later (a reload) are created on first delivery.
+	Mailboxes []Mailbox
 	// Log receives delivery errors, each with the message id. The zero
 	// Logger discards everything.
 	Log zerolog.Logger
@@ -98,13 +86,11 @@ type Config struct {
 // Its methods are safe for concurrent use.
 type Spool struct {
 	root     string // absolute, clean
-	host     string // validated hostname, for Received
-	nameHost string // host escaped for Maildir file names
+	nameHost string // validated hostname, escaped for Maildir file names
 	pid      int
 	syncer   Syncer
 	log      zerolog.Logger
 
-	dir  atomic.Pointer[Directory]
 	free atomic.Int64 // bytes available under root, -1 if unknown
 	// ready maps a Maildir path to a bool once ensureMaildir has made it
 	// durable: true if its tmp/ or new/ is on another file system than
@@ -167,9 +153,6 @@ type job struct {
 // errors are *ConfigError; a Maildir that cannot be created or written is
 // an error naming its path.
 func New(cfg Config) (*Spool, error) {
-	if cfg.Directory == nil {
-		return nil, errors.New("spool: Config.Directory is nil")
-	}
 	host := normalize(cfg.Hostname)
 	if !validDomain(host) {
 		return nil, configErr("hostname", "%q is not a valid host name", cfg.Hostname)
@@ -187,9 +170,13 @@ func New(cfg Config) (*Spool, error) {
 	if err != nil {
 		return nil, &ConfigError{Key: "maildir_root", Err: err}
 	}
+	for _, box := range cfg.Mailboxes {
+		if !box.Valid() {
+			return nil, configErr("mailboxes", "%q is not a valid mailbox name (a lowercase domain, a user of [a-z0-9._-])", box)
+		}
+	}
 	s := &Spool{
 		root:     root,
-		host:     host,
 		nameHost: escapeNameHost(host),
 		pid:      os.Getpid(),
 		syncer:   cfg.Syncer,
@@ -204,7 +191,6 @@ func New(cfg Config) (*Spool, error) {
 	if s.syncer == nil {
 		s.syncer = FsyncSyncer{}
 	}
-	s.dir.Store(cfg.Directory)
 
 	switch fi, err := os.Stat(root); {
 	case errors.Is(err, fs.ErrNotExist):
@@ -224,7 +210,7 @@ func New(cfg Config) (*Spool, error) {
 	if s.lock, err = lockRoot(root, s.pid); err != nil {
 		return nil, err
 	}
-	if err := s.makeMaildirs(cfg.Directory); err != nil {
+	if err := s.makeMaildirs(cfg.Mailboxes); err != nil {
 		s.lock.Close()
 		return nil, err
 	}
@@ -244,7 +230,7 @@ func New(cfg Config) (*Spool, error) {
 		mode = "group commit (syncfs)"
 	}
 	s.log.Info().Str("durability", mode).Str("root", root).Msg("spool ready")
-	s.cleanTmp(cfg.Directory, time.Now())
+	s.cleanTmp(cfg.Mailboxes, time.Now())
 	s.refreshFree()
 
 	workers, qlen := cfg.Workers, cfg.QueueLength
@@ -446,28 +432,17 @@ func (s *Spool) refreshFree() {
 	s.free.Store(int64(st.Bavail) * int64(st.Bsize))
 }
 
-// SetDirectory atomically replaces the address book, e.g. on reload.
-// Deliveries already resolved keep the old one. A nil d is ignored.
-func (s *Spool) SetDirectory(d *Directory) {
-	if d != nil {
-		s.dir.Store(d)
-	}
-}
-
-// Directory returns the current address book.
-func (s *Spool) Directory() *Directory { return s.dir.Load() }
-
 // staleTmpAge is how long a foreign file may sit in tmp/ before it is
 // removed (the Maildir specification's 36 hours).
 const staleTmpAge = 36 * time.Hour
 
-// cleanTmp removes what earlier runs left in tmp/ of every mailbox of d:
+// cleanTmp removes what earlier runs left in tmp/ of every mailbox in boxes:
 // every file of ours (none of them was acknowledged: we answer only after
 // the rename into new/ is durable, so the client will retry), and any other
 // file neither read nor written for 36 hours. Recent foreign files stay:
 // Dovecot and others deliver through tmp/ too. Failures are only logged.
-func (s *Spool) cleanTmp(d *Directory, now time.Time) {
-	for _, box := range d.boxes {
+func (s *Spool) cleanTmp(boxes []Mailbox, now time.Time) {
+	for _, box := range boxes {
 		tmp := filepath.Join(box.Path(s.root), "tmp")
 		entries, err := os.ReadDir(tmp)
 		if err != nil {
@@ -547,13 +522,13 @@ func lockHolder(f *os.File) string {
 	return pid
 }
 
-// makeMaildirs creates the Maildir of every mailbox of d (without syncing:
+// makeMaildirs creates the Maildir of every mailbox in boxes (without syncing:
 // the first delivery's ensureMaildir does) and checks that its folders are
 // directories nanomx may write to, so that a domain folder it cannot
 // create is a start-up error rather than a 4xx for every message.
-// Mailboxes added by a later SetDirectory are created on first delivery.
-func (s *Spool) makeMaildirs(d *Directory) error {
-	for _, box := range d.boxes {
+// Mailboxes configured later are created on first delivery.
+func (s *Spool) makeMaildirs(boxes []Mailbox) error {
+	for _, box := range boxes {
 		dir := box.Path(s.root)
 		err := makeMaildir(dir)
 		for _, sub := range [...]string{"tmp", "new", "cur"} {

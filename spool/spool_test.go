@@ -31,9 +31,11 @@ func TestNewErrors(t *testing.T) {
 		{"root is a file", func(c *Config) { c.Root = file }, "maildir_root"},
 		{"negative workers", func(c *Config) { c.Workers = -1 }, "workers"},
 		{"negative queue", func(c *Config) { c.QueueLength = -1 }, "queue_length"},
+		{"unsafe mailbox", func(c *Config) { c.Mailboxes = append(c.Mailboxes, Mailbox{"example.test", "../etc"}) }, "mailboxes"},
+		{"upper-case domain", func(c *Config) { c.Mailboxes = append(c.Mailboxes, Mailbox{"Example.test", "bob"}) }, "mailboxes"},
 	}
 	for _, tt := range tests {
-		cfg := Config{Root: dir, Hostname: "mx.example.test", Directory: testDirectory(t)}
+		cfg := Config{Root: dir, Hostname: "mx.example.test", Mailboxes: boxes(testNames...)}
 		tt.mutate(&cfg)
 		s, err := New(cfg)
 		var ce *ConfigError
@@ -41,9 +43,12 @@ func TestNewErrors(t *testing.T) {
 			t.Errorf("%s: New = %v, %v; want a ConfigError for %s", tt.name, s, err, tt.key)
 		}
 	}
-	if _, err := New(Config{Root: dir, Hostname: "mx.example.test"}); err == nil {
-		t.Error("nil Directory: no error")
+	// No mailboxes to prepare is fine: they are made on first delivery.
+	s, err := New(Config{Root: filepath.Join(dir, "empty"), Hostname: "mx.example.test"})
+	if err != nil {
+		t.Fatalf("no mailboxes: %v", err)
 	}
+	s.Close()
 }
 
 func TestNewCreatesRoot(t *testing.T) {
@@ -171,7 +176,7 @@ func TestSubmit(t *testing.T) {
 
 	ok := newMessage("Subject: ok\n\nbody\n", "bob@example.test")
 	ok.ID = "ok"
-	bad := newMessage("x\n", "nobody@example.test")
+	bad := newMessage("x\n", "../nobody@example.test")
 	bad.ID = "bad"
 	okBody, badBody := ok.Body, bad.Body
 	for _, m := range []*Message{ok, bad} {
@@ -183,8 +188,8 @@ func TestSubmit(t *testing.T) {
 	if err := res.get("ok"); err != nil {
 		t.Errorf("ok: %v", err)
 	}
-	if err := res.get("bad"); !errors.Is(err, ErrUnknownUser) {
-		t.Errorf("bad: %v, want ErrUnknownUser", err)
+	if err := res.get("bad"); err == nil || !strings.Contains(err.Error(), "not a valid mailbox") {
+		t.Errorf("bad: %v, want an invalid mailbox", err)
 	}
 	only(t, s, "bob@example.test")
 	// Success or failure, the body goes back to the pool once.
@@ -428,26 +433,4 @@ func TestFreeBytes(t *testing.T) {
 	if n := s.FreeBytes(); n != -1 {
 		t.Errorf("FreeBytes without a root = %d, want -1", n)
 	}
-}
-
-func TestSetDirectory(t *testing.T) {
-	s := newTestSpool(t, nil)
-	if err := s.Deliver(newMessage("x\n", "dave@example.test")); !errors.Is(err, ErrUnknownUser) {
-		t.Fatalf("dave before reload: %v", err)
-	}
-	cfg := testDirectoryConfig()
-	cfg.Mailboxes = append(cfg.Mailboxes, "dave@example.test")
-	d, err := NewDirectory(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.SetDirectory(d)
-	s.SetDirectory(nil)
-	if s.Directory() != d {
-		t.Fatal("Directory() is not the new one")
-	}
-	if err := s.Deliver(newMessage("x\n", "dave@example.test")); err != nil {
-		t.Fatalf("dave after reload: %v", err)
-	}
-	only(t, s, "dave@example.test")
 }

@@ -14,7 +14,7 @@ import (
 )
 
 func startupConfig(t *testing.T, root string) Config {
-	return Config{Root: root, Hostname: "mx.example.test", Syncer: &testSyncer{}, Directory: testDirectory(t)}
+	return Config{Root: root, Hostname: "mx.example.test", Syncer: &testSyncer{}, Mailboxes: boxes(testNames...)}
 }
 
 // TestLockRoot: a second spool on a root in use refuses to start, naming
@@ -151,7 +151,7 @@ func TestNewReadOnlyMaildir(t *testing.T) {
 // New, before any delivery.
 func TestNewCreatesMaildirs(t *testing.T) {
 	s := newTestSpool(t, nil)
-	for _, b := range s.Directory().boxes {
+	for _, b := range boxes(testNames...) {
 		for _, sub := range []string{"tmp", "new", "cur"} {
 			if fi, err := os.Stat(filepath.Join(b.Path(s.root), sub)); err != nil || !fi.IsDir() {
 				t.Errorf("%s/%s: %v", b, sub, err)

@@ -6,9 +6,9 @@ import (
 )
 
 // Syncer is the durability step of a delivery. It is an interface so that
-// per-file fsync can later be replaced by group commit, and so that tests
-// can inject failures and record the order of calls. Implementations must be
-// safe for concurrent use by the workers.
+// group commit (BatchSyncer) can batch it, and so that tests can inject
+// failures and record the order of calls. Implementations must be safe for
+// concurrent use by the workers.
 type Syncer interface {
 	// SyncFile makes f's data and size durable.
 	SyncFile(f *os.File) error

@@ -1,16 +1,51 @@
-package spool
+// Package addrbook is nanomx's address book: the domains it accepts mail
+// for, their mailboxes, aliases, catch-alls, subaddresses and postmaster.
+// It turns a recipient into the mailboxes it reaches, at RCPT time, on the
+// event loop: Lookup does not allocate for an ASCII domain. A Book is
+// immutable; a reload builds a new one.
+//
+// The server checks each RCPT with Lookup, collects the transaction's
+// mailboxes in a Set and hands them (Set.Mailboxes) to the spool, which
+// knows nothing of addresses. Mailbox names come only from configuration,
+// validated as spool.Mailbox.Valid demands, so nothing received from the
+// network ever becomes a path.
+package addrbook
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"maps"
-	"path/filepath"
 	"slices"
 	"strings"
 
 	"golang.org/x/net/idna"
+
+	"github.com/nanomx/nanomx/proto"
+	"github.com/nanomx/nanomx/spool"
 )
+
+// Outcomes of a lookup, for errors.Is.
+var (
+	// ErrUnknownUser means the domain is accepted but no mailbox, alias or
+	// catch-all takes the local part.
+	ErrUnknownUser = errors.New("addrbook: no such user")
+	// ErrNotLocal means the domain is not one this MX accepts mail for.
+	ErrNotLocal = errors.New("addrbook: domain not local")
+)
+
+// ConfigError names the configuration key that is wrong: "domains",
+// "postmaster", "mailboxes", "aliases", "catch_all" or
+// "subaddress_separator".
+type ConfigError struct {
+	Key string
+	Err error
+}
+
+// Error returns "<key>: <reason>".
+func (e *ConfigError) Error() string { return e.Key + ": " + e.Err.Error() }
+
+// Unwrap returns the underlying reason.
+func (e *ConfigError) Unwrap() error { return e.Err }
 
 // Address limits from RFC 5321 4.5.3.1.1 and 4.5.3.1.2. Configured names
 // obey them; wire addresses longer than a limit can only reach a catch-all.
@@ -18,35 +53,20 @@ const (
 	maxLocalBytes  = 64
 	maxDomainBytes = 255
 
-	// keyBytes is the stack buffer Check lowercases an address into.
+	// keyBytes is the stack buffer Lookup lowercases an address into.
 	keyBytes = maxLocalBytes + 1 + maxDomainBytes
 
 	// maxAliasDepth bounds alias chains: a -> b -> ... -> mailbox.
 	maxAliasDepth = 8
 )
 
-// Mailbox is one Maildir, at <root>/<Domain>/<User>/. Both fields come only
-// from configuration, validated and lowercase, so they are safe as path
-// elements; nothing received from the network ever becomes a path.
-type Mailbox struct {
-	Domain, User string
-}
-
-// Path returns the Maildir directory <root>/<domain>/<user>.
-func (m Mailbox) Path(root string) string {
-	return filepath.Join(root, m.Domain, m.User)
-}
-
-// String returns the mailbox's address, user@domain.
-func (m Mailbox) String() string { return m.User + "@" + m.Domain }
-
-// DirectoryConfig is the address book as configured. Addresses are
+// Config is the address book as configured. Addresses are
 // "local@domain"; case does not matter. A domain, here or in an address,
 // may be written with A-labels (xn--bcher-kva.example) or U-labels
 // (bücher.example): it is stored as its A-labels (IDNA, UTS #46
 // registration profile), so Maildir directories are ASCII, and wire
 // domains in either form reach it.
-type DirectoryConfig struct {
+type Config struct {
 	// Domains are the domains this MX accepts mail for.
 	Domains []string
 	// Postmaster is the mailbox or alias address that postmaster@<each
@@ -68,10 +88,10 @@ type DirectoryConfig struct {
 	SubaddressSeparator string
 }
 
-// Directory is an immutable, validated address book. It is safe for
-// concurrent use; replace it as a whole (Spool.SetDirectory) to reload.
-type Directory struct {
-	boxes []Mailbox // every configured mailbox; targets index into it
+// Book is an immutable, validated address book, safe for concurrent use.
+// To reload, build a new one.
+type Book struct {
+	boxes []spool.Mailbox // every configured mailbox; targets index into it
 
 	// addrs maps a lowercase "local@domain" (mailboxes, aliases and the
 	// implicit postmaster@<domain>) to its fully expanded, de-duplicated
@@ -86,10 +106,10 @@ type domainEntry struct {
 	catchAll []int32 // nil when the domain has no catch-all
 }
 
-// NewDirectory validates cfg and builds a Directory. Every error is a
-// *ConfigError naming the offending key.
-func NewDirectory(cfg DirectoryConfig) (*Directory, error) {
-	d := &Directory{
+// New validates cfg and builds a Book. Every error is a *ConfigError
+// naming the offending key.
+func New(cfg Config) (*Book, error) {
+	d := &Book{
 		addrs:   make(map[string][]int32),
 		domains: make(map[string]domainEntry),
 	}
@@ -119,19 +139,25 @@ func NewDirectory(cfg DirectoryConfig) (*Directory, error) {
 
 	for _, raw := range cfg.Mailboxes {
 		local, dom, ok := splitConfigAddr(raw)
-		if !ok || !validMailboxName(local) {
-			return nil, configErr("mailboxes",
-				"%q: local part must be 1-64 of [a-z0-9._-], start with a letter or digit, without \"..\" or a final dot", raw)
+		if !ok {
+			return nil, configErr("mailboxes", "%q is not an address (local@domain)", raw)
 		}
 		if _, ok := d.domains[dom]; !ok {
 			return nil, configErr("mailboxes", "%q: domain %q is not in domains", raw, dom)
+		}
+		// The spool's rule for folder names, the one rule there is.
+		// Domains in d.domains are valid ones, so this is about local.
+		box := spool.Mailbox{Domain: dom, User: local}
+		if !box.Valid() {
+			return nil, configErr("mailboxes",
+				"%q: local part must be 1-64 of [a-z0-9._-], start with a letter or digit, without \"..\" or a final dot", raw)
 		}
 		key := local + "@" + dom
 		if _, dup := d.addrs[key]; dup {
 			continue
 		}
 		d.addrs[key] = []int32{int32(len(d.boxes))}
-		d.boxes = append(d.boxes, Mailbox{Domain: dom, User: local})
+		d.boxes = append(d.boxes, box)
 	}
 
 	// Aliases are expanded once here, so lookups never recurse. Sorting the
@@ -212,7 +238,7 @@ func NewDirectory(cfg DirectoryConfig) (*Directory, error) {
 // builder expands aliases recursively with memoization, detecting loops and
 // chains longer than maxAliasDepth.
 type builder struct {
-	d       *Directory
+	d       *Book
 	aliases map[string][]string // alias key -> normalized targets
 	done    map[string]expanded // aliases expanded so far
 	path    []string            // aliases being expanded, outermost first
@@ -261,35 +287,62 @@ func (b *builder) expand(addr string, depth int) ([]int32, int, error) {
 	return set.list, height, nil
 }
 
-// Check reports whether addr, a recipient as received (in the canonical
-// mailbox form of proto.Envelope, any case, possibly UTF-8) is
-// deliverable: nil, ErrUnknownUser or ErrNotLocal. The bare "postmaster"
-// is accepted. A quoted local part ("john doe"@d) can only reach d's
-// catch-all: configured names are dot-atoms, which proto never quotes. A
-// domain with non-ASCII octets is mapped to its A-labels (IDNA, UTS #46
-// lookup profile) first; one that does not map is ErrNotLocal.
-//
-// Check runs on the event loop for every RCPT and does not allocate for an
-// ASCII domain (IDNA mapping a U-label domain does).
-func (d *Directory) Check(addr []byte) error {
-	_, err := d.lookup(addr)
-	return err
+// Targets are the mailboxes one recipient reaches, each once, in
+// configuration order. They point into the Book, which never changes: no
+// copy is made, and they stay valid as long as they are kept.
+type Targets struct {
+	b   *Book
+	ids []int32
 }
 
-// lookup finds the mailboxes addr reaches. Check and Resolve share it, so
-// they always agree. It must not allocate: the key is built in a stack array
-// and the map is indexed with string(b), which Go does not allocate for.
-func (d *Directory) lookup(addr []byte) ([]int32, error) {
-	at := bytes.LastIndexByte(addr, '@') // a quoted local part may contain '@'
+// Len returns the number of mailboxes.
+func (t Targets) Len() int { return len(t.ids) }
+
+// At returns the i-th mailbox.
+func (t Targets) At(i int) spool.Mailbox { return t.b.boxes[t.ids[i]] }
+
+// Lookup finds the mailboxes addr reaches: addr is a recipient as
+// received, in the canonical form proto.Envelope documents (any case,
+// possibly UTF-8). The error is ErrUnknownUser or ErrNotLocal. The bare
+// "postmaster" is accepted. A quoted local part ("john doe"@d) can only
+// reach d's catch-all: configured names are dot-atoms, which proto never
+// quotes. A domain with non-ASCII octets is mapped to its A-labels (IDNA,
+// UTS #46 lookup profile) first; one that does not map is ErrNotLocal.
+// Bytes not in that form (only a caller bypassing proto has them) reach
+// a catch-all or nothing, never another mailbox.
+//
+// Lookup runs on the event loop for every RCPT and does not allocate for
+// an ASCII domain (IDNA mapping a U-label domain does).
+func (d *Book) Lookup(addr []byte) (Targets, error) {
+	at := lastIndexByte(addr, '@') // a quoted local part may contain '@', a domain never
 	if at < 0 {
-		if asciiEqualFold(addr, "postmaster") {
-			return d.postmaster, nil
-		}
-		return nil, ErrUnknownUser
+		return find(d, addr, addr[:0], false, false)
 	}
-	local, domain := addr[:at], addr[at+1:]
+	local := addr[:at]
+	return find(d, local, addr[at+1:], len(local) > 0 && local[0] == '"', true)
+}
+
+// LookupAddress is Lookup for an Address: for every address proto
+// produces, LookupAddress(a) and Lookup([]byte(a.String())) agree. It
+// does not allocate for an ASCII domain either.
+func (d *Book) LookupAddress(a proto.Address) (Targets, error) {
+	return find(d, a.Local, a.Domain, a.Quoted(), a.Domain != "")
+}
+
+// find is the lookup both entries share, over bytes or a string. It must
+// not allocate: the key is built in a stack array and the map is indexed
+// with string(b), which Go does not allocate for. local is the local part
+// as received (with its quotes, for bytes), quoted whether it is a
+// Quoted-string, and hasDomain false for an address without "@".
+func find[T string | []byte](d *Book, local, domain T, quoted, hasDomain bool) (Targets, error) {
+	if !hasDomain {
+		if asciiEqualFold(local, "postmaster") {
+			return Targets{d, d.postmaster}, nil
+		}
+		return Targets{}, ErrUnknownUser
+	}
 	if len(domain) > maxDomainBytes {
-		return nil, ErrNotLocal
+		return Targets{}, ErrNotLocal
 	}
 
 	// The key is laid out right-aligned, "<local>@<domain>" ending at the end
@@ -306,7 +359,7 @@ func (d *Directory) lookup(addr []byte) ([]int32, error) {
 		// as resolvers do (nontransitional: ß stays ß).
 		a, err := idna.Lookup.ToASCII(string(domain))
 		if err != nil || len(a) == 0 || len(a) > maxDomainBytes {
-			return nil, ErrNotLocal
+			return Targets{}, ErrNotLocal
 		}
 		dom = len(buf) - len(a)
 		copy(buf[dom:], a)
@@ -314,14 +367,14 @@ func (d *Directory) lookup(addr []byte) ([]int32, error) {
 	}
 	de, ok := d.domains[string(buf[dom:])]
 	if !ok {
-		return nil, ErrNotLocal
+		return Targets{}, ErrNotLocal
 	}
-	if len(local) > 0 && local[0] == '"' {
+	if quoted {
 		// A Quoted-string names no configured dot-atom.
 		if de.catchAll != nil {
-			return de.catchAll, nil
+			return Targets{d, de.catchAll}, nil
 		}
-		return nil, ErrUnknownUser
+		return Targets{}, ErrUnknownUser
 	}
 	buf[dom-1] = '@'
 	room := dom - 1 // at least maxLocalBytes: longer local parts match nothing
@@ -330,45 +383,104 @@ func (d *Directory) lookup(addr []byte) ([]int32, error) {
 		start := room - len(local)
 		lowerInto(buf[start:room], local)
 		if boxes, ok := d.addrs[string(buf[start:])]; ok {
-			return boxes, nil
+			return Targets{d, boxes}, nil
 		}
 	}
 	if d.sep != 0 {
-		if i := bytes.IndexByte(local, d.sep); i > 0 && i <= room {
+		if i := indexByte(local, d.sep); i > 0 && i <= room {
 			start := room - i
 			lowerInto(buf[start:room], local[:i])
 			if boxes, ok := d.addrs[string(buf[start:])]; ok {
-				return boxes, nil
+				return Targets{d, boxes}, nil
 			}
 		}
 	}
 	if de.catchAll != nil {
-		return de.catchAll, nil
+		return Targets{d, de.catchAll}, nil
 	}
-	return nil, ErrUnknownUser
+	return Targets{}, ErrUnknownUser
 }
 
-// Resolve expands recipient addresses (aliases, subaddresses, catch-alls,
-// postmaster) into the set of mailboxes to deliver to: de-duplicated, in the
-// order they first appear. If any recipient is not deliverable the error
-// wraps ErrUnknownUser or ErrNotLocal and names it.
-func (d *Directory) Resolve(rcpts []string) ([]Mailbox, error) {
+// Mailboxes returns every configured mailbox, in configuration order: the
+// list the spool prepares at start-up (spool.Config.Mailboxes).
+func (d *Book) Mailboxes() []spool.Mailbox { return slices.Clone(d.boxes) }
+
+// Resolve expands recipients (aliases, subaddresses, catch-alls,
+// postmaster) into the mailboxes to deliver to, as a Set collects them:
+// each once, in the order first reached. If any recipient is not
+// deliverable the error wraps ErrUnknownUser or ErrNotLocal and names it.
+func (d *Book) Resolve(rcpts []proto.Address) ([]spool.Mailbox, error) {
 	if len(rcpts) == 0 {
-		return nil, errors.New("spool: no recipients")
+		return nil, errors.New("addrbook: no recipients")
 	}
-	var set indexSet
+	var set Set
 	for _, r := range rcpts {
-		boxes, err := d.lookup([]byte(r))
+		t, err := d.LookupAddress(r)
 		if err != nil {
-			return nil, fmt.Errorf("recipient %q: %w", r, err)
+			return nil, fmt.Errorf("recipient %q: %w", r.String(), err)
 		}
-		set.add(boxes)
+		set.Add(t)
 	}
-	out := make([]Mailbox, len(set.list))
-	for n, i := range set.list {
-		out[n] = d.boxes[i]
+	return set.Mailboxes(), nil
+}
+
+// Set collects the mailboxes of a transaction's recipients: each once, in
+// the order first added. The server keeps one per session, adds each
+// accepted RCPT's Targets and hands Mailboxes to the spool. Set holds
+// mailboxes, not positions in a Book, so targets of two Books (a reload
+// between two RCPTs) mix safely. The zero Set is empty. Add does not
+// allocate once the set's storage has grown to the transaction's size
+// (Reset keeps it, up to a bound), while the set holds at most scanLimit
+// mailboxes; past that it keeps a map.
+type Set struct {
+	list []spool.Mailbox
+	seen map[spool.Mailbox]struct{} // set once list has scanLimit entries
+}
+
+// scanLimit is the size up to which Set finds duplicates by a scan.
+const scanLimit = 16
+
+// maxIdleSet bounds the storage a Set keeps across Reset.
+const maxIdleSet = 64
+
+// Add adds t's mailboxes that the set does not hold yet.
+func (s *Set) Add(t Targets) {
+	for i := range t.Len() {
+		m := t.At(i)
+		if s.seen == nil && len(s.list) >= scanLimit {
+			s.seen = make(map[spool.Mailbox]struct{}, 2*len(s.list))
+			for _, prev := range s.list {
+				s.seen[prev] = struct{}{}
+			}
+		}
+		if s.seen != nil {
+			if _, dup := s.seen[m]; dup {
+				continue
+			}
+			s.seen[m] = struct{}{}
+		} else if slices.Contains(s.list, m) {
+			continue
+		}
+		s.list = append(s.list, m)
 	}
-	return out, nil
+}
+
+// Len returns the number of mailboxes in the set.
+func (s *Set) Len() int { return len(s.list) }
+
+// Mailboxes returns the set's mailboxes in a new slice, for the spool to
+// own (spool.Message.Mailboxes).
+func (s *Set) Mailboxes() []spool.Mailbox { return slices.Clone(s.list) }
+
+// Reset empties the set for the next transaction, keeping its storage if
+// it is small.
+func (s *Set) Reset() {
+	clear(s.list) // no references into a Book that a reload may drop
+	s.list = s.list[:0]
+	if cap(s.list) > maxIdleSet {
+		s.list = nil
+	}
+	s.seen = nil
 }
 
 // indexSet collects mailbox indexes once each, in the order first added.
@@ -412,23 +524,6 @@ func validDomain(s string) bool {
 	return true
 }
 
-// validMailboxName reports whether s may name a Maildir directory: 1-64
-// bytes of [a-z0-9._-], starting with a letter or digit, with no ".." and no
-// final dot. That excludes ".", "..", "/", NUL and anything a shell or a
-// path would treat specially.
-func validMailboxName(s string) bool {
-	if len(s) == 0 || len(s) > maxLocalBytes || !isLowerAlnum(s[0]) || s[len(s)-1] == '.' {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		c := s[i]
-		if !isLowerAlnum(c) && c != '.' && c != '_' && c != '-' {
-			return false
-		}
-	}
-	return !strings.Contains(s, "..")
-}
-
 // validAliasName reports whether s is a lowercase ASCII dot-atom local part
 // (RFC 5322 3.2.3) of at most 64 bytes. Alias names never become paths, so
 // they may use every atext character.
@@ -464,7 +559,7 @@ func normalize(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
 // name, so the two sides meet.
 func normalizeDomain(s string) (string, error) {
 	s = normalize(s)
-	if isASCII([]byte(s)) {
+	if isASCII(s) {
 		return s, nil
 	}
 	return idna.Registration.ToASCII(s)
@@ -487,9 +582,9 @@ func normalizeAddr(s string) string {
 }
 
 // isASCII reports whether b is all ASCII.
-func isASCII(b []byte) bool {
-	for _, c := range b {
-		if c >= 0x80 {
+func isASCII[T string | []byte](b T) bool {
+	for i := 0; i < len(b); i++ {
+		if b[i] >= 0x80 {
 			return false
 		}
 	}
@@ -500,8 +595,9 @@ func isLowerAlnum(c byte) bool { return 'a' <= c && c <= 'z' || '0' <= c && c <=
 
 // lowerInto copies src into dst, folding ASCII upper case. len(dst) must be
 // len(src).
-func lowerInto(dst, src []byte) {
-	for i, c := range src {
+func lowerInto[T string | []byte](dst []byte, src T) {
+	for i := 0; i < len(src); i++ {
+		c := src[i]
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
@@ -511,11 +607,12 @@ func lowerInto(dst, src []byte) {
 
 // asciiEqualFold reports whether b equals the lowercase ASCII string s,
 // ignoring ASCII case.
-func asciiEqualFold(b []byte, s string) bool {
+func asciiEqualFold[T string | []byte](b T, s string) bool {
 	if len(b) != len(s) {
 		return false
 	}
-	for i, c := range b {
+	for i := 0; i < len(b); i++ {
+		c := b[i]
 		if 'A' <= c && c <= 'Z' {
 			c += 'a' - 'A'
 		}
@@ -524,6 +621,24 @@ func asciiEqualFold(b []byte, s string) bool {
 		}
 	}
 	return true
+}
+
+func indexByte[T string | []byte](b T, c byte) int {
+	for i := 0; i < len(b); i++ {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func lastIndexByte(b []byte, c byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == c {
+			return i
+		}
+	}
+	return -1
 }
 
 func configErr(key, format string, args ...any) error {
