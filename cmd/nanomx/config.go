@@ -1,13 +1,15 @@
 package main
 
 import (
-	"bytes"
+	"cmp"
+	"encoding"
 	"errors"
 	"fmt"
-	"math"
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -15,64 +17,328 @@ import (
 	"time"
 
 	toml "github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
 	"github.com/rs/zerolog"
 
 	"github.com/nanomx/nanomx/server"
 )
 
-// fileConfig is the shape of the TOML file. Every field is a pointer, a map
-// or an interface so that a key left out of the file is told apart from a
-// key set to its zero value: unset keys keep server.Defaults.
+// fileConfig is the configuration file: one field per key, which README.md's
+// table documents. go-toml decodes the file straight into it, starting from
+// the defaults, so a key left out keeps its default; "nanomx check-config"
+// prints it.
+//
+// A field named like a field of server.Config is copied to and from that
+// field by name (copyByName): its default is server.Defaults'. The others are
+// cmd's own, with their defaults in defaultFile.
+//
+// Adding a key is this field and its README row; strict decoding, flags,
+// reload, check-config and the tests read the struct. Tags: toml is the key;
+// flag names the flag of "nanomx serve" that overrides it and usage is that
+// flag's help (the {word} in braces is what -h shows after the flag name);
+// restart marks a key a SIGHUP cannot change.
 type fileConfig struct {
-	Hostname            *string           `toml:"hostname"`
-	Listen              *[]string         `toml:"listen"`
-	MaildirRoot         *string           `toml:"maildir_root"`
-	Domains             *[]string         `toml:"domains"`
-	Postmaster          *string           `toml:"postmaster"`
-	Mailboxes           *[]string         `toml:"mailboxes"`
-	Aliases             map[string]any    `toml:"aliases"` // string or array of strings
-	CatchAll            map[string]string `toml:"catch_all"`
-	SubaddressSeparator *string           `toml:"subaddress_separator"`
-	MaxMessageSize      any               `toml:"max_message_size"` // size
-	MaxRecipients       *int              `toml:"max_recipients"`
-	MaxLineLength       *int              `toml:"max_line_length"`
-	MaxAddressAllowance *int              `toml:"max_address_allowance"`
-	MaxBadCommands      *int              `toml:"max_bad_commands"`
-	MaxJunkCommands     *int              `toml:"max_junk_commands"`
-	MaxConnections      *int              `toml:"max_connections"`
-	MaxConnectionsPerIP *int              `toml:"max_connections_per_ip"`
-	MaxPendingInput     any               `toml:"max_pending_input"`  // size
-	BodyBudget          any               `toml:"body_budget"`        // size
-	BodyBudgetPerIP     any               `toml:"body_budget_per_ip"` // size
-	SpillThreshold      any               `toml:"spill_threshold"`    // size
-	BareNewline         *string           `toml:"bare_newline"`
-	Workers             *int              `toml:"workers"`
-	QueueLength         *int              `toml:"queue_length"`
-	Fsync               *bool             `toml:"fsync"`
-	GroupCommit         *bool             `toml:"group_commit"`
-	CommandTimeout      *string           `toml:"command_timeout"` // duration
-	DataTimeout         *string           `toml:"data_timeout"`
-	MinDataRate         *int64            `toml:"min_data_rate"` // bytes per second
-	SessionTimeout      *string           `toml:"session_timeout"`
-	ShutdownTimeout     *string           `toml:"shutdown_timeout"`
-	GreetingDelay       *string           `toml:"greeting_delay"`
-	EventLoops          *int              `toml:"event_loops"`
-	TLSCert             *string           `toml:"tls_cert"`
-	TLSKey              *string           `toml:"tls_key"`
-	TLSMinVersion       *string           `toml:"tls_min_version"`
-	TLSRequired         *bool             `toml:"tls_required"`
-	MaxTLSSessions      *int              `toml:"max_tls_sessions"`
-	TLSHandshakeTimeout *string           `toml:"tls_handshake_timeout"`
-	Pprof               *string           `toml:"pprof"`
-	LogLevel            *string           `toml:"log_level"`
-	LogFormat           *string           `toml:"log_format"`
+	Hostname    string   `toml:"hostname" flag:"hostname" usage:"this MX's {name} in the greeting and Received header" restart:"true"`
+	Listen      []string `toml:"listen" flag:"listen" usage:"comma-separated {addresses} to listen on" restart:"true"`
+	MaildirRoot string   `toml:"maildir_root" flag:"maildir-root" usage:"{folder} holding <domain>/<user>/ Maildirs" restart:"true"`
+
+	// The address book.
+	Domains             []string           `toml:"domains" flag:"domain" usage:"accepted {domain}; repeat or comma-separate"`
+	Postmaster          string             `toml:"postmaster" flag:"postmaster" usage:"mailbox {address} that receives postmaster@ mail"`
+	Mailboxes           []string           `toml:"mailboxes"`
+	Aliases             map[string]targets `toml:"aliases"`
+	CatchAll            map[string]string  `toml:"catch_all"`
+	SubaddressSeparator string             `toml:"subaddress_separator"`
+
+	// Limits.
+	MaxMessageBytes     size   `toml:"max_message_size" flag:"max-message-size" usage:"largest message, bytes or a {size} like 25MiB"`
+	MaxRecipients       int    `toml:"max_recipients"`
+	MaxLineBytes        int    `toml:"max_line_length"`
+	MaxAddressAllowance int    `toml:"max_address_allowance"`
+	MaxBadCommands      int    `toml:"max_bad_commands"`
+	MaxJunkCommands     int    `toml:"max_junk_commands"`
+	MaxConnections      int    `toml:"max_connections" flag:"max-connections" usage:"{n} concurrent connections in total"`
+	MaxConnectionsPerIP int    `toml:"max_connections_per_ip" flag:"max-connections-per-ip" usage:"{n} concurrent connections per client IP or IPv6 /64"`
+	MaxPendingInput     size   `toml:"max_pending_input"`
+	BodyBudgetBytes     size   `toml:"body_budget"`
+	BodyBudgetPerIP     size   `toml:"body_budget_per_ip"`
+	SpillThreshold      size   `toml:"spill_threshold"`
+	BareNewline         string `toml:"bare_newline"`
+
+	// Delivery.
+	Workers     int  `toml:"workers" flag:"workers" usage:"{n} delivery workers" restart:"true"`
+	QueueLength int  `toml:"queue_length" restart:"true"`
+	Fsync       bool `toml:"fsync" flag:"fsync" usage:"fsync each delivery before 250; -fsync=false is for benchmarks only" restart:"true"`
+	GroupCommit bool `toml:"group_commit" restart:"true"`
+
+	// Timeouts. MinDataRate is in bytes per second.
+	CommandTimeout  duration `toml:"command_timeout"`
+	DataTimeout     duration `toml:"data_timeout"`
+	MinDataRate     int64    `toml:"min_data_rate"`
+	SessionTimeout  duration `toml:"session_timeout"`
+	ShutdownTimeout duration `toml:"shutdown_timeout"`
+	GreetingDelay   duration `toml:"greeting_delay"`
+
+	EventLoops int `toml:"event_loops" restart:"true"`
+
+	// STARTTLS.
+	TLSCert             string   `toml:"tls_cert"`
+	TLSKey              string   `toml:"tls_key"`
+	TLSMinVersion       string   `toml:"tls_min_version"`
+	TLSRequired         bool     `toml:"tls_required"`
+	MaxTLSSessions      int      `toml:"max_tls_sessions"`
+	TLSHandshakeTimeout duration `toml:"tls_handshake_timeout"`
+
+	// Operations. pprof is served by cmd, which checks it (checkLocal); the
+	// log settings are cmd's own.
+	PprofAddr string    `toml:"pprof" flag:"pprof" usage:"serve net/http/pprof on this loopback {address}, e.g. 127.0.0.1:6060" restart:"true"`
+	LogLevel  logLevel  `toml:"log_level" flag:"log-level" usage:"log {level}: debug, info, warn or error"`
+	LogFormat logFormat `toml:"log_format" flag:"log-format" usage:"log {format}: json or console" restart:"true"`
 }
 
-// Log formats.
+// defaultFile returns the defaults: server.Defaults, the log at info in JSON.
+func defaultFile() fileConfig {
+	fc := fileConfig{LogLevel: logLevel(zerolog.InfoLevel), LogFormat: formatJSON}
+	if err := copyByName(reflect.ValueOf(&fc).Elem(), reflect.ValueOf(server.Defaults())); err != nil {
+		panic(err) // every server value fits the file's types
+	}
+	return fc
+}
+
+// toServer makes the server.Config fc describes. Errors are
+// *server.ConfigError values.
+func toServer(fc *fileConfig) (server.Config, error) {
+	cfg := server.Defaults()
+	err := copyByName(reflect.ValueOf(&cfg).Elem(), reflect.ValueOf(fc).Elem())
+	return cfg, err
+}
+
+// fileFields lists the fields of fileConfig, one per key, in order.
+func fileFields() []reflect.StructField {
+	return reflect.VisibleFields(reflect.TypeFor[fileConfig]())
+}
+
+// configKeys lists the keys of the file, in order.
+func configKeys() []string {
+	var keys []string
+	for _, f := range fileFields() {
+		keys = append(keys, f.Tag.Get("toml"))
+	}
+	return keys
+}
+
+// fileField finds the field of a top-level key, matched as go-toml matches
+// it: exactly, or else ignoring case.
+func fileField(key string) (reflect.StructField, bool) {
+	fields := fileFields()
+	i := slices.IndexFunc(fields, func(f reflect.StructField) bool { return f.Tag.Get("toml") == key })
+	if i < 0 {
+		i = slices.IndexFunc(fields, func(f reflect.StructField) bool { return strings.EqualFold(f.Tag.Get("toml"), key) })
+	}
+	if i < 0 {
+		return reflect.StructField{}, false
+	}
+	return fields[i], true
+}
+
+// copyByName sets each field of the struct dst from the field of the struct
+// src that has the same name, converting between the file's types and
+// server.Config's (size to int64 or int, duration to time.Duration, targets
+// to []string, in maps and slices too). Fields without a namesake stay as
+// they are. A value too large for its field is a *server.ConfigError.
+func copyByName(dst, src reflect.Value) error {
+	var errs []error
+	for i := range dst.NumField() {
+		f := dst.Type().Field(i)
+		sf, ok := src.Type().FieldByName(f.Name)
+		if !f.IsExported() || !ok {
+			continue
+		}
+		if err := convert(dst.Field(i), src.FieldByIndex(sf.Index)); err != nil {
+			key := f.Tag.Get("toml") + sf.Tag.Get("toml") // one of them is fileConfig
+			errs = append(errs, &server.ConfigError{Key: key, Err: err})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// convert sets dst to src, whose type has the same kind (or an integer
+// kind for an integer), making new slices and maps.
+func convert(dst, src reflect.Value) error {
+	switch {
+	case dst.CanInt() && src.CanInt():
+		if dst.OverflowInt(src.Int()) {
+			return errors.New("is too large")
+		}
+		dst.SetInt(src.Int())
+	case dst.Kind() == reflect.Slice && src.Kind() == reflect.Slice:
+		if src.IsNil() {
+			dst.SetZero()
+			return nil
+		}
+		out := reflect.MakeSlice(dst.Type(), src.Len(), src.Len())
+		for i := range src.Len() {
+			if err := convert(out.Index(i), src.Index(i)); err != nil {
+				return err
+			}
+		}
+		dst.Set(out)
+	case dst.Kind() == reflect.Map && src.Kind() == reflect.Map:
+		if src.IsNil() {
+			dst.SetZero()
+			return nil
+		}
+		out := reflect.MakeMapWithSize(dst.Type(), src.Len())
+		for it := src.MapRange(); it.Next(); {
+			v := reflect.New(dst.Type().Elem()).Elem()
+			if err := convert(v, it.Value()); err != nil {
+				return err
+			}
+			out.SetMapIndex(it.Key().Convert(dst.Type().Key()), v)
+		}
+		dst.Set(out)
+	default:
+		dst.Set(src.Convert(dst.Type()))
+	}
+	return nil
+}
+
+// The types of keys that go-toml decodes through UnmarshalText. go-toml hands
+// UnmarshalText the text of a value of any kind (an integer's digits, "true")
+// and returns its error without a line, and it stores an integer straight
+// into a type whose kind is an integer; so checkShape looks at each value on
+// the parsed document first. A type's checkValue says what it accepts; one
+// without accepts strings only.
+type valueChecker interface {
+	checkValue(v *unstable.Node) error
+}
+
+var textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+
+// size is a number of bytes: a TOML integer, or a string with a unit
+// ("25MiB", "512 KB") or without.
+type size int64
+
+func (s *size) UnmarshalText(b []byte) error {
+	n, err := parseSize(string(b))
+	*s = size(n)
+	return err
+}
+
+func (s size) MarshalText() ([]byte, error) { return []byte(formatSize(int64(s))), nil }
+
+func (size) checkValue(v *unstable.Node) error {
+	switch v.Kind {
+	case unstable.String:
+		return nil
+	case unstable.Integer:
+		// An integer go-toml cannot read is go-toml's to report.
+		if n, err := strconv.ParseInt(string(v.Data), 0, 64); err == nil && n < 0 {
+			return errors.New("must not be negative")
+		}
+		return nil
+	}
+	return wants(`a number of bytes or a size such as "25MiB"`, v)
+}
+
+// duration is a Go duration in a string: "90s", "5m", "1h".
+type duration time.Duration
+
+func (d *duration) UnmarshalText(b []byte) error {
+	x, err := parseDuration(string(b))
+	*d = duration(x)
+	return err
+}
+
+func (d duration) MarshalText() ([]byte, error) { return []byte(formatDuration(time.Duration(d))), nil }
+
+func (duration) checkValue(v *unstable.Node) error {
+	if v.Kind == unstable.String {
+		return nil
+	}
+	return wants(`a duration such as "90s"`, v)
+}
+
+// targets are the mailboxes of an alias: "a@x" or ["a@x", "b@y"].
+type targets []string
+
+func (t *targets) UnmarshalText(b []byte) error {
+	*t = targets{string(b)}
+	return nil
+}
+
+func (targets) checkValue(v *unstable.Node) error {
+	ok := v.Kind == unstable.String || v.Kind == unstable.Array
+	if v.Kind == unstable.Array {
+		for it := v.Children(); it.Next(); {
+			ok = ok && it.Node().Kind == unstable.String
+		}
+	}
+	if !ok {
+		return errors.New("wants an address or an array of addresses")
+	}
+	return nil
+}
+
+// logLevel is debug, info, warn or error.
+type logLevel zerolog.Level
+
+func (l *logLevel) UnmarshalText(b []byte) error {
+	lvl, err := zerolog.ParseLevel(string(b))
+	if err != nil || lvl < zerolog.DebugLevel || lvl > zerolog.ErrorLevel || lvl.String() != string(b) {
+		return fmt.Errorf("%q is not one of debug, info, warn, error", b)
+	}
+	*l = logLevel(lvl)
+	return nil
+}
+
+func (l logLevel) MarshalText() ([]byte, error) { return []byte(zerolog.Level(l).String()), nil }
+
+// logFormat is json or console.
+type logFormat uint8
+
+const (
+	formatJSON logFormat = iota
+	formatConsole
+)
+
+// Log formats, as loaded.LogFormat holds them.
 const (
 	logJSON    = "json"
 	logConsole = "console"
 )
+
+var logFormats = []string{formatJSON: logJSON, formatConsole: logConsole}
+
+func (f logFormat) String() string { return logFormats[f] }
+
+func (f *logFormat) UnmarshalText(b []byte) error {
+	i := slices.Index(logFormats, string(b))
+	if i < 0 {
+		return fmt.Errorf("%q is not one of json, console", b)
+	}
+	*f = logFormat(i)
+	return nil
+}
+
+func (f logFormat) MarshalText() ([]byte, error) { return []byte(f.String()), nil }
+
+// wants is the error for a value of the wrong kind: "wants <want>, not
+// an integer".
+func wants(want string, v *unstable.Node) error {
+	return fmt.Errorf("wants %s, not %s", want, kindName(v.Kind))
+}
+
+// kindName names a TOML value's kind with its article.
+func kindName(k unstable.Kind) string {
+	if name, ok := map[unstable.Kind]string{
+		unstable.String: "a string", unstable.Integer: "an integer", unstable.Float: "a float",
+		unstable.Bool: "a boolean", unstable.Array: "an array", unstable.InlineTable: "a table",
+	}[k]; ok {
+		return name
+	}
+	return "a date or time"
+}
 
 // devDomain is the only domain of the development default.
 const devDomain = "localhost"
@@ -86,8 +352,11 @@ type loaded struct {
 
 	// Path is the config file; "" means the development default.
 	Path string
-	// src is the file's content, kept to find the line of a key.
-	src []byte
+	// file holds the effective values (flags included) as the file writes
+	// them: check-config prints it, a reload compares its restart-only keys.
+	file fileConfig
+	// lines tells where the file sets each key.
+	lines keyLines
 	// byFlag maps a TOML key to the flag (without "-") that overrode it.
 	byFlag map[string]string
 }
@@ -113,13 +382,29 @@ func (e *locatedError) Error() string {
 
 func (e *locatedError) Unwrap() error { return e.Err }
 
-// decodeFile reads a TOML document into fc. Syntax errors, type errors and
-// unknown keys come back as *locatedError values carrying the line that
-// go-toml reports, joined when there are several.
-func decodeFile(path string, src []byte, fc *fileConfig) error {
-	err := toml.NewDecoder(bytes.NewReader(src)).DisallowUnknownFields().Decode(fc)
+// decodeFile reads the TOML document src over fc and returns where it sets
+// each key. Errors are *locatedError values, joined when there are several.
+// checkShape runs first, on go-toml's parse of the document; then go-toml
+// decodes, and reports syntax errors, unknown keys and the other type and
+// value errors at their line.
+func decodeFile(path string, src []byte, fc *fileConfig) (keyLines, error) {
+	var (
+		lines keyLines
+		errs  []error
+	)
+	// A syntax error stops the walk; decoding reports it below.
+	_ = scanDoc(src, func(key, under []string, line int, v *unstable.Node) {
+		lines = append(lines, keyLine{key, line})
+		if err := checkShape(key, under, v); err != nil {
+			errs = append(errs, &locatedError{Where: fmt.Sprintf("config %s:%d", path, line), Key: displayKey(key...), Err: err})
+		}
+	})
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	err := toml.NewDecoder(strings.NewReader(string(src))).DisallowUnknownFields().Decode(fc)
 	if err == nil {
-		return nil
+		return lines, nil
 	}
 	var strict *toml.StrictMissingError
 	if errors.As(err, &strict) {
@@ -127,13 +412,45 @@ func decodeFile(path string, src []byte, fc *fileConfig) error {
 		for i := range strict.Errors {
 			errs = append(errs, fromDecodeError(path, &strict.Errors[i]))
 		}
-		return errors.Join(errs...)
+		return nil, errors.Join(errs...)
 	}
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
-		return fromDecodeError(path, de)
+		return nil, fromDecodeError(path, de)
 	}
-	return &locatedError{Where: "config " + path, Err: err}
+	return nil, &locatedError{Where: "config " + path, Err: err}
+}
+
+// checkShape checks a value before go-toml decodes it (see valueChecker):
+// that of a top-level key or of a table's entry. It also refuses a table
+// entry named like a top-level key, written after the table's header: the
+// TOML rule that puts every key after a [table] header into that table
+// surprises people.
+func checkShape(key, under []string, v *unstable.Node) error {
+	if v == nil || len(key) > 2 {
+		return nil
+	}
+	f, ok := fileField(key[0])
+	if !ok {
+		return nil // go-toml reports the unknown key
+	}
+	t := f.Type
+	if len(key) == 2 {
+		if t.Kind() != reflect.Map {
+			return nil
+		}
+		if _, top := fileField(key[1]); top && len(under) == 1 {
+			return fmt.Errorf("is a top-level key, not an entry of %[1]s (a top-level key written after the [%[1]s] table belongs to that table: move it above the first [table])", under[0])
+		}
+		t = t.Elem()
+	}
+	if c, ok := reflect.Zero(t).Interface().(valueChecker); ok {
+		return c.checkValue(v)
+	}
+	if reflect.PointerTo(t).Implements(textUnmarshalerType) && v.Kind != unstable.String {
+		return wants("a string", v)
+	}
+	return nil
 }
 
 // typeMismatch matches go-toml's type errors, which name Go types; users
@@ -185,178 +502,126 @@ func tomlKind(goType string) string {
 	return ""
 }
 
-// apply copies the keys set in fc over cfg and l. It checks what only the
-// file format knows (sizes, durations, alias shapes, log settings); the
-// rest is server.Check's job. Errors are *server.ConfigError, joined.
-func apply(fc *fileConfig, cfg *server.Config, l *loaded) error {
-	var errs []error
-	bad := func(key string, err error) {
-		errs = append(errs, &server.ConfigError{Key: key, Err: err})
-	}
-	setStr := func(dst *string, v *string) {
-		if v != nil {
-			*dst = *v
+// scanDoc walks the TOML document src with go-toml's parser and calls fn for
+// every key it sets, in order: each [table] header (v nil), each key-value
+// and each entry of an inline table (v its value). key is the key's full
+// path, under the [table] header it was written under (nil at the top
+// level). It returns the parser's error, if any.
+func scanDoc(src []byte, fn keyFunc) error {
+	var p unstable.Parser
+	p.Reset(src)
+	var table []string
+	for p.NextExpression() {
+		e := p.Expression()
+		key, line := keyOf(&p, e)
+		switch e.Kind {
+		case unstable.Table, unstable.ArrayTable:
+			table = key
+			fn(key, nil, line, nil)
+		case unstable.KeyValue:
+			scanKeyValue(&p, table, slices.Concat(table, key), line, e.Value(), fn)
 		}
 	}
-	setList := func(dst *[]string, v *[]string) {
-		if v != nil {
-			*dst = slices.Clone(*v)
-		}
-	}
-	setInt := func(dst *int, v *int) {
-		if v != nil {
-			*dst = *v
-		}
-	}
-	setSize := func(key string, dst *int64, v any) {
-		if v == nil {
-			return
-		}
-		n, err := sizeValue(v)
-		if err != nil {
-			bad(key, err)
-			return
-		}
-		*dst = n
-	}
-	setDuration := func(key string, dst *time.Duration, v *string) {
-		if v == nil {
-			return
-		}
-		d, err := parseDuration(*v)
-		if err != nil {
-			bad(key, err)
-			return
-		}
-		*dst = d
-	}
+	return p.Error()
+}
 
-	setStr(&cfg.Hostname, fc.Hostname)
-	setList(&cfg.Listen, fc.Listen)
-	setStr(&cfg.MaildirRoot, fc.MaildirRoot)
-	setList(&cfg.Domains, fc.Domains)
-	setStr(&cfg.Postmaster, fc.Postmaster)
-	setList(&cfg.Mailboxes, fc.Mailboxes)
-	if fc.Aliases != nil {
-		cfg.Aliases = make(map[string][]string, len(fc.Aliases))
-		for from, v := range fc.Aliases {
-			to, err := aliasTargets(v)
-			if err != nil {
-				bad("aliases."+from, err)
-				continue
+// keyFunc receives a key of a document from scanDoc.
+type keyFunc func(key, under []string, line int, v *unstable.Node)
+
+func scanKeyValue(p *unstable.Parser, under, key []string, line int, v *unstable.Node, fn keyFunc) {
+	fn(key, under, line, v)
+	if v.Kind != unstable.InlineTable {
+		return
+	}
+	for it := v.Children(); it.Next(); {
+		kv := it.Node()
+		sub, line := keyOf(p, kv)
+		scanKeyValue(p, under, slices.Concat(key, sub), line, kv.Value(), fn)
+	}
+}
+
+// keyOf returns the parts of the key of a table header or key-value node,
+// and the line it starts on.
+func keyOf(p *unstable.Parser, n *unstable.Node) (parts []string, line int) {
+	for it := n.Key(); it.Next(); {
+		k := it.Node()
+		if line == 0 {
+			line = p.Shape(k.Raw).Start.Line
+		}
+		parts = append(parts, string(k.Data))
+	}
+	return parts, line
+}
+
+// keyLines tells where a document sets each key (see scanDoc).
+type keyLines []keyLine
+
+type keyLine struct {
+	key  []string
+	line int
+}
+
+// line returns the line on which key is set, or 0 when the file does not
+// set it. key is a top-level key ("workers"), optionally followed by a dot
+// and the name of one entry of that table ("aliases.bob@example.test": all
+// after the first dot is the name). An entry's name is matched ignoring
+// case. A table is found at its header, its inline assignment or its first
+// dotted key, and an entry the file does not have at its table.
+func (ks keyLines) line(key string) int {
+	top, sub, _ := strings.Cut(key, ".")
+	table := 0
+	for _, k := range ks {
+		switch {
+		case !strings.EqualFold(k.key[0], top):
+		case sub == "" || len(k.key) == 1:
+			if sub == "" {
+				return k.line
 			}
-			cfg.Aliases[from] = to
-		}
-	}
-	if fc.CatchAll != nil {
-		cfg.CatchAll = make(map[string]string, len(fc.CatchAll))
-		for domain, box := range fc.CatchAll {
-			cfg.CatchAll[domain] = box
-		}
-	}
-	setStr(&cfg.SubaddressSeparator, fc.SubaddressSeparator)
-
-	setSize("max_message_size", &cfg.MaxMessageBytes, fc.MaxMessageSize)
-	setInt(&cfg.MaxRecipients, fc.MaxRecipients)
-	setInt(&cfg.MaxLineBytes, fc.MaxLineLength)
-	setInt(&cfg.MaxAddressAllowance, fc.MaxAddressAllowance)
-	setInt(&cfg.MaxBadCommands, fc.MaxBadCommands)
-	setInt(&cfg.MaxJunkCommands, fc.MaxJunkCommands)
-	setInt(&cfg.MaxConnections, fc.MaxConnections)
-	setInt(&cfg.MaxConnectionsPerIP, fc.MaxConnectionsPerIP)
-	if fc.MaxPendingInput != nil {
-		switch n, err := sizeValue(fc.MaxPendingInput); {
-		case err != nil:
-			bad("max_pending_input", err)
-		case n > math.MaxInt:
-			bad("max_pending_input", errors.New("is too large"))
+			table = cmp.Or(table, k.line)
+		case strings.EqualFold(k.key[1], sub):
+			return k.line
 		default:
-			cfg.MaxPendingInput = int(n)
+			table = cmp.Or(table, k.line)
 		}
 	}
-	setSize("body_budget", &cfg.BodyBudgetBytes, fc.BodyBudget)
-	setSize("body_budget_per_ip", &cfg.BodyBudgetPerIP, fc.BodyBudgetPerIP)
-	setSize("spill_threshold", &cfg.SpillThreshold, fc.SpillThreshold)
-	setStr(&cfg.BareNewline, fc.BareNewline)
-
-	setInt(&cfg.Workers, fc.Workers)
-	setInt(&cfg.QueueLength, fc.QueueLength)
-	if fc.GroupCommit != nil {
-		cfg.GroupCommit = *fc.GroupCommit
-	}
-	if fc.Fsync != nil {
-		cfg.Fsync = *fc.Fsync
-	}
-
-	setDuration("command_timeout", &cfg.CommandTimeout, fc.CommandTimeout)
-	setDuration("data_timeout", &cfg.DataTimeout, fc.DataTimeout)
-	if fc.MinDataRate != nil {
-		cfg.MinDataRate = *fc.MinDataRate
-	}
-	setDuration("session_timeout", &cfg.SessionTimeout, fc.SessionTimeout)
-	setDuration("shutdown_timeout", &cfg.ShutdownTimeout, fc.ShutdownTimeout)
-	setDuration("greeting_delay", &cfg.GreetingDelay, fc.GreetingDelay)
-
-	setInt(&cfg.EventLoops, fc.EventLoops)
-	setStr(&cfg.PprofAddr, fc.Pprof)
-
-	setStr(&cfg.TLSCert, fc.TLSCert)
-	setStr(&cfg.TLSKey, fc.TLSKey)
-	setStr(&cfg.TLSMinVersion, fc.TLSMinVersion)
-	if fc.TLSRequired != nil {
-		cfg.TLSRequired = *fc.TLSRequired
-	}
-	setInt(&cfg.MaxTLSSessions, fc.MaxTLSSessions)
-	setDuration("tls_handshake_timeout", &cfg.TLSHandshakeTimeout, fc.TLSHandshakeTimeout)
-
-	if fc.LogLevel != nil {
-		lvl, err := parseLogLevel(*fc.LogLevel)
-		if err != nil {
-			bad("log_level", err)
-		}
-		l.LogLevel = lvl
-	}
-	if fc.LogFormat != nil {
-		f, err := parseLogFormat(*fc.LogFormat)
-		if err != nil {
-			bad("log_format", err)
-		}
-		l.LogFormat = f
-	}
-	return errors.Join(errs...)
+	return table
 }
 
-// aliasTargets accepts "a@x" or ["a@x", "b@y"].
-func aliasTargets(v any) ([]string, error) {
-	switch v := v.(type) {
-	case string:
-		return []string{v}, nil
-	case []any:
-		to := make([]string, 0, len(v))
-		for _, e := range v {
-			s, ok := e.(string)
-			if !ok {
-				return nil, errors.New("wants an address or an array of addresses")
-			}
-			to = append(to, s)
+// entryIn returns the line of the entry of table top that msg names first,
+// or 0. The address book reports an entry's error under the table's key
+// ("aliases": "\"a@x\" is also a mailbox"; "a@x -> b@x: ..."), so the name
+// in the message tells which line is meant.
+func (ks keyLines) entryIn(top, msg string) int {
+	msg = strings.ToLower(msg)
+	line, at := 0, len(msg)
+	for _, k := range ks {
+		if len(k.key) != 2 || !strings.EqualFold(k.key[0], top) {
+			continue
 		}
-		return to, nil
+		if i := indexWord(msg, strings.ToLower(k.key[1])); i >= 0 && i < at {
+			line, at = k.line, i
+		}
 	}
-	return nil, errors.New("wants an address or an array of addresses")
+	return line
 }
 
-// sizeValue accepts a TOML integer (bytes) or a size string.
-func sizeValue(v any) (int64, error) {
-	switch v := v.(type) {
-	case int64:
-		if v < 0 {
-			return 0, errors.New("must not be negative")
+// indexWord is strings.Index for a name that is not part of a longer
+// address or domain, or -1.
+func indexWord(s, name string) int {
+	inName := func(c byte) bool { return isBareKeyByte(c) || c == '.' || c == '@' || c == '+' }
+	for off := 0; name != ""; {
+		i := strings.Index(s[off:], name)
+		if i < 0 {
+			return -1
 		}
-		return v, nil
-	case string:
-		return parseSize(v)
+		i += off
+		end := i + len(name)
+		if (i == 0 || !inName(s[i-1])) && (end == len(s) || !inName(s[end])) {
+			return i
+		}
+		off = i + 1
 	}
-	return 0, errors.New(`wants a number of bytes or a size such as "25MiB"`)
+	return -1
 }
 
 // sizeUnits are matched case-insensitively. KB, MB and GB are decimal
@@ -385,10 +650,24 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size: want bytes, or a whole number with B, KB, MB, GB, KiB, MiB or GiB", s)
 	}
 	n, err := strconv.ParseInt(t[:i], 10, 64)
-	if err != nil || n > math.MaxInt64/unit {
+	if err != nil || n > (1<<63-1)/unit {
 		return 0, fmt.Errorf("%q is too large", s)
 	}
 	return n * unit, nil
+}
+
+// formatSize writes n in the largest unit that holds it exactly: "25MiB",
+// "10MB", or bytes ("1000001").
+func formatSize(n int64) string {
+	for _, u := range []struct {
+		name string
+		n    int64
+	}{{"GiB", 1 << 30}, {"GB", 1e9}, {"MiB", 1 << 20}, {"MB", 1e6}, {"KiB", 1 << 10}, {"KB", 1e3}} {
+		if n > 0 && n%u.n == 0 {
+			return strconv.FormatInt(n/u.n, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
 }
 
 // parseDuration is time.ParseDuration without negative values.
@@ -403,26 +682,17 @@ func parseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
-func parseLogLevel(s string) (zerolog.Level, error) {
-	switch s {
-	case "debug":
-		return zerolog.DebugLevel, nil
-	case "info":
-		return zerolog.InfoLevel, nil
-	case "warn":
-		return zerolog.WarnLevel, nil
-	case "error":
-		return zerolog.ErrorLevel, nil
+// formatDuration is d.String() without zero minutes and seconds: "5m",
+// "1h", "2m30s".
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
 	}
-	return zerolog.InfoLevel, fmt.Errorf("%q is not one of debug, info, warn, error", s)
-}
-
-func parseLogFormat(s string) (string, error) {
-	switch s {
-	case logJSON, logConsole:
-		return s, nil
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
 	}
-	return logJSON, fmt.Errorf("%q is not one of json, console", s)
+	return s
 }
 
 // checkPprofAddr refuses anything but a loopback address: pprof serves
@@ -445,7 +715,7 @@ func checkPprofAddr(addr string) error {
 }
 
 // checkLocal validates what cmd owns and server does not: the pprof address.
-// The log settings were checked while parsing.
+// The log settings were checked while decoding.
 func checkLocal(cfg *server.Config) error {
 	if cfg.PprofAddr != "" {
 		if err := checkPprofAddr(cfg.PprofAddr); err != nil {
@@ -455,24 +725,24 @@ func checkLocal(cfg *server.Config) error {
 	return nil
 }
 
-// devDefault makes cfg the development default: listen on 127.0.0.1:2525
+// devDefault makes fc the development default: listen on 127.0.0.1:2525
 // and deliver every address of every domain to one mailbox,
 // catchall@<first domain>, under ./mail. domains is the -domain flag, or
 // nil for localhost.
-func devDefault(cfg *server.Config, domains []string) {
+func devDefault(fc *fileConfig, domains []string) {
 	if len(domains) == 0 {
 		domains = []string{devDomain}
 	}
 	box := "catchall@" + domains[0]
-	cfg.Hostname = localHostname()
-	cfg.Listen = []string{"127.0.0.1:2525"}
-	cfg.MaildirRoot = "./mail"
-	cfg.Domains = slices.Clone(domains)
-	cfg.Mailboxes = []string{box}
-	cfg.Postmaster = box
-	cfg.CatchAll = make(map[string]string, len(domains))
+	fc.Hostname = localHostname()
+	fc.Listen = []string{"127.0.0.1:2525"}
+	fc.MaildirRoot = "./mail"
+	fc.Domains = slices.Clone(domains)
+	fc.Mailboxes = []string{box}
+	fc.Postmaster = box
+	fc.CatchAll = make(map[string]string, len(domains))
 	for _, d := range domains {
-		cfg.CatchAll[d] = box
+		fc.CatchAll[d] = box
 	}
 }
 
@@ -484,7 +754,7 @@ func localHostname() string {
 	return "localhost"
 }
 
-// explain turns the *server.ConfigError values in err (from apply,
+// explain turns the *server.ConfigError values in err (from toServer,
 // checkLocal, server.Check or server.Run) into *locatedError values that
 // name the file and line, or the flag, that set the key. Other errors pass
 // through unchanged.
@@ -516,7 +786,11 @@ func (l *loaded) explain(err error) error {
 		le.Where = "config (development default)"
 	default:
 		le.Where = "config " + l.Path
-		if n := keyLine(l.src, ce.Key); n > 0 {
+		n := l.lines.line(ce.Key)
+		if sub == "" {
+			n = cmp.Or(l.lines.entryIn(top, ce.Err.Error()), n)
+		}
+		if n > 0 {
 			le.Where += ":" + strconv.Itoa(n)
 		}
 	}
@@ -555,151 +829,20 @@ func isBareKeyByte(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-'
 }
 
-// keyLine returns the 1-based line on which key is set in the TOML document
-// src, or 0 when it is not there. key is a top-level key ("workers"),
-// optionally followed by a dot and a key of that table
-// ("aliases.bob@example.test"; the rest after the first dot is one key, dots
-// included). A table is found at its header ([aliases]), at an inline
-// assignment (aliases = {...}) or at its first dotted key
-// (aliases."bob@x" = ...); a table entry falls back to its table's line.
-//
-// It is a line scanner, not a parser: it runs only on documents go-toml has
-// already accepted, and it tracks just enough (multi-line strings and arrays)
-// not to mistake a value's continuation lines for keys.
-func keyLine(src []byte, key string) int {
-	top, sub, _ := strings.Cut(key, ".")
-	var (
-		table    []string // parts of the current [table] header
-		closing  string   // delimiter of an open multi-line string, or ""
-		depth    int      // brackets and braces open across lines
-		fallback int
-	)
-	for i, line := range strings.Split(string(src), "\n") {
-		line = strings.TrimSuffix(line, "\r")
-		switch {
-		case closing != "":
-			j := strings.Index(line, closing)
-			if j < 0 {
-				continue
-			}
-			closing = ""
-			depth, closing = scanValue(line[j+3:], depth)
-			continue
-		case depth > 0:
-			depth, closing = scanValue(line, depth)
-			continue
-		}
-		line = strings.TrimLeft(line, " \t")
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		var path []string
-		if line[0] == '[' {
-			table, _ = parseKey(strings.TrimLeft(line, "["))
-			path = table
-		} else {
-			parts, rest := parseKey(line)
-			path = append(slices.Clone(table), parts...)
-			depth, closing = scanValue(rest, 0)
-		}
-		if len(path) == 0 || path[0] != top {
-			continue
-		}
-		if sub == "" {
-			return i + 1
-		}
-		if len(path) >= 2 && strings.EqualFold(path[1], sub) {
-			return i + 1
-		}
-		if fallback == 0 {
-			fallback = i + 1
+// printConfig writes the effective configuration l holds as a TOML
+// document: every key, defaults included.
+func printConfig(w io.Writer, l *loaded) error {
+	source := l.Path
+	if l.Dev() {
+		source = "the development default"
+	}
+	fmt.Fprintf(w, "# nanomx check-config: the effective configuration of %s,\n# every key with defaults included.\n\n", source)
+	fc := l.file
+	v := reflect.ValueOf(&fc).Elem()
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.Map && f.IsNil() {
+			f.Set(reflect.MakeMap(f.Type())) // go-toml leaves out a nil table
 		}
 	}
-	return fallback
-}
-
-// parseKey reads a dotted key (bare, "basic" or 'literal' parts) from the
-// start of s and returns its parts and what follows the '=' or ']' after it.
-func parseKey(s string) (parts []string, rest string) {
-	for {
-		s = strings.TrimLeft(s, " \t")
-		if s == "" {
-			return parts, ""
-		}
-		switch s[0] {
-		case '"':
-			j := 1
-			for j < len(s) && s[j] != '"' {
-				if s[j] == '\\' {
-					j++
-				}
-				j++
-			}
-			j = min(j, len(s)-1)
-			p, err := strconv.Unquote(s[:j+1])
-			if err != nil {
-				p = s[1:j]
-			}
-			parts = append(parts, p)
-			s = s[j+1:]
-		case '\'':
-			j := strings.IndexByte(s[1:], '\'')
-			if j < 0 {
-				return append(parts, s[1:]), ""
-			}
-			parts = append(parts, s[1:j+1])
-			s = s[j+2:]
-		default:
-			j := 0
-			for j < len(s) && isBareKeyByte(s[j]) {
-				j++
-			}
-			if j == 0 {
-				return parts, s
-			}
-			parts = append(parts, s[:j])
-			s = s[j:]
-		}
-		s = strings.TrimLeft(s, " \t")
-		if s == "" || s[0] != '.' {
-			if s != "" && (s[0] == '=' || s[0] == ']') {
-				s = s[1:]
-			}
-			return parts, s
-		}
-		s = s[1:]
-	}
-}
-
-// scanValue walks the value part of a line and returns the bracket depth
-// left open and the delimiter of a multi-line string left open, if any.
-func scanValue(s string, depth int) (int, string) {
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '#':
-			return max(depth, 0), ""
-		case '[', '{':
-			depth++
-		case ']', '}':
-			depth--
-		case '"', '\'':
-			if delim := strings.Repeat(string(c), 3); strings.HasPrefix(s[i:], delim) {
-				j := strings.Index(s[i+3:], delim)
-				if j < 0 {
-					return max(depth, 0), delim
-				}
-				i += 3 + j + 2
-				continue
-			}
-			j := i + 1
-			for j < len(s) && s[j] != c {
-				if c == '"' && s[j] == '\\' {
-					j++
-				}
-				j++
-			}
-			i = j
-		}
-	}
-	return max(depth, 0), ""
+	return toml.NewEncoder(w).Encode(fc)
 }

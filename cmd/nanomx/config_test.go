@@ -7,10 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	toml "github.com/pelletier/go-toml/v2"
+	"github.com/pelletier/go-toml/v2/unstable"
 	"github.com/rs/zerolog"
 
 	"github.com/nanomx/nanomx/server"
@@ -159,23 +163,6 @@ func TestEveryKey(t *testing.T) {
 	if err := l.Config.Validate(); err != nil {
 		t.Errorf("Validate: %v", err)
 	}
-
-	// A key added to fileConfig must be added to everyKey (and README.md).
-	for _, key := range fileKeys() {
-		if keyLine([]byte(everyKey), key) == 0 {
-			t.Errorf("everyKey does not set %q", key)
-		}
-	}
-}
-
-// fileKeys lists the TOML keys of fileConfig.
-func fileKeys() []string {
-	var keys []string
-	typ := reflect.TypeFor[fileConfig]()
-	for i := range typ.NumField() {
-		keys = append(keys, typ.Field(i).Tag.Get("toml"))
-	}
-	return keys
 }
 
 func TestUnsetKeysKeepDefaults(t *testing.T) {
@@ -241,7 +228,11 @@ func TestSizeKeys(t *testing.T) {
 		{`max_message_size = "2KiB"`, 2048, ""},
 		// Anything else points at the line.
 		{"\nmax_message_size = -1", 0, "config F:2: max_message_size: must not be negative"},
-		{"\n\nmax_message_size = 1.5", 0, `config F:3: max_message_size: wants a number of bytes or a size such as "25MiB"`},
+		{"\n\nmax_message_size = 1.5", 0, `config F:3: max_message_size: wants a number of bytes or a size such as "25MiB", not a float`},
+		{"max_message_size = true", 0, `config F:1: max_message_size: wants a number of bytes or a size such as "25MiB", not a boolean`},
+		{"max_message_size = \"1.5MB\"", 0, `config F:1: max_message_size: "1.5MB" is not a size: want bytes, or a whole number with B, KB, MB, GB, KiB, MiB or GiB`},
+		// Every error of this kind at once.
+		{"max_message_size = -1\nbody_budget = 2.5\n", 0, "config F:1: max_message_size: must not be negative\nconfig F:2: body_budget: wants a number of bytes or a size such as \"25MiB\", not a float"},
 		{`max_message_size = "big"`, 0, `config F:1: max_message_size: "big" is not a size: want bytes, or a whole number with B, KB, MB, GB, KiB, MiB or GiB`},
 	} {
 		l, path, err := loadDoc(t, tc.doc)
@@ -277,8 +268,10 @@ func TestDurations(t *testing.T) {
 	for _, tc := range []struct{ doc, err string }{
 		{"\ncommand_timeout = \"5\"", `config F:2: command_timeout: "5" is not a duration such as "30s", "5m" or "1h"`},
 		{"session_timeout = \"-1m\"", `config F:1: session_timeout: "-1m" is negative`},
-		// A bare number has no unit: a type error, from go-toml.
-		{"\n\ndata_timeout = 300", "config F:3: data_timeout: wants a string, not an integer"},
+		// A bare number has no unit.
+		{"\n\ndata_timeout = 300", `config F:3: data_timeout: wants a duration such as "90s", not an integer`},
+		{"data_timeout = 0", `config F:1: data_timeout: wants a duration such as "90s", not an integer`},
+		{"data_timeout = [\"3m\"]", `config F:1: data_timeout: wants a duration such as "90s", not an array`},
 	} {
 		_, path, err := loadDoc(t, tc.doc)
 		wantErr(t, err, strings.ReplaceAll(tc.err, "F", path))
@@ -298,6 +291,10 @@ func TestAliasShapes(t *testing.T) {
 	// A wrong entry is reported at its own line, key quoted as in TOML.
 	_, path, err := loadDoc(t, "[aliases]\n\"a@x\" = \"b@x\"\n\"c@x\" = [\"d@x\", 1]\n")
 	wantErr(t, err, "config "+path+`:3: aliases."c@x": wants an address or an array of addresses`)
+	_, path, err = loadDoc(t, "aliases = { \"a@x\" = \"b@x\",\n  \"c@x\" = 7 }\n")
+	wantErr(t, err, "config "+path+`:2: aliases."c@x": wants an address or an array of addresses`)
+	_, path, err = loadDoc(t, "aliases.\"a@x\" = true\n")
+	wantErr(t, err, "config "+path+`:1: aliases."a@x": wants an address or an array of addresses`)
 }
 
 func TestUnknownKeys(t *testing.T) {
@@ -335,6 +332,9 @@ func TestLogSettings(t *testing.T) {
 	for _, tc := range []struct{ doc, err string }{
 		{"\nlog_level = \"trace\"", `config F:2: log_level: "trace" is not one of debug, info, warn, error`},
 		{"log_format = \"text\"", `config F:1: log_format: "text" is not one of json, console`},
+		// go-toml would store an integer in the level's int8 as it is.
+		{"log_level = 0", "config F:1: log_level: wants a string, not an integer"},
+		{"\nlog_format = 1", "config F:2: log_format: wants a string, not an integer"},
 	} {
 		_, path, err := loadDoc(t, tc.doc)
 		wantErr(t, err, strings.ReplaceAll(tc.err, "F", path))
@@ -348,7 +348,7 @@ func TestLogSettings(t *testing.T) {
 	}
 }
 
-// lineDoc exercises keyLine: comments, multi-line arrays and strings that
+// lineDoc exercises keyLines: comments, multi-line arrays and strings that
 // contain key-like text, inline and dotted tables, quoted keys.
 const lineDoc = `# workers = 1 in a comment
 hostname = "mx.example.test" # max_connections = 3
@@ -377,7 +377,20 @@ catch_all."example.org" = "alice@example.test"
 queue_length = 1
 `
 
+// docLines is where scanDoc finds the keys of doc.
+func docLines(t *testing.T, doc string) keyLines {
+	t.Helper()
+	var lines keyLines
+	if err := scanDoc([]byte(doc), func(key, _ []string, line int, _ *unstable.Node) {
+		lines = append(lines, keyLine{key, line})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return lines
+}
+
 func TestKeyLine(t *testing.T) {
+	lines := docLines(t, lineDoc)
 	for _, tc := range []struct {
 		key  string
 		want int
@@ -407,7 +420,7 @@ func TestKeyLine(t *testing.T) {
 		{"domains", 0},
 		{"", 0},
 	} {
-		if got := keyLine([]byte(lineDoc), tc.key); got != tc.want {
+		if got := lines.line(tc.key); got != tc.want {
 			t.Errorf("keyLine(%q) = %d, want %d", tc.key, got, tc.want)
 		}
 	}
@@ -415,7 +428,7 @@ func TestKeyLine(t *testing.T) {
 
 func TestKeyLineCRLF(t *testing.T) {
 	doc := "hostname = \"mx\"\r\n[aliases]\r\n\"a@x\" = \"b@x\"\r\n"
-	if got := keyLine([]byte(doc), "aliases.a@x"); got != 3 {
+	if got := docLines(t, doc).line("aliases.a@x"); got != 3 {
 		t.Errorf("keyLine = %d, want 3", got)
 	}
 }
@@ -452,6 +465,65 @@ func TestSemanticErrorLine(t *testing.T) {
 	if !errors.As(l.explain(fmtWrap(&server.ConfigError{Key: "workers", Err: errors.New("x")})), &le) {
 		t.Error("a wrapped ConfigError was not located")
 	}
+}
+
+// TestAddressBookErrorLine: the address book reports an entry's error
+// under its table's key ("aliases"), naming the entry in the message; the
+// error points at that entry's line, not at the [aliases] header.
+func TestAddressBookErrorLine(t *testing.T) {
+	const book = `postmaster = "a@example.test"
+domains = ["example.test", "example.org"]
+mailboxes = ["a@example.test", "b@example.test"]
+`
+	for _, tc := range []struct{ doc, err string }{
+		// The entry named in the message: "x" is also a mailbox.
+		{"[aliases]\n\"c@example.test\" = \"a@example.test\"\n\"B@example.test\" = \"a@example.test\"\n",
+			`config F:6: aliases: "B@example.test" is also a mailbox`},
+		// A chain starts with the alias that fails; its target is not an entry.
+		{"[aliases]\n\"team@example.test\" = \"a@example.test\"\n\n\"all@example.test\" = [\"team@example.test\", \"nobody@example.test\"]\n",
+			`config F:7: aliases: all@example.test -> nobody@example.test: "nobody@example.test" is not a configured mailbox or alias`},
+		// A name inside a longer address is not that entry.
+		{"[aliases]\n\"a@example.org\" = \"b@example.test\"\n\"ba@example.org\" = \"x@example.test\"\n",
+			`config F:6: aliases: ba@example.org -> x@example.test: "x@example.test" is not a configured mailbox or alias`},
+		// Inline tables and catch_all entries too.
+		{"aliases = {\n  \"c@example.test\" = [],\n}\n", `config F:5: aliases: "c@example.test" has no targets`},
+		{"[catch_all]\n\"example.test\" = \"a@example.test\"\n\"example.net\" = \"a@example.test\"\n",
+			`config F:6: catch_all: domain "example.net" is not in domains`},
+		// A message that names no entry: the table's header.
+		{"\n[catch_all]\n\"example.test\" = \"nobody@example.test\"\n",
+			`config F:5: catch_all: nobody@example.test: "nobody@example.test" is not a configured mailbox or alias`},
+	} {
+		l, path, err := loadDoc(t, book+tc.doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantErr(t, l.explain(server.Check(l.Config)), strings.ReplaceAll(tc.err, "F", path))
+	}
+}
+
+// TestMisplacedTopLevelKey: a top-level key written after a [table] header
+// is, for TOML, an entry of that table; the error says so.
+func TestMisplacedTopLevelKey(t *testing.T) {
+	hint := func(table string) string {
+		return " (a top-level key written after the [" + table + "] table belongs to that table: move it above the first [table])"
+	}
+	for _, tc := range []struct{ doc, err string }{
+		{"postmaster = \"a@x\"\n\n[aliases]\n\"b@x\" = \"a@x\"\nmax_recipients = 5\n",
+			"config F:5: aliases.max_recipients: is a top-level key, not an entry of aliases" + hint("aliases")},
+		// Whatever the value: this one would pass as an alias's target.
+		{"[aliases]\nhostname = \"mx.example.test\"\n",
+			"config F:2: aliases.hostname: is a top-level key, not an entry of aliases" + hint("aliases")},
+		// Every one at once.
+		{"[catch_all]\n\"x\" = \"a@x\"\nworkers = 2\nlisten = [\"127.0.0.1:25\"]\n",
+			"config F:3: catch_all.workers: is a top-level key, not an entry of catch_all" + hint("catch_all") +
+				"\nconfig F:4: catch_all.listen: is a top-level key, not an entry of catch_all" + hint("catch_all")},
+	} {
+		_, path, err := loadDoc(t, tc.doc)
+		wantErr(t, err, strings.ReplaceAll(tc.err, "F", path))
+	}
+	// Written as an entry on purpose, it is just a bad entry.
+	_, path, err := loadDoc(t, "aliases.workers = 2\n")
+	wantErr(t, err, "config "+path+":1: aliases.workers: wants an address or an array of addresses")
 }
 
 func fmtWrap(err error) error { return &wrapped{err} }
@@ -519,19 +591,60 @@ func TestFlagsOverride(t *testing.T) {
 	wantErr(t, err, `serve: unexpected argument "stray"`)
 }
 
-func TestEveryFlagHasAKey(t *testing.T) {
-	keys := make(map[string]bool)
-	for _, k := range fileKeys() {
-		keys[k] = true
+// TestFlagsFromStruct: the flags are those the flag tags name, each
+// with its key in its usage and a type setFlag can set.
+func TestFlagsFromStruct(t *testing.T) {
+	fs := newServeFlags("serve", io.Discard).fs
+	n := 0
+	for _, sf := range fileFields() {
+		name, key := sf.Tag.Get("flag"), sf.Tag.Get("toml")
+		if name == "" {
+			continue
+		}
+		n++
+		f := fs.Lookup(name)
+		if f == nil {
+			t.Errorf("no flag -%s for %s", name, key)
+			continue
+		}
+		if !strings.HasSuffix(f.Usage, " ("+key+")") {
+			t.Errorf("-%s usage %q does not end with its key", name, f.Usage)
+		}
+		if placeholder, _ := flag.UnquoteUsage(f); placeholder == "value" || (placeholder == "") != (sf.Type.Kind() == reflect.Bool) {
+			t.Errorf("-%s shows %q after its name: put the {word} in its usage tag", name, placeholder)
+		}
+		if k := sf.Type.Kind(); k == reflect.Map {
+			t.Errorf("-%s: setFlag cannot set a %s", name, sf.Type)
+		}
 	}
-	newServeFlags(io.Discard).fs.VisitAll(func(f *flag.Flag) {
-		if f.Name == "config" {
-			return
-		}
-		if k := flagKeys[f.Name]; !keys[k] {
-			t.Errorf("flag -%s overrides %q, which is not a config key", f.Name, k)
-		}
-	})
+	count := 0
+	fs.VisitAll(func(*flag.Flag) { count++ })
+	if count != n+1 { // and -config
+		t.Errorf("%d flags, want %d", count, n+1)
+	}
+
+	// Each kind of value setFlag reads, and its errors.
+	for _, tc := range []struct {
+		flags []string
+		err   string
+	}{
+		{[]string{"-workers", "many"}, `flag -workers: workers: "many" is not an integer`},
+		{[]string{"-workers", "99999999999999999999"}, `flag -workers: workers: "99999999999999999999" is not an integer`},
+		{[]string{"-fsync=maybe"}, `flag -fsync: fsync: "maybe" is not true or false`},
+		{[]string{"-max-message-size", "-1"}, `flag -max-message-size: max_message_size: "-1" is not a size: want bytes, or a whole number with B, KB, MB, GB, KiB, MiB or GiB`},
+		{[]string{"-log-format", "xml"}, `flag -log-format: log_format: "xml" is not one of json, console`},
+	} {
+		_, _, err := loadDoc(t, "", tc.flags...)
+		wantErr(t, err, tc.err)
+	}
+	// A repeated flag: a list gathers, anything else takes the last.
+	l, _, err := loadDoc(t, "", "-listen", "127.0.0.1:25", "-listen", "[::1]:25,127.0.0.2:25", "-workers", "2", "-workers", "3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"127.0.0.1:25", "[::1]:25", "127.0.0.2:25"}; !reflect.DeepEqual(l.Config.Listen, want) || l.Config.Workers != 3 {
+		t.Errorf("listen %q, workers %d", l.Config.Listen, l.Config.Workers)
+	}
 }
 
 func TestPprofAddr(t *testing.T) {
@@ -662,9 +775,18 @@ func TestREADMEDocumentsEveryKey(t *testing.T) {
 	if err != nil {
 		t.Skip("README.md not found:", err)
 	}
-	for _, key := range fileKeys() {
+	for _, key := range configKeys() {
 		if !strings.Contains(string(readme), "| `"+key+"` |") {
 			t.Errorf("README.md has no table row for %q", key)
+		}
+	}
+	// And the flags table a row for each flag, with the key it sets.
+	for _, sf := range fileFields() {
+		if name := sf.Tag.Get("flag"); name != "" {
+			row := regexp.MustCompile("(?m)^\\| `-" + regexp.QuoteMeta(name) + "[ =`].*\\| `" + sf.Tag.Get("toml") + "` \\|$")
+			if !row.Match(readme) {
+				t.Errorf("README.md has no flags table row for -%s", name)
+			}
 		}
 	}
 }
@@ -733,5 +855,264 @@ func TestListenKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantErr(t, l.explain(server.Check(l.Config)), strings.ReplaceAll(tc.err, "F", path))
+	}
+}
+
+// TestFileConfigMatchesServer: every field of fileConfig but cmd's own
+// has a namesake in server.Config that copyByName can fill, and every
+// setting of server.Config has a key: a misspelt field name would
+// otherwise leave its key without effect.
+func TestFileConfigMatchesServer(t *testing.T) {
+	cmdOwn := []string{"LogLevel", "LogFormat"}
+	st := reflect.TypeFor[server.Config]()
+	for _, f := range fileFields() {
+		sf, ok := st.FieldByName(f.Name)
+		switch {
+		case slices.Contains(cmdOwn, f.Name):
+			if ok {
+				t.Errorf("%s is cmd's own, but server.Config has it too", f.Name)
+			}
+		case !ok:
+			t.Errorf("fileConfig.%s (%s) has no namesake in server.Config", f.Name, f.Tag.Get("toml"))
+		case f.Type.Kind() != sf.Type.Kind() && !(f.Type.Kind() == reflect.Int64 && sf.Type.Kind() == reflect.Int):
+			t.Errorf("fileConfig.%s is a %s, server.Config's a %s", f.Name, f.Type, sf.Type)
+		}
+		if f.Tag.Get("toml") == "" {
+			t.Errorf("fileConfig.%s has no toml tag", f.Name)
+		}
+	}
+	for _, sf := range reflect.VisibleFields(st) {
+		if _, ok := reflect.TypeFor[fileConfig]().FieldByName(sf.Name); sf.IsExported() && sf.Name != "Log" && !ok {
+			t.Errorf("server.Config.%s has no key in fileConfig", sf.Name)
+		}
+	}
+}
+
+// change sets v, a field of fileConfig, to a value other than its default.
+func change(t *testing.T, v reflect.Value) {
+	t.Helper()
+	switch x := v.Addr().Interface().(type) {
+	case *size:
+		*x++
+	case *duration:
+		*x += duration(time.Second)
+	case *logLevel:
+		*x = logLevel(zerolog.DebugLevel)
+	case *logFormat:
+		*x = formatConsole
+	case *string:
+		*x += "x"
+	case *[]string:
+		*x = append(*x, "x@example.test")
+	case *bool:
+		*x = !*x
+	case *int:
+		*x++
+	case *int64:
+		*x++
+	case *map[string]targets:
+		*x = map[string]targets{"x@example.test": {"y@example.test", "z@example.test"}}
+	case *map[string]string:
+		*x = map[string]string{"example.test": "y@example.test"}
+	default:
+		t.Fatalf("change cannot change a %s: add a case", v.Type())
+	}
+}
+
+// TestEachKeyReachesItsField: for every key, a file that sets it (as
+// check-config writes it) changes that key and only that, and the
+// server.Config field of its name.
+func TestEachKeyReachesItsField(t *testing.T) {
+	base := defaultFile()
+	baseCfg, err := toServer(&base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fileFields() {
+		key := f.Tag.Get("toml")
+		want := defaultFile()
+		v := reflect.ValueOf(&want).Elem().FieldByIndex(f.Index)
+		change(t, v)
+		doc, err := toml.Marshal(map[string]any{key: v.Interface()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := defaultFile()
+		if _, err := decodeFile("F", doc, &got); err != nil {
+			t.Errorf("%s: %v", doc, err)
+			continue
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: decoded %+v\nwant %+v", doc, got, want)
+		}
+		cfg, err := toServer(&got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sv := reflect.ValueOf(cfg).FieldByName(f.Name); sv.IsValid() &&
+			reflect.DeepEqual(sv.Interface(), reflect.ValueOf(baseCfg).FieldByName(f.Name).Interface()) {
+			t.Errorf("%s: server.Config.%s stayed %v", doc, f.Name, sv)
+		}
+	}
+}
+
+func TestFormatSizeAndDuration(t *testing.T) {
+	for n, want := range map[int64]string{
+		0: "0", 512: "512", 1000: "1KB", 1024: "1KiB", 65536: "64KiB", 1000001: "1000001",
+		10_000_000: "10MB", 25 << 20: "25MiB", 2e9: "2GB", 3 << 30: "3GiB", 1<<63 - 1: "9223372036854775807",
+	} {
+		if got := formatSize(n); got != want {
+			t.Errorf("formatSize(%d) = %q, want %q", n, got, want)
+		}
+		if back, err := parseSize(want); err != nil || back != n {
+			t.Errorf("parseSize(%q) = %d, %v", want, back, err)
+		}
+	}
+	for d, want := range map[time.Duration]string{
+		0: "0s", 90 * time.Second: "1m30s", 5 * time.Minute: "5m", time.Hour: "1h",
+		time.Hour + 2*time.Minute: "1h2m", time.Hour + 3*time.Second: "1h0m3s", 1500 * time.Millisecond: "1.5s",
+	} {
+		if got := formatDuration(d); got != want {
+			t.Errorf("formatDuration(%v) = %q, want %q", d, got, want)
+		}
+		if back, err := parseDuration(want); err != nil || back != d {
+			t.Errorf("parseDuration(%q) = %v, %v", want, back, err)
+		}
+	}
+}
+
+// checkConfigRun runs "nanomx check-config" with args.
+func checkConfigRun(args ...string) (code int, stdout, stderr string) {
+	var out, errOut strings.Builder
+	code = run(append([]string{"check-config"}, args...), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// TestCheckConfig: check-config prints every key of the effective
+// configuration, which reads back as the same configuration, and exits 0;
+// an invalid one exits 2 with located errors and prints nothing.
+func TestCheckConfig(t *testing.T) {
+	// everyKey, but for the TLS files, which server.Check would read.
+	path := writeConfig(t, strings.NewReplacer(`tls_cert = "/etc/ssl/mx.pem"`+"\n", "", `tls_key = "/etc/ssl/mx.key"`+"\n", "", "tls_required = true\n", "").Replace(everyKey))
+	code, out, errOut := checkConfigRun("-config", path, "-workers", "3")
+	if code != exitOK || errOut != "" {
+		t.Fatalf("exit %d, stderr %s", code, errOut)
+	}
+	for _, key := range configKeys() {
+		if !regexp.MustCompile(`(?m)^(` + key + ` = |\[` + key + `\]$)`).MatchString(out) {
+			t.Errorf("check-config does not list %s:\n%s", key, out)
+		}
+	}
+	if !strings.Contains(out, "\nworkers = 3\n") {
+		t.Errorf("the -workers flag is not in the output:\n%s", out)
+	}
+	// The output reads back as the same configuration, and prints the same.
+	l, err := parseServe([]string{"-config", path, "-workers", "3"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := parseServe([]string{"-config", writeConfig(t, out)}, io.Discard)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	sameConfig(t, again.Config, l.Config)
+	if again.LogLevel != l.LogLevel || again.LogFormat != l.LogFormat || !reflect.DeepEqual(again.file, l.file) {
+		t.Errorf("read back: log %v %s, want %v %s", again.LogLevel, again.LogFormat, l.LogLevel, l.LogFormat)
+	}
+	if _, out2, _ := checkConfigRun("-config", again.Path); strings.SplitN(out2, "\n\n", 2)[1] != strings.SplitN(out, "\n\n", 2)[1] {
+		t.Errorf("printed again:\n%s\nfirst:\n%s", out2, out)
+	}
+
+	// The development default, with its empty tables.
+	code, out, errOut = checkConfigRun()
+	if code != exitOK || errOut != "" || !strings.Contains(out, "of the development default") ||
+		!strings.Contains(out, "\n[aliases]\n") || !strings.Contains(out, "\n[catch_all]\nlocalhost = 'catchall@localhost'\n") {
+		t.Errorf("exit %d, stderr %s, stdout:\n%s", code, errOut, out)
+	}
+	l, err = parseServe([]string{"-config", writeConfig(t, out)}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, _ := parseServe(nil, io.Discard)
+	sameConfig(t, l.Config, dev.Config)
+
+	// Invalid: located errors on stderr, nothing on stdout, exit 2.
+	for _, tc := range []struct {
+		doc  string
+		args []string
+		err  string
+	}{
+		{"postmaster = \"a@localhost\"\ndomains = [\"localhost\"]\nmailboxes = [\"a@localhost\"]\nmax_connections = 0\n", nil,
+			"nanomx: config F:4: max_connections: must be at least 1\n"},
+		{"postmaster = \"a@localhost\"\ndomains = [\"localhost\"]\nmailboxes = [\"b@localhost\"]\n", nil,
+			"nanomx: config F:1: postmaster: a@localhost: \"a@localhost\" is not a configured mailbox or alias\n"},
+		{"workers = \"2\"\nwrokers = 3\n", nil, "nanomx: config F:1: workers: wants an integer, not a string\n"},
+		{"hostname = \"x\"\n", []string{"-max-connections", "0", "-postmaster", "a@localhost"},
+			"nanomx: flag -max-connections: max_connections: must be at least 1\n"},
+		{"", []string{"stray"}, "nanomx: check-config: unexpected argument \"stray\"\n"},
+	} {
+		path := writeConfig(t, tc.doc)
+		code, out, errOut := checkConfigRun(append([]string{"-config", path}, tc.args...)...)
+		if want := strings.ReplaceAll(tc.err, "F", path); code != exitUsage || out != "" || errOut != want {
+			t.Errorf("%q: exit %d, stdout %q\nstderr %q\nwant 2 and %q", tc.doc, code, out, errOut, want)
+		}
+	}
+	if code, _, errOut := checkConfigRun("-nope"); code != exitUsage || !strings.Contains(errOut, "Usage: nanomx check-config") {
+		t.Errorf("-nope: exit %d, %s", code, errOut)
+	}
+	if code, out, _ := checkConfigRun("-h"); code != exitOK || out != "" {
+		t.Errorf("-h: exit %d", code)
+	}
+	var help strings.Builder
+	if code := run([]string{"help"}, &help, io.Discard); code != exitOK || !strings.Contains(help.String(), "\n  check-config ") {
+		t.Errorf("help does not list check-config:\n%s", help.String())
+	}
+	help.Reset()
+	if code := run([]string{"help", "check-config"}, &help, io.Discard); code != exitOK || !strings.Contains(help.String(), "-max-connections-per-ip") {
+		t.Errorf("help check-config:\n%s", help.String())
+	}
+}
+
+// TestDocumentedDefaults: the defaults README.md's table and the example
+// config's commented-out keys show are the defaults.
+func TestDocumentedDefaults(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	example, err := os.ReadFile("nanomx.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := reflect.ValueOf(defaultFile())
+	check := func(where, key, value string) {
+		t.Helper()
+		f, ok := fileField(key)
+		if !ok {
+			t.Errorf("%s: %s is not a key", where, key)
+			return
+		}
+		got := defaultFile()
+		if _, err := decodeFile(where, []byte(key+" = "+value), &got); err != nil {
+			t.Errorf("%s: %v", where, err)
+			return
+		}
+		g, d := reflect.ValueOf(got).FieldByIndex(f.Index), def.FieldByIndex(f.Index)
+		empty := (g.Kind() == reflect.Slice || g.Kind() == reflect.Map) && g.Len() == 0 && d.Len() == 0
+		if !empty && !reflect.DeepEqual(g.Interface(), d.Interface()) {
+			t.Errorf("%s shows %s = %s, but the default is %v", where, key, value, d)
+		}
+	}
+	n := 0
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z_]+)` \\| `([^`]+)`").FindAllSubmatch(readme, -1) {
+		check("README.md", string(m[1]), string(m[2]))
+		n++
+	}
+	for _, m := range regexp.MustCompile(`(?m)^# ([a-z_]+) = (.*)$`).FindAllSubmatch(example, -1) {
+		check("nanomx.example.toml", string(m[1]), string(m[2]))
+		n++
+	}
+	if n < len(configKeys()) {
+		t.Errorf("checked %d documented defaults; fewer than the keys", n)
 	}
 }

@@ -3,17 +3,22 @@
 // Usage:
 //
 //	nanomx serve [-config FILE] [flags]
+//	nanomx check-config [-config FILE] [flags]
 //	nanomx bench [flags]
 //	nanomx version
-//	nanomx help [serve|bench]
+//	nanomx help [serve|check-config|bench]
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/nanomx/nanomx/server"
 )
 
 // version is set at link time: go build -ldflags "-X main.version=v1.2.3".
@@ -40,14 +45,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stdout, stderr)
+	case "check-config":
+		return checkConfig(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "nanomx %s %s %s/%s\n", versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
 	case "help", "-h", "-help", "--help":
-		if len(args) > 1 && args[1] == "serve" {
-			newServeFlags(stdout).fs.Usage()
+		if len(args) > 1 && (args[1] == "serve" || args[1] == "check-config") {
+			newServeFlags(args[1], stdout).fs.Usage()
 			return exitOK
 		}
 		if len(args) > 1 && args[1] == "bench" {
@@ -69,10 +76,11 @@ Usage:
   nanomx <command> [flags]
 
 Commands:
-  serve     run the MX until SIGTERM or SIGINT ("nanomx help serve" lists flags)
-  bench     send SMTP load to a server and measure it ("nanomx help bench")
-  version   print the version and the Go version
-  help      print this help
+  serve         run the MX until SIGTERM or SIGINT ("nanomx help serve" lists flags)
+  check-config  check the configuration and print it whole, defaults included
+  bench         send SMTP load to a server and measure it ("nanomx help bench")
+  version       print the version and the Go version
+  help          print this help
 
 Without -config, "nanomx serve" runs a development default on 127.0.0.1:2525
 that stores mail for every address @localhost in ./mail/localhost/catchall/.
@@ -104,4 +112,30 @@ func versionString() string {
 		return version
 	}
 	return version + "+" + rev[:min(len(rev), 12)] + modified
+}
+
+// checkConfig runs "nanomx check-config" and returns the exit code: it loads
+// the configuration as "nanomx serve" would, flags included, checks it as
+// server.Check does and prints it.
+func checkConfig(args []string, stdout, stderr io.Writer) int {
+	f := newServeFlags("check-config", stderr)
+	if err := f.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	l, err := load(f)
+	if err == nil {
+		err = l.explain(server.Check(l.Config))
+	}
+	if err != nil {
+		printErr(stderr, err)
+		return exitUsage
+	}
+	if err := printConfig(stdout, l); err != nil {
+		fmt.Fprintln(stderr, "nanomx:", err)
+		return exitError
+	}
+	return exitOK
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -25,53 +27,37 @@ import (
 	"github.com/nanomx/nanomx/server/logsink"
 )
 
-// serveFlags are the flags of "nanomx serve". Each one but -config
-// overrides one TOML key, named in flagKeys.
+// serveFlags are the flags of "nanomx serve" and "nanomx check-config":
+// -config, and one flag for each key of fileConfig with a flag tag.
 type serveFlags struct {
-	fs *flag.FlagSet
-
-	config              string
-	listen              string
-	hostname            string
-	maildirRoot         string
-	domains             listFlag
-	postmaster          string
-	maxMessageSize      string
-	maxConnections      int
-	maxConnectionsPerIP int
-	workers             int
-	logLevel            string
-	logFormat           string
-	pprof               string
-	fsync               bool
+	fs     *flag.FlagSet
+	config string
+	// keys maps a TOML key to its flag.
+	keys map[string]*keyFlag
 }
 
-// flagKeys maps a flag name to the TOML key it overrides.
-var flagKeys = map[string]string{
-	"listen":                 "listen",
-	"hostname":               "hostname",
-	"maildir-root":           "maildir_root",
-	"domain":                 "domains",
-	"postmaster":             "postmaster",
-	"max-message-size":       "max_message_size",
-	"max-connections":        "max_connections",
-	"max-connections-per-ip": "max_connections_per_ip",
-	"workers":                "workers",
-	"log-level":              "log_level",
-	"log-format":             "log_format",
-	"pprof":                  "pprof",
-	"fsync":                  "fsync",
+// keyFlag is a flag that overrides a key. It keeps the text it was given;
+// load decodes it into the key's type, so that a bad value is reported like
+// one in the file ("flag -NAME: key: ..."). A list flag may be repeated.
+type keyFlag struct {
+	name   string
+	vals   []string
+	isBool bool
 }
 
-// listFlag collects a repeatable flag; each use may also be a comma list.
-type listFlag []string
+func (f *keyFlag) String() string {
+	if f == nil {
+		return ""
+	}
+	return strings.Join(f.vals, ",")
+}
 
-func (l *listFlag) String() string { return strings.Join(*l, ",") }
-
-func (l *listFlag) Set(s string) error {
-	*l = append(*l, splitList(s)...)
+func (f *keyFlag) Set(s string) error {
+	f.vals = append(f.vals, s)
 	return nil
 }
+
+func (f *keyFlag) IsBoolFlag() bool { return f.isBool }
 
 // splitList splits "a, b,,c" into [a b c].
 func splitList(s string) []string {
@@ -84,135 +70,153 @@ func splitList(s string) []string {
 	return out
 }
 
-func newServeFlags(out io.Writer) *serveFlags {
-	f := &serveFlags{fs: flag.NewFlagSet("serve", flag.ContinueOnError)}
+// newServeFlags makes the flags of the command name ("serve" or
+// "check-config"), with its usage text.
+func newServeFlags(name string, out io.Writer) *serveFlags {
+	f := &serveFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError), keys: make(map[string]*keyFlag)}
 	fs := f.fs
 	fs.SetOutput(out)
-	// Defaults shown by -h are left empty where the value comes from the
-	// file or server.Defaults: a flag only matters when it is set.
-	fs.StringVar(&f.config, "config", "", "TOML config `file`; without it, run the development default")
-	fs.StringVar(&f.listen, "listen", "", "comma-separated `addresses` to listen on (listen)")
-	fs.StringVar(&f.hostname, "hostname", "", "this MX's `name` in the greeting and Received header (hostname)")
-	fs.StringVar(&f.maildirRoot, "maildir-root", "", "`folder` holding <domain>/<user>/ Maildirs (maildir_root)")
-	fs.Var(&f.domains, "domain", "accepted `domain`; repeat or comma-separate (domains)")
-	fs.StringVar(&f.postmaster, "postmaster", "", "mailbox `address` that receives postmaster@ mail (postmaster)")
-	fs.StringVar(&f.maxMessageSize, "max-message-size", "", "largest message, bytes or a `size` like 25MiB (max_message_size)")
-	fs.IntVar(&f.maxConnections, "max-connections", 0, "`n` concurrent connections in total (max_connections)")
-	fs.IntVar(&f.maxConnectionsPerIP, "max-connections-per-ip", 0, "`n` concurrent connections per client IP or IPv6 /64 (max_connections_per_ip)")
-	fs.IntVar(&f.workers, "workers", 0, "`n` delivery workers (workers)")
-	fs.StringVar(&f.logLevel, "log-level", "", "log `level`: debug, info, warn or error (log_level)")
-	fs.StringVar(&f.logFormat, "log-format", "", "log `format`: json or console (log_format)")
-	fs.StringVar(&f.pprof, "pprof", "", "serve net/http/pprof on this loopback `address`, e.g. 127.0.0.1:6060 (pprof)")
-	fs.BoolVar(&f.fsync, "fsync", true, "fsync each delivery before 250; -fsync=false is for benchmarks only (fsync)")
+	fs.StringVar(&f.config, "config", "", "TOML config `file`; without it, the development default")
+	// No defaults are shown by -h: they come from the file or
+	// server.Defaults, and a flag only matters when it is set.
+	for _, sf := range fileFields() {
+		flagName, key := sf.Tag.Get("flag"), sf.Tag.Get("toml")
+		if flagName == "" {
+			continue
+		}
+		kf := &keyFlag{name: flagName, isBool: sf.Type.Kind() == reflect.Bool}
+		f.keys[key] = kf
+		usage := strings.NewReplacer("{", "`", "}", "`").Replace(sf.Tag.Get("usage"))
+		fs.Var(kf, flagName, usage+" ("+key+")")
+	}
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `Usage: nanomx serve [-config FILE] [flags]
+		if name == "check-config" {
+			fmt.Fprint(fs.Output(), `Usage: nanomx check-config [-config FILE] [flags]
 
-`+wrap(72, "Runs the MX until SIGTERM or SIGINT, then stops accepting, finishes the messages in flight and exits 0. SIGHUP reloads the config file without dropping connections; "+
-			joinKeys(restartOnlyKeys(), "")+" need a restart, and a file that changes them is refused whole.")+`
+`+wrap(72, "Reads the configuration as \"nanomx serve\" would, flags included, checks all of it (address book and TLS files too) and prints the effective configuration in TOML: every key, defaults included. Exits 0 when it is valid; 2 with the errors, each naming the file and line or the flag, when it is not. Without -config it checks the development default.")+`
 
-Without -config it runs the development default: 127.0.0.1:2525, domain
-localhost, every address delivered to ./mail/localhost/catchall/.
 Flags override the file; the TOML key each one sets is in parentheses.
 
 Flags:
 `)
+		} else {
+			fmt.Fprint(fs.Output(), `Usage: nanomx serve [-config FILE] [flags]
+
+`+wrap(72, "Runs the MX until SIGTERM or SIGINT, then stops accepting, finishes the messages in flight and exits 0. SIGHUP reloads the config file without dropping connections; "+
+				joinKeys(restartOnlyKeys(), "")+" need a restart, and a file that changes them is refused whole.")+`
+
+Without -config it runs the development default: 127.0.0.1:2525, domain
+localhost, every address delivered to ./mail/localhost/catchall/.
+Flags override the file; the TOML key each one sets is in parentheses.
+"nanomx check-config" takes the same flags and prints what they make.
+
+Flags:
+`)
+		}
 		fs.PrintDefaults()
 	}
 	return f
 }
 
-// load builds the configuration from the parsed flags: the file (or the
-// development default), then the flags that were set on top. It does not
-// call server.Check. Errors are located (*locatedError values).
+// load builds the configuration from the parsed flags: the defaults, the
+// file (or the development default) over them, then the flags that were
+// set. It does not call server.Check. Errors are located (*locatedError
+// values).
 func load(f *serveFlags) (*loaded, error) {
 	if f.fs.NArg() > 0 {
-		return nil, fmt.Errorf("serve: unexpected argument %q", f.fs.Arg(0))
+		return nil, fmt.Errorf("%s: unexpected argument %q", f.fs.Name(), f.fs.Arg(0))
 	}
-	l := &loaded{
-		Config:    server.Defaults(),
-		LogLevel:  zerolog.InfoLevel,
-		LogFormat: logJSON,
-		Path:      f.config,
-		byFlag:    make(map[string]string),
-	}
+	l := &loaded{Path: f.config, byFlag: make(map[string]string)}
+	fc := defaultFile()
 	if l.Dev() {
-		devDefault(&l.Config, f.domains)
+		var domains []string
+		if kf := f.keys["domains"]; kf != nil {
+			for _, v := range kf.vals {
+				domains = append(domains, splitList(v)...)
+			}
+		}
+		devDefault(&fc, domains)
 	} else {
 		src, err := os.ReadFile(f.config)
 		if err != nil {
 			return nil, fmt.Errorf("config: %w", err)
 		}
-		l.src = src
-		var fc fileConfig
-		if err := decodeFile(f.config, src, &fc); err != nil {
+		if l.lines, err = decodeFile(f.config, src, &fc); err != nil {
 			return nil, err
 		}
-		if err := apply(&fc, &l.Config, l); err != nil {
-			return nil, l.explain(err)
-		}
 	}
-	if err := f.apply(l); err != nil {
+	if err := f.apply(&fc, l); err != nil {
 		return nil, err
 	}
+	cfg, err := toServer(&fc)
+	if err != nil {
+		return nil, l.explain(err)
+	}
+	l.file, l.Config = fc, cfg
+	l.LogLevel, l.LogFormat = zerolog.Level(fc.LogLevel), fc.LogFormat.String()
 	if err := checkLocal(&l.Config); err != nil {
 		return nil, l.explain(err)
 	}
 	return l, nil
 }
 
-// apply copies the flags that were set on the command line over l.
-func (f *serveFlags) apply(l *loaded) error {
+// apply sets the keys whose flags were set on the command line in fc, and
+// records them in l.byFlag.
+func (f *serveFlags) apply(fc *fileConfig, l *loaded) error {
 	var errs []error
-	cfg := &l.Config
-	f.fs.Visit(func(fl *flag.Flag) {
-		key := flagKeys[fl.Name]
-		if key == "" {
-			return
+	v := reflect.ValueOf(fc).Elem()
+	for _, sf := range fileFields() {
+		key := sf.Tag.Get("toml")
+		kf := f.keys[key]
+		if kf == nil || len(kf.vals) == 0 {
+			continue
 		}
-		l.byFlag[key] = fl.Name
-		var err error
-		switch fl.Name {
-		case "listen":
-			cfg.Listen = splitList(f.listen)
-		case "hostname":
-			cfg.Hostname = f.hostname
-		case "maildir-root":
-			cfg.MaildirRoot = f.maildirRoot
-		case "domain":
-			cfg.Domains = append([]string(nil), f.domains...)
-		case "postmaster":
-			cfg.Postmaster = f.postmaster
-		case "max-message-size":
-			var n int64
-			if n, err = parseSize(f.maxMessageSize); err == nil {
-				cfg.MaxMessageBytes = n
-			}
-		case "max-connections":
-			cfg.MaxConnections = f.maxConnections
-		case "max-connections-per-ip":
-			cfg.MaxConnectionsPerIP = f.maxConnectionsPerIP
-		case "workers":
-			cfg.Workers = f.workers
-		case "log-level":
-			l.LogLevel, err = parseLogLevel(f.logLevel)
-		case "log-format":
-			l.LogFormat, err = parseLogFormat(f.logFormat)
-		case "pprof":
-			cfg.PprofAddr = f.pprof
-		case "fsync":
-			cfg.Fsync = f.fsync
-		}
-		if err != nil {
+		l.byFlag[key] = kf.name
+		if err := setFlag(v.FieldByIndex(sf.Index), kf.vals); err != nil {
 			errs = append(errs, &server.ConfigError{Key: key, Err: err})
 		}
-	})
+	}
 	return l.explain(errors.Join(errs...))
+}
+
+// setFlag sets a field of fileConfig from the values a flag was given: the
+// last one, or all of them, comma-separated, for a list.
+func setFlag(field reflect.Value, vals []string) error {
+	last := vals[len(vals)-1]
+	if u, ok := field.Addr().Interface().(encoding.TextUnmarshaler); ok {
+		return u.UnmarshalText([]byte(last))
+	}
+	switch field.Kind() {
+	case reflect.String:
+		field.SetString(last)
+	case reflect.Slice:
+		var list []string
+		for _, v := range vals {
+			list = append(list, splitList(v)...)
+		}
+		field.Set(reflect.ValueOf(list))
+	case reflect.Bool:
+		b, err := strconv.ParseBool(last)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", last)
+		}
+		field.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(last, 10, 64)
+		if err != nil || field.OverflowInt(n) {
+			return fmt.Errorf("%q is not an integer", last)
+		}
+		field.SetInt(n)
+	default:
+		return fmt.Errorf("cannot be set by a flag")
+	}
+	return nil
 }
 
 // parseServe parses the command line of "nanomx serve" and loads the
 // configuration it names.
 func parseServe(args []string, stderr io.Writer) (*loaded, error) {
-	f := newServeFlags(stderr)
+	f := newServeFlags("serve", stderr)
 	if err := f.fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -221,7 +225,7 @@ func parseServe(args []string, stderr io.Writer) (*loaded, error) {
 
 // serve runs "nanomx serve" and returns the exit code.
 func serve(args []string, stdout, stderr io.Writer) int {
-	f := newServeFlags(stderr)
+	f := newServeFlags("serve", stderr)
 	if err := f.fs.Parse(args); err != nil {
 		// The flag package has printed the error and the usage.
 		if errors.Is(err, flag.ErrHelp) {
@@ -360,34 +364,18 @@ func dropNotice(format string, color bool) func(n uint64) []byte {
 	}
 }
 
-// restartOnly lists the keys a SIGHUP cannot change, with how to read each
-// from a loaded configuration. A reload that changes one is refused whole:
+// restartOnlyKeys returns the keys a SIGHUP cannot change, those of
+// fileConfig with a restart tag. A reload that changes one is refused whole:
 // cmd checks them all before handing the file to server.Reload, which
 // refuses the server's own again. "nanomx help serve" and README.md list
-// these keys (TestRestartOnlyKeys keeps them in step, and with
-// server.Reload).
-var restartOnly = []struct {
-	key   string
-	value func(l *loaded) any
-}{
-	{"listen", func(l *loaded) any { return l.Config.Listen }},
-	{"maildir_root", func(l *loaded) any { return l.Config.MaildirRoot }},
-	{"hostname", func(l *loaded) any { return l.Config.Hostname }},
-	{"workers", func(l *loaded) any { return l.Config.Workers }},
-	{"queue_length", func(l *loaded) any { return l.Config.QueueLength }},
-	{"fsync", func(l *loaded) any { return l.Config.Fsync }},
-	{"group_commit", func(l *loaded) any { return l.Config.GroupCommit }},
-	{"event_loops", func(l *loaded) any { return l.Config.EventLoops }},
-	// cmd's own: the log's format and the pprof listener are set up once.
-	{"log_format", func(l *loaded) any { return l.LogFormat }},
-	{"pprof", func(l *loaded) any { return l.Config.PprofAddr }},
-}
-
-// restartOnlyKeys returns the keys of restartOnly.
+// these keys (TestRestartOnlyDocumented keeps them in step, and
+// TestRestartOnlyCoversServer with server.Reload).
 func restartOnlyKeys() []string {
-	keys := make([]string, len(restartOnly))
-	for i, r := range restartOnly {
-		keys[i] = r.key
+	var keys []string
+	for _, f := range fileFields() {
+		if f.Tag.Get("restart") != "" {
+			keys = append(keys, f.Tag.Get("toml"))
+		}
 	}
 	return keys
 }
@@ -434,9 +422,13 @@ type reloader interface {
 // anything server.Reload refuses. On success log_level applies at once.
 // Errors are located.
 func reload(running, next *loaded, srv reloader) error {
-	for _, r := range restartOnly {
-		if !reflect.DeepEqual(r.value(running), r.value(next)) {
-			return next.explain(&server.ConfigError{Key: r.key, Err: errors.New("cannot change without a restart")})
+	was, is := reflect.ValueOf(running.file), reflect.ValueOf(next.file)
+	for _, f := range fileFields() {
+		if f.Tag.Get("restart") == "" {
+			continue
+		}
+		if !reflect.DeepEqual(was.FieldByIndex(f.Index).Interface(), is.FieldByIndex(f.Index).Interface()) {
+			return next.explain(&server.ConfigError{Key: f.Tag.Get("toml"), Err: errors.New("cannot change without a restart")})
 		}
 	}
 	if err := srv.Reload(next.Config); err != nil {
