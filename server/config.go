@@ -139,6 +139,10 @@ type Config struct {
 
 	// syncer replaces the durability step in tests (nil: by Fsync).
 	syncer spool.Syncer
+	// checks are the check stage's checks (tests only, so far: sender
+	// authentication and screening will add theirs). With none, every
+	// stage answers at once, as before the check stage existed.
+	checks []Checker
 }
 
 // Defaults returns a Config with safe defaults and no domains.

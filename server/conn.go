@@ -16,6 +16,7 @@ import (
 
 	"github.com/nanomx/nanomx/proto"
 	"github.com/nanomx/nanomx/server/addrbook"
+	"github.com/nanomx/nanomx/server/check"
 	"github.com/nanomx/nanomx/spool"
 )
 
@@ -77,6 +78,17 @@ type conn struct {
 	// data cannot change what was accepted.
 	book  *addrbook.Book
 	rcpts addrbook.Set
+
+	// The check stage (checks.go): info is what the checks see; while a
+	// check is pending, checkStage says where and verdict receives its
+	// answer (stored by any goroutine, then notify). rcptTargets and
+	// rcptAddr wait for a RCPT's verdict; headers are the end of data's.
+	info        Info
+	checkStage  uint8
+	verdict     atomic.Pointer[check.Verdict]
+	rcptTargets addrbook.Targets
+	rcptAddr    proto.Address
+	headers     []byte
 
 	// body is the message being received; reserved is the budget it holds.
 	body     *bytebufferpool.ByteBuffer
@@ -163,9 +175,15 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if s.debug() {
 		c.log().Debug().Msg("connection opened")
 	}
-	if d := lv.cfg.GreetingDelay; d > 0 {
-		c.greetAt.Store(now.Add(d).UnixNano()) // OnTick wakes us then
+	held := c.startConnect()
+	if d := lv.cfg.GreetingDelay; d > 0 || held {
+		// OnTick wakes us at greetAt; a pending connect check, with its
+		// verdict. The greeting waits for both.
+		c.greetAt.Store(now.Add(d).UnixNano())
 		return nil, gnet.None
+	}
+	if c.sess.Closed() { // refused at connect
+		return c.sess.Output(), gnet.Close
 	}
 	return lv.dialect.Greeting(), gnet.None
 }
@@ -251,15 +269,40 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		c.finishDelivery(r.err)
 	}
 
+	if c.sess.Pending() || c.checkStage == stageConnect {
+		if !c.resumeCheck() {
+			// A check is pending: input waits in gnet's buffer, bounded.
+			switch {
+			case c.flags.Load()&flagForce != 0:
+				_, _ = gc.Write(proto.ReplyShutdown.Bytes())
+				c.reason = "shutdown"
+				return gnet.Close
+			case gc.InboundBuffered() > c.lv.cfg.MaxPendingInput:
+				_, _ = gc.Write(proto.ReplyPipelineOverflow.Bytes())
+				c.reason = "pipelined input overflow"
+				return gnet.Close
+			case c.checkStage != stageConnect || c.lv.cfg.GreetingDelay == 0 || gc.InboundBuffered() == 0:
+				return gnet.None
+			}
+			// else: an early talker while the connect check runs.
+		}
+	}
+
 	if at := c.greetAt.Load(); at != 0 {
-		// Greeting held back: any input now is an early talker's.
-		if gc.InboundBuffered() > 0 {
+		if c.sess.Closed() { // refused at connect: the refusal, not the greeting
+			c.greetAt.Store(0)
+			c.flush(gc)
+			return gnet.Close
+		}
+		// Greeting held back by greeting_delay: any input now is an early
+		// talker's. (Held only for a connect check, input just waits.)
+		if gc.InboundBuffered() > 0 && c.lv.cfg.GreetingDelay > 0 {
 			_, _ = gc.Write(proto.ReplyEarlyTalker.Bytes())
 			c.reason = "early talker"
 			s.stats.EarlyTalkers.Add(1)
 			return gnet.Close
 		}
-		if time.Now().UnixNano() < at && c.flags.Load() == 0 {
+		if (time.Now().UnixNano() < at || c.checkStage == stageConnect) && c.flags.Load() == 0 {
 			return gnet.None
 		}
 		c.greetAt.Store(0)
@@ -304,7 +347,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 			c.submit()
 		}
 		c.flush(gc)
-		if n == 0 || n == len(in) || c.waiting || c.sess.StartingTLS() {
+		if n == 0 || n == len(in) || c.waiting || c.sess.Pending() || c.sess.StartingTLS() {
 			break
 		}
 	}
@@ -382,8 +425,10 @@ func (c *conn) setDeadline() {
 	cfg := &c.lv.cfg
 	var d int64
 	switch {
-	case c.waiting:
-		d = math.MaxInt64 // the spool answers; no client timeout meanwhile
+	case c.waiting || c.sess.Pending():
+		// The spool or a check answers, each bounded: no client timeout
+		// meanwhile.
+		d = math.MaxInt64
 		c.inTransfer = false
 	case c.sess.InTransfer():
 		if !c.inTransfer {
@@ -457,6 +502,15 @@ func (c *conn) submit() {
 	m := c.spillMsg
 	if m == nil {
 		m = c.message(env)
+	}
+	if len(c.headers) > 0 {
+		if c.spill == nil {
+			m.Trace = append(m.Trace[:len(m.Trace):len(m.Trace)], c.headers...)
+		} else {
+			// The trace went to disk with the first chunk.
+			c.log().Warn().Str("id", m.ID).Msg("check header fields not added to a message past spill_threshold")
+		}
+		c.headers = nil
 	}
 	m.Body, m.Spill = c.body, c.spill
 	c.spill, c.spillMsg = nil, nil
@@ -565,7 +619,13 @@ func (c *conn) CheckMail(from []byte, p proto.MailParams) *proto.Reply {
 		}
 	}
 	c.book = c.srv.live.Load().book
-	return nil
+	if len(c.checkers()) == 0 {
+		return nil
+	}
+	c.info.resetTx()
+	c.info.IP, c.info.TLS = c.remote, c.tlsInfo
+	c.info.From = address(string(from))
+	return c.await(stageMail, c.run(func(ch Checker) *check.Result { return ch.Mail(&c.info, c.info.From, p) }))
 }
 
 // CheckRcpt resolves a recipient with the transaction's address book
@@ -578,21 +638,51 @@ func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
 	targets, err := c.book.Lookup(addr)
 	switch {
 	case err == nil:
-		c.rcpts.Add(targets)
-		return nil
 	case errors.Is(err, addrbook.ErrNotLocal):
 		return proto.ReplyRelayDenied
 	default:
 		return proto.ReplyUnknownUser
 	}
+	if len(c.checkers()) == 0 {
+		c.rcpts.Add(targets)
+		return nil
+	}
+	// The address book said yes; the other checks may still refuse, so
+	// the mailboxes join the transaction only with the verdict.
+	c.rcptTargets = targets
+	c.rcptAddr = address(string(addr))
+	return c.await(stageRcpt, c.run(func(ch Checker) *check.Result { return ch.Rcpt(&c.info, c.rcptAddr) }))
 }
 
-// CheckHelo accepts every HELO/EHLO name: it is only ever written,
-// sanitised, into the Received header.
-func (c *conn) CheckHelo(name []byte, esmtp bool) *proto.Reply { return nil }
+// CheckHelo asks the checks about a HELO/EHLO name (with none configured
+// every name is taken: it is only ever written, sanitised, into the
+// Received header).
+func (c *conn) CheckHelo(name []byte, esmtp bool) *proto.Reply {
+	if len(c.checkers()) == 0 {
+		return nil
+	}
+	c.info.resetTx()
+	c.info.Helo = string(name)
+	return c.await(stageHelo, c.run(func(ch Checker) *check.Result { return ch.Helo(&c.info, c.info.Helo) }))
+}
 
-// CheckData accepts every complete message.
-func (c *conn) CheckData() *proto.Reply { return nil }
+// CheckData asks the checks about a complete message, together with the
+// results its earlier stages left for it (Info.Later).
+func (c *conn) CheckData() *proto.Reply {
+	c.headers = nil
+	if len(c.checkers()) == 0 {
+		return nil
+	}
+	var body []byte
+	if c.spill == nil && c.body != nil {
+		body = c.body.B
+	}
+	r := c.run(func(ch Checker) *check.Result { return ch.Data(&c.info, body) })
+	if len(c.info.later) > 0 {
+		r = check.All(append(c.info.later, r)...)
+	}
+	return c.await(stageData, r)
+}
 
 // BeginBody starts a body. Nothing is reserved yet: the budget is charged
 // as bytes arrive (WriteBody), so a declared SIZE= or a BDAT length that

@@ -60,7 +60,7 @@ type running struct {
 }
 
 // start runs a server until the test ends (or stop is called).
-func start(t *testing.T, cfg Config) *running {
+func start(t testing.TB, cfg Config) *running {
 	t.Helper()
 	srv, err := New(cfg)
 	if err != nil {

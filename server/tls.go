@@ -234,6 +234,15 @@ func (c *conn) waitResult() *deliveryResult {
 // detached session (tests inject panics with it).
 var testHookFeed func(c *conn, in []byte)
 
+// waitVerdict waits for the pending check's verdict and resumes the
+// session with it.
+func (c *conn) waitVerdict() {
+	ch := *c.wakeCh.Load()
+	for !c.resumeCheck() {
+		<-ch
+	}
+}
+
 // idleBufBytes is what a detached session's read buffer starts at: an
 // idle TLS session should hold little (crypto/tls has its own record
 // buffer).
@@ -250,6 +259,9 @@ func (c *conn) serveBlocking(nc net.Conn, buf []byte) {
 		if c.waiting {
 			c.finishDelivery(c.waitResult().err)
 		}
+		if c.sess.Pending() {
+			c.waitVerdict()
+		}
 		if testHookFeed != nil {
 			testHookFeed(c, buf)
 		}
@@ -264,6 +276,9 @@ func (c *conn) serveBlocking(nc net.Conn, buf []byte) {
 			if c.waiting {
 				continue
 			}
+		}
+		if c.sess.Pending() {
+			continue // Feed stopped at a pending check
 		}
 		c.applyFlags()
 		if out := c.sess.Output(); len(out) > 0 {

@@ -49,7 +49,7 @@ func TestTimeoutPolicy(t *testing.T) {
 	if v := wait(t, Timeout(New(), 20*time.Millisecond, policy)); v.Reply != policy.Reply {
 		t.Fatalf("timed out: %v", v)
 	}
-	if v := wait(t, Timeout(After(5*time.Millisecond, Verdict{Folder: "x"}), time.Second, policy)); v.Folder != "x" {
+	if v := wait(t, Timeout(After(5*time.Millisecond, Verdict{Headers: []byte("X: y\n")}), time.Second, policy)); string(v.Headers) != "X: y\n" {
 		t.Fatalf("answered in time: %v", v)
 	}
 }
@@ -58,9 +58,9 @@ func TestAllOrder(t *testing.T) {
 	first := proto.NewReply(550, "5.7.1", "first")
 	second := proto.NewReply(451, "4.7.1", "second")
 	a := After(30*time.Millisecond, Verdict{Reply: first, Headers: []byte("A: 1\n")})
-	b := Now(Verdict{Reply: second, Headers: []byte("B: 2\n"), Folder: "Junk"})
+	b := Now(Verdict{Reply: second, Headers: []byte("B: 2\n")})
 	v := wait(t, All(a, nil, b))
-	if v.Reply != first || string(v.Headers) != "A: 1\nB: 2\n" || v.Folder != "Junk" {
+	if v.Reply != first || string(v.Headers) != "A: 1\nB: 2\n" {
 		t.Fatalf("combined %+v", v)
 	}
 	if v := wait(t, All()); v.Reply != nil {
