@@ -3,6 +3,8 @@ package server
 import (
 	"net/netip"
 
+	"github.com/nanomx/nanomx/server/addrbook"
+
 	"github.com/nanomx/nanomx/proto"
 	"github.com/nanomx/nanomx/server/check"
 )
@@ -49,6 +51,16 @@ func (i *Info) resetTx() {
 	i.From, i.Rcpts, i.later = proto.Address{}, i.Rcpts[:0], nil
 }
 
+// checkState is a session's part of the check stage: what the checks see,
+// and what waits for a verdict: a RCPT's mailboxes and address, and the
+// end of data's header fields.
+type checkState struct {
+	info        Info
+	rcptTargets addrbook.Targets
+	rcptAddr    proto.Address
+	headers     []byte
+}
+
 // The stages a check can be pending at.
 const (
 	stageNone uint8 = iota
@@ -89,10 +101,10 @@ func (c *conn) take(st uint8, v check.Verdict) *proto.Reply {
 	switch {
 	case v.Reply != nil:
 	case st == stageRcpt:
-		c.rcpts.Add(c.rcptTargets)
-		c.info.Rcpts = append(c.info.Rcpts, c.rcptAddr)
+		c.rcpts.Add(c.cs.rcptTargets)
+		c.cs.info.Rcpts = append(c.cs.info.Rcpts, c.cs.rcptAddr)
 	case st == stageData:
-		c.headers = v.Headers
+		c.cs.headers = v.Headers
 	}
 	return v.Reply
 }
@@ -146,8 +158,9 @@ func (c *conn) startConnect() bool {
 	if len(c.checkers()) == 0 {
 		return false
 	}
-	c.info.IP = c.remote
-	r := c.run(func(ch Checker) *check.Result { return ch.Connect(&c.info) })
+	c.cs = &checkState{}
+	c.cs.info.IP = c.remote
+	r := c.run(func(ch Checker) *check.Result { return ch.Connect(&c.cs.info) })
 	if r == nil {
 		return false
 	}

@@ -79,16 +79,13 @@ type conn struct {
 	book  *addrbook.Book
 	rcpts addrbook.Set
 
-	// The check stage (checks.go): info is what the checks see; while a
-	// check is pending, checkStage says where and verdict receives its
-	// answer (stored by any goroutine, then notify). rcptTargets and
-	// rcptAddr wait for a RCPT's verdict; headers are the end of data's.
-	info        Info
-	checkStage  uint8
-	verdict     atomic.Pointer[check.Verdict]
-	rcptTargets addrbook.Targets
-	rcptAddr    proto.Address
-	headers     []byte
+	// The check stage (checks.go): while a check is pending, checkStage
+	// says where and verdict receives its answer (stored by any goroutine,
+	// then notify); cs is the rest, made only when checks are configured,
+	// so that an idle session without checks pays nothing for them.
+	checkStage uint8
+	verdict    atomic.Pointer[check.Verdict]
+	cs         *checkState
 
 	// body is the message being received; reserved is the budget it holds.
 	body     *bytebufferpool.ByteBuffer
@@ -503,14 +500,14 @@ func (c *conn) submit() {
 	if m == nil {
 		m = c.message(env)
 	}
-	if len(c.headers) > 0 {
+	if c.cs != nil && len(c.cs.headers) > 0 {
 		if c.spill == nil {
-			m.Trace = append(m.Trace[:len(m.Trace):len(m.Trace)], c.headers...)
+			m.Trace = append(m.Trace[:len(m.Trace):len(m.Trace)], c.cs.headers...)
 		} else {
 			// The trace went to disk with the first chunk.
 			c.log().Warn().Str("id", m.ID).Msg("check header fields not added to a message past spill_threshold")
 		}
-		c.headers = nil
+		c.cs.headers = nil
 	}
 	m.Body, m.Spill = c.body, c.spill
 	c.spill, c.spillMsg = nil, nil
@@ -622,10 +619,10 @@ func (c *conn) CheckMail(from []byte, p proto.MailParams) *proto.Reply {
 	if len(c.checkers()) == 0 {
 		return nil
 	}
-	c.info.resetTx()
-	c.info.IP, c.info.TLS = c.remote, c.tlsInfo
-	c.info.From = address(string(from))
-	return c.await(stageMail, c.run(func(ch Checker) *check.Result { return ch.Mail(&c.info, c.info.From, p) }))
+	c.cs.info.resetTx()
+	c.cs.info.IP, c.cs.info.TLS = c.remote, c.tlsInfo
+	c.cs.info.From = address(string(from))
+	return c.await(stageMail, c.run(func(ch Checker) *check.Result { return ch.Mail(&c.cs.info, c.cs.info.From, p) }))
 }
 
 // CheckRcpt resolves a recipient with the transaction's address book
@@ -649,9 +646,9 @@ func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
 	}
 	// The address book said yes; the other checks may still refuse, so
 	// the mailboxes join the transaction only with the verdict.
-	c.rcptTargets = targets
-	c.rcptAddr = address(string(addr))
-	return c.await(stageRcpt, c.run(func(ch Checker) *check.Result { return ch.Rcpt(&c.info, c.rcptAddr) }))
+	c.cs.rcptTargets = targets
+	c.cs.rcptAddr = address(string(addr))
+	return c.await(stageRcpt, c.run(func(ch Checker) *check.Result { return ch.Rcpt(&c.cs.info, c.cs.rcptAddr) }))
 }
 
 // CheckHelo asks the checks about a HELO/EHLO name (with none configured
@@ -661,25 +658,25 @@ func (c *conn) CheckHelo(name []byte, esmtp bool) *proto.Reply {
 	if len(c.checkers()) == 0 {
 		return nil
 	}
-	c.info.resetTx()
-	c.info.Helo = string(name)
-	return c.await(stageHelo, c.run(func(ch Checker) *check.Result { return ch.Helo(&c.info, c.info.Helo) }))
+	c.cs.info.resetTx()
+	c.cs.info.Helo = string(name)
+	return c.await(stageHelo, c.run(func(ch Checker) *check.Result { return ch.Helo(&c.cs.info, c.cs.info.Helo) }))
 }
 
 // CheckData asks the checks about a complete message, together with the
 // results its earlier stages left for it (Info.Later).
 func (c *conn) CheckData() *proto.Reply {
-	c.headers = nil
 	if len(c.checkers()) == 0 {
 		return nil
 	}
+	c.cs.headers = nil
 	var body []byte
 	if c.spill == nil && c.body != nil {
 		body = c.body.B
 	}
-	r := c.run(func(ch Checker) *check.Result { return ch.Data(&c.info, body) })
-	if len(c.info.later) > 0 {
-		r = check.All(append(c.info.later, r)...)
+	r := c.run(func(ch Checker) *check.Result { return ch.Data(&c.cs.info, body) })
+	if len(c.cs.info.later) > 0 {
+		r = check.All(append(c.cs.info.later, r)...)
 	}
 	return c.await(stageData, r)
 }
