@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/nanomx/nanomx/bench/smtpc"
 )
 
 // Reasons a load phase stopped.
@@ -88,7 +90,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		addr:   addr,
 		spread: cfg.SpreadSources && addr.IP.To4() != nil && addr.IP.To4()[0] == 127,
 		src:    r.nextSource,
-		ehlo:   []byte("EHLO " + cfg.EHLO + "\r\n"),
+		ehlo:   cfg.EHLO,
 	}
 	if cfg.TLS {
 		if r.dial.tls, err = clientTLS(cfg); err != nil {
@@ -361,7 +363,7 @@ func (r *runner) work(ctx context.Context) {
 		if !ok {
 			break
 		}
-		if w.c == nil {
+		if w.tcp == nil {
 			if key := r.dial.open(ctx, &w.conn, timeout, h); key != "" {
 				r.fail(key)
 				// A server that refuses connections is not retried in a
@@ -373,7 +375,7 @@ func (r *runner) work(ctx context.Context) {
 				continue
 			}
 			r.conns.Add(1)
-			if w.offered {
+			if w.pipelining {
 				r.offered.Store(true)
 			}
 			w.sent = 0
@@ -388,7 +390,7 @@ func (r *runner) work(ctx context.Context) {
 			w.endSession()
 		}
 	}
-	if w.c != nil {
+	if w.tcp != nil {
 		w.endSession()
 	}
 	r.mu.Lock()
@@ -424,11 +426,11 @@ func (w *worker) transact(seq int64) (keep bool) {
 	rcpt := func(i int) []byte { return r.rcptCmds[(first+int64(i))%int64(len(r.rcptCmds))] }
 
 	t0 := time.Now()
-	_ = w.c.SetDeadline(t0.Add(cfg.Timeout))
-	if w.br.Buffered() > 0 {
+	_ = w.NetConn().SetDeadline(t0.Add(cfg.Timeout))
+	if w.Buffered() > 0 {
 		// The server said something nobody asked for, such as a second
 		// reply to the last end of data: the dialogue is out of step.
-		r.fail(stageMail + ": " + errUnsolicited.Error())
+		r.fail(smtpc.StageMail + ": " + smtpc.ErrUnsolicited.Error())
 		return false
 	}
 
@@ -446,7 +448,7 @@ func (w *worker) transact(seq int64) (keep bool) {
 	// they are counted as events once the message goes on to DATA.
 	accepted := 0
 	w.refused = w.refused[:0]
-	if cfg.Pipelining && w.offered {
+	if cfg.Pipelining && w.pipelining {
 		// RFC 2920: MAIL, the RCPTs and DATA go in one write; the replies
 		// come back in order.
 		b := append(w.envBuf[:0], r.mailCmd...)
@@ -455,18 +457,18 @@ func (w *worker) transact(seq int64) (keep bool) {
 		}
 		b = append(b, "DATA\r\n"...)
 		w.envBuf = b
-		if _, err := w.c.Write(b); err != nil {
-			r.fail(errKey(stageMail, err))
+		if err := w.Write(b); err != nil {
+			r.fail(errKey(smtpc.StageMail, err))
 			return false
 		}
 		var mailKey string
-		code, err := w.reply(false)
+		code, err := w.Reply()
 		if err != nil {
-			r.fail(errKey(stageMail, err))
+			r.fail(errKey(smtpc.StageMail, err))
 			return false
 		}
 		if code != 250 {
-			mailKey = w.replyKey(stageMail)
+			mailKey = w.replyKey(smtpc.StageMail)
 			if code == 421 {
 				r.fail(mailKey)
 				return false
@@ -477,14 +479,14 @@ func (w *worker) transact(seq int64) (keep bool) {
 				return false
 			}
 		}
-		code, err = w.reply(false)
+		code, err = w.Reply()
 		if err != nil {
-			r.fail(errKey(stageData, err))
+			r.fail(errKey(smtpc.StageData, err))
 			return false
 		}
 		if code != 354 {
 			// The first refusal is the reason: MAIL's, else a RCPT's.
-			key := w.replyKey(stageData)
+			key := w.replyKey(smtpc.StageData)
 			switch {
 			case mailKey != "":
 				key = mailKey
@@ -496,25 +498,25 @@ func (w *worker) transact(seq int64) (keep bool) {
 		if mailKey != "" || accepted == 0 {
 			// The server invites data for a transaction it refused: do
 			// not send a message it may store; drop the connection.
-			r.fail(stageData + ": 354 after a refused envelope")
+			r.fail(smtpc.StageData + ": 354 after a refused envelope")
 			return false
 		}
 	} else {
-		if _, err := w.c.Write(r.mailCmd); err != nil {
-			r.fail(errKey(stageMail, err))
+		if err := w.Write(r.mailCmd); err != nil {
+			r.fail(errKey(smtpc.StageMail, err))
 			return false
 		}
-		code, err := w.reply(false)
+		code, err := w.Reply()
 		if err != nil {
-			r.fail(errKey(stageMail, err))
+			r.fail(errKey(smtpc.StageMail, err))
 			return false
 		}
 		if code != 250 {
-			return failReply(w.replyKey(stageMail), code)
+			return failReply(w.replyKey(smtpc.StageMail), code)
 		}
 		for i := range cfg.Rcpts {
-			if _, err := w.c.Write(rcpt(i)); err != nil {
-				r.fail(errKey(stageRcpt, err))
+			if err := w.Write(rcpt(i)); err != nil {
+				r.fail(errKey(smtpc.StageRcpt, err))
 				return false
 			}
 			if !w.rcptReply(&accepted) {
@@ -524,17 +526,17 @@ func (w *worker) transact(seq int64) (keep bool) {
 		if accepted == 0 {
 			return failReply(w.refused[0], 0)
 		}
-		if _, err := w.c.Write([]byte("DATA\r\n")); err != nil {
-			r.fail(errKey(stageData, err))
+		if err := w.Write([]byte("DATA\r\n")); err != nil {
+			r.fail(errKey(smtpc.StageData, err))
 			return false
 		}
-		code, err = w.reply(false)
+		code, err = w.Reply()
 		if err != nil {
-			r.fail(errKey(stageData, err))
+			r.fail(errKey(smtpc.StageData, err))
 			return false
 		}
 		if code != 354 {
-			return failReply(w.replyKey(stageData), code)
+			return failReply(w.replyKey(smtpc.StageData), code)
 		}
 	}
 	for _, key := range w.refused {
@@ -546,24 +548,24 @@ func (w *worker) transact(seq int64) (keep bool) {
 	to := cfg.To[first%int64(len(cfg.To))]
 	w.hdr = appendHeader(w.hdr[:0], cfg.RunID, seq, cfg.From, to, r.date)
 	body := r.pool.body(size, len(w.hdr))
-	if err := w.writeData(w.hdr, body, endOfData); err != nil {
-		r.fail(errKey(stageSend, err))
+	if err := w.WriteData(w.hdr, body, endOfData); err != nil {
+		r.fail(errKey(smtpc.StageSend, err))
 		return false
 	}
 	t1 := time.Now()
-	code, err := w.reply(false)
+	code, err := w.Reply()
 	if err != nil {
-		r.fail(errKey(stageEnd, err))
+		r.fail(errKey(smtpc.StageEnd, err))
 		return false
 	}
 	if code != 250 {
-		return failReply(w.replyKey(stageEnd), code)
+		return failReply(w.replyKey(smtpc.StageEnd), code)
 	}
 	t2 := time.Now()
-	if w.br.Buffered() > 0 {
+	if w.Buffered() > 0 {
 		// More than one reply to the end of data: the message counts (it
 		// got its 250) but the dialogue is out of step; start afresh.
-		r.event(stageEnd + ": " + errUnsolicited.Error())
+		r.event(smtpc.StageEnd + ": " + smtpc.ErrUnsolicited.Error())
 		keep = false
 	}
 	w.acked = append(w.acked, seq)
@@ -579,38 +581,29 @@ func (w *worker) transact(seq int64) (keep bool) {
 	return keep
 }
 
-// rset resets the transaction after a refusal; false if that fails.
 // rcptReply reads one RCPT reply: an acceptance counts in accepted, a
 // refusal is noted; it returns false when the session cannot go on.
 func (w *worker) rcptReply(accepted *int) bool {
-	code, err := w.reply(false)
+	code, err := w.Reply()
 	switch {
 	case err != nil:
-		w.r.fail(errKey(stageRcpt, err))
+		w.r.fail(errKey(smtpc.StageRcpt, err))
 		return false
 	case code/100 == 2:
 		*accepted++
 	case code == 421:
-		w.r.fail(w.replyKey(stageRcpt))
+		w.r.fail(w.replyKey(smtpc.StageRcpt))
 		return false
 	default:
-		w.refused = append(w.refused, w.replyKey(stageRcpt))
+		w.refused = append(w.refused, w.replyKey(smtpc.StageRcpt))
 	}
 	return true
 }
 
+// rset resets the transaction after a refusal; false if that fails.
 func (w *worker) rset() bool {
-	if _, err := w.c.Write([]byte("RSET\r\n")); err != nil {
-		w.r.event(errKey(stageRset, err))
-		return false
-	}
-	code, err := w.reply(false)
-	if err != nil {
-		w.r.event(errKey(stageRset, err))
-		return false
-	}
-	if code != 250 {
-		w.r.event(w.replyKey(stageRset))
+	if err := w.Rset(); err != nil {
+		w.r.event(keyOf(err))
 		return false
 	}
 	return true
