@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -57,9 +58,6 @@ type runner struct {
 	hTLS                            *hdrhistogram.Histogram
 	errors                          map[string]int64
 	acked                           []int64
-	// sizes are the stored sizes of the acked messages, by seq, for
-	// -verify-maildir.
-	sizes map[int64]int64
 }
 
 // Run sends the load described by cfg and returns what it measured. It
@@ -84,7 +82,6 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		hTxn:      newHistogram(),
 		hTLS:      newHistogram(),
 		errors:    make(map[string]int64),
-		sizes:     make(map[int64]int64),
 	}
 	r.dial = &dialer{
 		addr:   addr,
@@ -223,13 +220,46 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Server = proc.stats(res.Delivered)
 	}
 	if cfg.VerifyMaildir != "" {
-		v, err := VerifyMaildir(cfg.VerifyMaildir, cfg.RunID, res.Acked, r.sizes)
+		v, err := VerifyMaildir(cfg.VerifyMaildir, cfg.RunID, r.expected(res.Acked), false)
 		if err != nil {
 			return res, fmt.Errorf("verify-maildir: %w", err)
 		}
 		res.Verify = v
 	}
 	return res, nil
+}
+
+// message appends the header of message seq to hdr and returns it with
+// the message's body, which the end of data follows.
+func (r *runner) message(hdr []byte, seq int64) ([]byte, []byte) {
+	cfg := &r.cfg
+	to := cfg.To[(seq-1)*int64(cfg.Rcpts)%int64(len(cfg.To))]
+	hdr = appendHeader(hdr, cfg.RunID, seq, cfg.From, to, r.date)
+	return hdr, r.pool.body(cfg.Size.Of(cfg.Seed, seq), len(hdr))
+}
+
+// expected is what VerifyMaildir must find of the acked messages: each
+// one's stored size and SHA-256, computed again from its seq after the
+// load (so that hashing costs the load nothing), on every CPU.
+func (r *runner) expected(acked []int64) []Sent {
+	sent := make([]Sent, len(acked))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), max(len(acked), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var hdr []byte
+			for i := next.Add(1) - 1; i < int64(len(acked)); i = next.Add(1) - 1 {
+				var body []byte
+				hdr, body = r.message(hdr[:0], acked[i])
+				sent[i] = Sent{Seq: acked[i], Acked: true, Size: storedSize(hdr, body),
+					Sum: storedSum(hdr, body, endOfData[:2])}
+			}
+		}()
+	}
+	wg.Wait()
+	return sent
 }
 
 // clientTLS is the client's TLS configuration for cfg: the server name
@@ -341,9 +371,6 @@ type worker struct {
 	envBuf []byte // the pipelined envelope
 	hdr    []byte // the message header
 	acked  []int64
-	// sizes are the stored sizes of acked, in the same order (with
-	// VerifyMaildir only).
-	sizes []int64
 	// refused are the error keys of the refused recipients of the
 	// current message.
 	refused []string
@@ -395,9 +422,6 @@ func (r *runner) work(ctx context.Context) {
 	}
 	r.mu.Lock()
 	r.acked = append(r.acked, w.acked...)
-	for i, n := range w.sizes {
-		r.sizes[w.acked[i]] = n
-	}
 	r.mu.Unlock()
 }
 
@@ -421,7 +445,6 @@ func (w *worker) transact(seq int64) (keep bool) {
 	keep = true
 	r := w.r
 	cfg := &r.cfg
-	size := cfg.Size.Of(cfg.Seed, seq)
 	first := (seq - 1) * int64(cfg.Rcpts)
 	rcpt := func(i int) []byte { return r.rcptCmds[(first+int64(i))%int64(len(r.rcptCmds))] }
 
@@ -545,9 +568,8 @@ func (w *worker) transact(seq int64) (keep bool) {
 
 	// The data: header, a prefix of the shared body, and the end of data,
 	// in one writev.
-	to := cfg.To[first%int64(len(cfg.To))]
-	w.hdr = appendHeader(w.hdr[:0], cfg.RunID, seq, cfg.From, to, r.date)
-	body := r.pool.body(size, len(w.hdr))
+	var body []byte
+	w.hdr, body = r.message(w.hdr[:0], seq)
 	if err := w.WriteData(w.hdr, body, endOfData); err != nil {
 		r.fail(errKey(smtpc.StageSend, err))
 		return false
@@ -569,9 +591,6 @@ func (w *worker) transact(seq int64) (keep bool) {
 		keep = false
 	}
 	w.acked = append(w.acked, seq)
-	if cfg.VerifyMaildir != "" {
-		w.sizes = append(w.sizes, storedSize(w.hdr, body))
-	}
 	r.delivered.Add(1)
 	r.bytes.Add(int64(len(w.hdr) + len(body) + 2))
 	r.mu.Lock()
