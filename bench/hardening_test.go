@@ -2,8 +2,8 @@ package bench
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"os"
 	"reflect"
