@@ -1,11 +1,11 @@
 package server
 
 import (
-	"bufio"
 	"net"
 	"runtime"
-	"strings"
 	"testing"
+
+	"github.com/nanomx/nanomx/bench/smtpc"
 )
 
 // TestIdleConnMemory measures the Go heap an idle session holds after its
@@ -31,19 +31,9 @@ func TestIdleConnMemory(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			br := bufio.NewReader(c)
-			if l, _ := br.ReadString('\n'); !strings.HasPrefix(l, "220") {
-				t.Fatalf("greeting %q", l)
-			}
-			c.Write([]byte("EHLO client.example.org\r\n"))
-			for {
-				l, err := br.ReadString('\n')
-				if err != nil {
-					t.Fatal(err)
-				}
-				if strings.HasPrefix(l, "250 ") {
-					break
-				}
+			// The client is dropped once EHLO is answered: only c is held.
+			if err := smtpc.New(c).Hello("client.example.org"); err != nil {
+				t.Fatal(err)
 			}
 			conns = append(conns, c)
 		}
