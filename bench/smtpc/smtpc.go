@@ -357,7 +357,8 @@ func (c *Conn) StartTLS(cfg *tls.Config) error {
 
 // Handshake runs a TLS client handshake over the connection, as after the
 // server's 220 to STARTTLS, and from then on speaks over TLS. Its
-// duration goes to HandshakeTime.
+// duration goes to HandshakeTime. With Timeout set it bounds the
+// handshake, and the connection has no deadline afterwards.
 func (c *Conn) Handshake(cfg *tls.Config) error {
 	tc := tls.Client(c.nc, cfg)
 	if c.Timeout > 0 {
@@ -368,6 +369,9 @@ func (c *Conn) Handshake(cfg *tls.Config) error {
 		return &Error{Stage: StageTLS, Err: err}
 	}
 	c.HandshakeTime = time.Since(t0)
+	if c.Timeout > 0 {
+		_ = tc.SetDeadline(time.Time{})
+	}
 	c.nc = tc
 	c.br.Reset(tc)
 	c.inTLS = true

@@ -193,9 +193,14 @@ func TestStartTLS(t *testing.T) {
 	if err := c.Hello("client.test"); err != nil || !c.Ext("STARTTLS") {
 		t.Fatalf("hello: %v, %q", err, c.Text())
 	}
+	c.Timeout = 2 * time.Second
 	if err := c.StartTLS(p.Client()); err != nil {
 		t.Fatal(err)
 	}
+	// The handshake's deadline does not outlive it: raw use of NetConn
+	// (Timeout 0) is not cut by it.
+	c.Timeout = 0
+	time.Sleep(2100 * time.Millisecond)
 	if _, ok := c.NetConn().(*tls.Conn); !ok || !c.TLS() || c.HandshakeTime <= 0 {
 		t.Fatalf("after StartTLS: %T, TLS %v, took %v", c.NetConn(), c.TLS(), c.HandshakeTime)
 	}
