@@ -299,7 +299,8 @@ func TestVerifyMaildir(t *testing.T) {
 		return nil
 	})
 	want := Verify{Dir: dir, Files: 10, Acked: 9, Present: 8, Lost: 1, Duplicates: 1, Unacked: 1,
-		Bytes: stored, SizeChecked: 9, LostMarkers: []string{"rtest-3"}, DuplicateMarkers: []string{"rtest-5"}}
+		Bytes: stored, SizeChecked: 9, SumChecked: 9, LostMarkers: []string{"rtest-3"}, DuplicateMarkers: []string{"rtest-5"},
+		Problems: []string{"rtest-5 stored 2 times in bench.test/bench", "rtest-3 acked, and in no Maildir"}}
 	if !reflect.DeepEqual(*v, want) {
 		t.Errorf("verify = %+v\nwant %+v", *v, want)
 	}
@@ -312,20 +313,29 @@ func TestVerifyMaildir(t *testing.T) {
 	}
 
 	// A Maildir the server never made holds nothing: lost, if acked.
-	none, err := VerifyMaildir(filepath.Join(dir, "none"), "rtest", []int64{1}, nil)
+	none, err := VerifyMaildir(filepath.Join(dir, "none"), "rtest", acked(1), false)
 	if err != nil || none.Files != 0 || none.Lost != 1 {
 		t.Errorf("missing Maildir: %+v, %v", none, err)
 	}
-	none, err = VerifyMaildir(filepath.Join(dir, "none"), "rtest", nil, nil)
+	none, err = VerifyMaildir(filepath.Join(dir, "none"), "rtest", nil, false)
 	if err != nil || !none.OK() {
 		t.Errorf("missing Maildir, nothing acked: %+v, %v", none, err)
 	}
 
 	// The same messages under another run id are not this run's.
-	other, err := VerifyMaildir(dir, "rother", res.Acked, nil)
+	other, err := VerifyMaildir(dir, "rother", acked(res.Acked...), false)
 	if err != nil || other.Lost != 9 || other.Unacked != 0 {
 		t.Errorf("other run: %+v, %v", other, err)
 	}
+}
+
+// acked lists messages acked, without sizes or sums.
+func acked(seqs ...int64) []Sent {
+	var s []Sent
+	for _, seq := range seqs {
+		s = append(s, Sent{Seq: seq, Acked: true})
+	}
+	return s
 }
 
 // A message in two Maildirs (two recipients) is not a duplicate.
@@ -341,7 +351,7 @@ func TestVerifyTwoMailboxes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	v, err := VerifyMaildir(dir, "r1", []int64{1, 2}, nil)
+	v, err := VerifyMaildir(dir, "r1", acked(1, 2), false)
 	if err != nil {
 		t.Fatal(err)
 	}

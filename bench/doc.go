@@ -8,7 +8,12 @@
 // and fsyncs) with HdrHistogram. A message counts as delivered only when
 // its end of data is answered 250. Each message carries a marker header,
 // "X-Nanomx-Bench: <runid>-<seq>", so that VerifyMaildir can check
-// afterwards that every acknowledged message was stored, once.
+// afterwards that every acknowledged message was stored, once and intact
+// (its size, its SHA-256 and the ,S= of its file name). The crash test of
+// nanomx uses VerifyMaildir for its own load.
+//
+// Sessions speak SMTP through package smtpc, the client the tests of
+// nanomx share.
 //
 // With Config.TLS every session, the held ones included, upgrades with
 // STARTTLS (RFC 3207) after EHLO and says EHLO again; the handshakes of

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"os"
 	"reflect"
@@ -202,7 +203,8 @@ func TestVerifySizes(t *testing.T) {
 	})
 	res := run(t, s, Config{Conns: 1, Count: 5, Size: Size{Mix: true}, VerifyMaildir: dir})
 	v := res.Verify
-	if v.SizeChecked != 5 || v.SizeMismatch != 2 || !slices.Equal(v.MismatchMarkers, []string{"rtest-4", "rtest-5"}) || v.OK() {
+	if v.SizeChecked != 5 || v.SizeMismatch != 2 || !slices.Equal(v.MismatchMarkers, []string{"rtest-4", "rtest-5"}) ||
+		v.SumChecked != 5 || v.SumMismatch != 2 || v.OK() {
 		t.Errorf("verify = %+v", v)
 	}
 	var total int64
@@ -215,8 +217,8 @@ func TestVerifySizes(t *testing.T) {
 	}
 }
 
-// storedSize is the length of the message in LF form, for bodies cut
-// anywhere in the pool.
+// storedSize and storedSum are the length and hash of the message in LF
+// form, for bodies cut anywhere in the pool.
 func TestStoredSize(t *testing.T) {
 	pool := newBodyPool(2000, 1)
 	for size := int64(1); size < 1500; size += 7 {
@@ -224,8 +226,12 @@ func TestStoredSize(t *testing.T) {
 		body := pool.body(size, len(hdr))
 		msg := slices.Concat(hdr, body, []byte("\r\n"))
 		want := int64(len(bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n"))))
+		lf := bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n"))
 		if got := storedSize(hdr, body); got != want {
 			t.Fatalf("size %d: storedSize %d, want %d", size, got, want)
+		}
+		if storedSum(hdr, body, []byte("\r\n")) != sha256.Sum256(lf) {
+			t.Fatalf("size %d: storedSum is not the SHA-256 of the LF form", size)
 		}
 	}
 }

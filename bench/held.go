@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -12,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/nanomx/nanomx/bench/smtpc"
 )
 
 // heldConn is an idle or slow session held open during the load.
@@ -65,11 +66,11 @@ func (r *runner) openHeld(ctx context.Context, n int, report *HeldReport, d *dia
 				} else {
 					// Held past the set-up's deadline: only the run's
 					// end (c.cut) and the server may end it now.
-					_ = c.c.SetDeadline(time.Time{})
-					held = append(held, &heldConn{c: c.c, cut: c.cut, opened: time.Now()})
+					_ = c.NetConn().SetDeadline(time.Time{})
+					held = append(held, &heldConn{c: c.NetConn(), cut: c.cut, opened: time.Now()})
 				}
 				mu.Unlock()
-				c.c = nil
+				c.tcp = nil
 			}
 		}()
 	}
@@ -109,7 +110,7 @@ func (r *runner) openIdle(ctx context.Context, n int) *idleSet {
 // RSET, or a 421, fails the session.
 func (r *runner) idleTxn(c *conn, i int64, rec func(func(*HeldReport))) string {
 	cfg := &r.cfg
-	_ = c.c.SetDeadline(time.Now().Add(cfg.Timeout))
+	_ = c.NetConn().SetDeadline(time.Now().Add(cfg.Timeout))
 	fail := func(key string) string {
 		c.close()
 		return key
@@ -125,34 +126,34 @@ func (r *runner) idleTxn(c *conn, i int64, rec func(func(*HeldReport))) string {
 	var accepted int64
 	refused := map[string]int64{}
 	rcpt := func() string {
-		code, err := c.reply(false)
+		code, err := c.Reply()
 		switch {
 		case err != nil:
-			return fail(errKey(stageRcpt, err))
+			return fail(errKey(smtpc.StageRcpt, err))
 		case code/100 == 2:
 			accepted++
 		case code == 421:
-			return fail(c.replyKey(stageRcpt))
+			return fail(c.replyKey(smtpc.StageRcpt))
 		default:
-			refused[c.replyKey(stageRcpt)]++
+			refused[c.replyKey(smtpc.StageRcpt)]++
 		}
 		return ""
 	}
-	if c.offered {
+	if c.pipelining {
 		b := append([]byte(nil), r.mailCmd...)
 		for j := range cfg.IdleRcpts {
 			b = cmd(b, j)
 		}
-		if _, err := c.c.Write(b); err != nil {
-			return fail(errKey(stageMail, err))
+		if err := c.Write(b); err != nil {
+			return fail(errKey(smtpc.StageMail, err))
 		}
-		code, err := c.reply(false)
+		code, err := c.Reply()
 		if err != nil {
-			return fail(errKey(stageMail, err))
+			return fail(errKey(smtpc.StageMail, err))
 		}
 		mailKey := ""
 		if code != 250 {
-			mailKey = c.replyKey(stageMail)
+			mailKey = c.replyKey(smtpc.StageMail)
 		}
 		for range cfg.IdleRcpts {
 			if key := rcpt(); key != "" {
@@ -163,32 +164,22 @@ func (r *runner) idleTxn(c *conn, i int64, rec func(func(*HeldReport))) string {
 			return fail(mailKey)
 		}
 	} else {
-		if _, err := c.c.Write(r.mailCmd); err != nil {
-			return fail(errKey(stageMail, err))
-		}
-		if code, err := c.reply(false); err != nil {
-			return fail(errKey(stageMail, err))
-		} else if code != 250 {
-			return fail(c.replyKey(stageMail))
+		if err := c.Step(smtpc.StageMail, r.mailCmd, 250); err != nil {
+			return fail(keyOf(err))
 		}
 		var b []byte
 		for j := range cfg.IdleRcpts {
 			b = cmd(b[:0], j)
-			if _, err := c.c.Write(b); err != nil {
-				return fail(errKey(stageRcpt, err))
+			if err := c.Write(b); err != nil {
+				return fail(errKey(smtpc.StageRcpt, err))
 			}
 			if key := rcpt(); key != "" {
 				return key
 			}
 		}
 	}
-	if _, err := c.c.Write([]byte("RSET\r\n")); err != nil {
-		return fail(errKey(stageRset, err))
-	}
-	if code, err := c.reply(false); err != nil {
-		return fail(errKey(stageRset, err))
-	} else if code != 250 {
-		return fail(c.replyKey(stageRset))
+	if err := c.Rset(); err != nil {
+		return fail(keyOf(err))
 	}
 	rec(func(h *HeldReport) {
 		h.RcptsAccepted += accepted
@@ -229,31 +220,19 @@ func (r *runner) openSilent(ctx context.Context, n int) *idleSet {
 // RCPT TO:<SilentRcpt>, each answered, then BDAT with session i's size
 // (RFC 3030), whose reply is owed only once that many octets arrive.
 func (r *runner) silentTxn(c *conn, i int64, _ func(func(*HeldReport))) string {
-	_ = c.c.SetDeadline(time.Now().Add(r.cfg.Timeout))
-	for _, step := range []struct {
-		stage, cmd string
-	}{
-		{stageMail, "MAIL FROM:<>\r\n"},
-		{stageRcpt, "RCPT TO:<" + r.cfg.SilentRcpt + ">\r\n"},
-	} {
-		if _, err := c.c.Write([]byte(step.cmd)); err != nil {
-			c.close()
-			return errKey(step.stage, err)
-		}
-		code, err := c.reply(false)
-		if err != nil {
-			c.close()
-			return errKey(step.stage, err)
-		}
-		if code/100 != 2 {
-			c.close()
-			return c.replyKey(step.stage)
-		}
+	_ = c.NetConn().SetDeadline(time.Now().Add(r.cfg.Timeout))
+	err := c.Mail("")
+	if err == nil {
+		err = c.Rcpt(r.cfg.SilentRcpt)
+	}
+	if err != nil {
+		c.close()
+		return keyOf(err)
 	}
 	sizes := r.cfg.SilentBDAT
-	if _, err := fmt.Fprintf(c.c, "BDAT %d\r\n", sizes[(i-1)%int64(len(sizes))]); err != nil {
+	if err := c.Write(fmt.Appendf(nil, "BDAT %d\r\n", sizes[(i-1)%int64(len(sizes))])); err != nil {
 		c.close()
-		return errKey(stageBdat, err)
+		return errKey(smtpc.StageBdat, err)
 	}
 	return ""
 }
@@ -333,8 +312,10 @@ func closeOutcome(err error, reply string) string {
 // replyTextOf is "421 4.4.2" for the first reply line in b.
 func replyTextOf(b []byte) string {
 	line, _, _ := bytes.Cut(b, []byte("\n"))
-	c := conn{last: line}
-	return c.replyText()
+	if s := smtpc.StatusOf(line); s != "" {
+		return s
+	}
+	return smtpc.ErrMalformed.Error()
 }
 
 // slowSender trickles one transaction, a byte at a time.
@@ -417,10 +398,11 @@ func (s *slowSender) trickle(script []byte, interval, timeout time.Duration, sto
 // read notes the server's replies until the connection ends, and how it
 // ended.
 func (s *slowSender) read() {
-	c := conn{c: s.c, br: bufio.NewReaderSize(s.c, 1024)}
+	var c smtpc.Conn
+	c.Reset(s.c)
 	bad, quit := "", false
 	for {
-		code, err := c.reply(false)
+		code, err := c.Reply()
 		if err != nil {
 			s.mu.Lock()
 			if !s.done {
@@ -443,7 +425,7 @@ func (s *slowSender) read() {
 		case code == 221:
 			quit = true
 		case code >= 400:
-			bad = c.replyText()
+			bad = c.Status()
 		}
 	}
 }

@@ -143,7 +143,11 @@ func (r *Result) WriteText(w io.Writer) error {
 		}
 		pf("verify      %s: %d files; %d acked: %d present, %d LOST; %d DUPLICATE; %d present but not acked\n",
 			status, v.Files, v.Acked, v.Present, v.Lost, v.Duplicates, v.Unacked)
-		pf("  sizes: %d checked, %d WRONG; %.1f MB stored\n", v.SizeChecked, v.SizeMismatch, float64(v.Bytes)/1e6)
+		pf("  sizes: %d checked, %d WRONG; contents (SHA-256): %d checked, %d WRONG; S= in names: %d checked, %d WRONG; %.1f MB stored\n",
+			v.SizeChecked, v.SizeMismatch, v.SumChecked, v.SumMismatch, v.NameSizeChecked, v.NameSizeMismatch, float64(v.Bytes)/1e6)
+		if n := v.Incomplete + v.Misplaced + v.Unended + v.Unknown; n > 0 {
+			pf("  %d INCOMPLETE, %d MISPLACED, %d stored before their end of data, %d UNKNOWN\n", v.Incomplete, v.Misplaced, v.Unended, v.Unknown)
+		}
 		if len(v.LostMarkers) > 0 {
 			pf("  lost: %s\n", strings.Join(v.LostMarkers, " "))
 		}
@@ -152,6 +156,9 @@ func (r *Result) WriteText(w io.Writer) error {
 		}
 		if len(v.MismatchMarkers) > 0 {
 			pf("  wrong size: %s\n", strings.Join(v.MismatchMarkers, " "))
+		}
+		for _, p := range v.Problems {
+			pf("  problem: %s\n", p)
 		}
 	}
 	return ew.err

@@ -7,12 +7,15 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/nanomx/nanomx/bench/smtpc"
 )
 
 // Reasons a load phase stopped.
@@ -55,9 +58,6 @@ type runner struct {
 	hTLS                            *hdrhistogram.Histogram
 	errors                          map[string]int64
 	acked                           []int64
-	// sizes are the stored sizes of the acked messages, by seq, for
-	// -verify-maildir.
-	sizes map[int64]int64
 }
 
 // Run sends the load described by cfg and returns what it measured. It
@@ -82,13 +82,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		hTxn:      newHistogram(),
 		hTLS:      newHistogram(),
 		errors:    make(map[string]int64),
-		sizes:     make(map[int64]int64),
 	}
 	r.dial = &dialer{
 		addr:   addr,
 		spread: cfg.SpreadSources && addr.IP.To4() != nil && addr.IP.To4()[0] == 127,
 		src:    r.nextSource,
-		ehlo:   []byte("EHLO " + cfg.EHLO + "\r\n"),
+		ehlo:   cfg.EHLO,
 	}
 	if cfg.TLS {
 		if r.dial.tls, err = clientTLS(cfg); err != nil {
@@ -221,13 +220,46 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		res.Server = proc.stats(res.Delivered)
 	}
 	if cfg.VerifyMaildir != "" {
-		v, err := VerifyMaildir(cfg.VerifyMaildir, cfg.RunID, res.Acked, r.sizes)
+		v, err := VerifyMaildir(cfg.VerifyMaildir, cfg.RunID, r.expected(res.Acked), false)
 		if err != nil {
 			return res, fmt.Errorf("verify-maildir: %w", err)
 		}
 		res.Verify = v
 	}
 	return res, nil
+}
+
+// message appends the header of message seq to hdr and returns it with
+// the message's body, which the end of data follows.
+func (r *runner) message(hdr []byte, seq int64) ([]byte, []byte) {
+	cfg := &r.cfg
+	to := cfg.To[(seq-1)*int64(cfg.Rcpts)%int64(len(cfg.To))]
+	hdr = appendHeader(hdr, cfg.RunID, seq, cfg.From, to, r.date)
+	return hdr, r.pool.body(cfg.Size.Of(cfg.Seed, seq), len(hdr))
+}
+
+// expected is what VerifyMaildir must find of the acked messages: each
+// one's stored size and SHA-256, computed again from its seq after the
+// load (so that hashing costs the load nothing), on every CPU.
+func (r *runner) expected(acked []int64) []Sent {
+	sent := make([]Sent, len(acked))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), max(len(acked), 1)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var hdr []byte
+			for i := next.Add(1) - 1; i < int64(len(acked)); i = next.Add(1) - 1 {
+				var body []byte
+				hdr, body = r.message(hdr[:0], acked[i])
+				sent[i] = Sent{Seq: acked[i], Acked: true, Size: storedSize(hdr, body),
+					Sum: storedSum(hdr, body, endOfData[:2])}
+			}
+		}()
+	}
+	wg.Wait()
+	return sent
 }
 
 // clientTLS is the client's TLS configuration for cfg: the server name
@@ -339,9 +371,6 @@ type worker struct {
 	envBuf []byte // the pipelined envelope
 	hdr    []byte // the message header
 	acked  []int64
-	// sizes are the stored sizes of acked, in the same order (with
-	// VerifyMaildir only).
-	sizes []int64
 	// refused are the error keys of the refused recipients of the
 	// current message.
 	refused []string
@@ -361,7 +390,7 @@ func (r *runner) work(ctx context.Context) {
 		if !ok {
 			break
 		}
-		if w.c == nil {
+		if w.tcp == nil {
 			if key := r.dial.open(ctx, &w.conn, timeout, h); key != "" {
 				r.fail(key)
 				// A server that refuses connections is not retried in a
@@ -373,7 +402,7 @@ func (r *runner) work(ctx context.Context) {
 				continue
 			}
 			r.conns.Add(1)
-			if w.offered {
+			if w.pipelining {
 				r.offered.Store(true)
 			}
 			w.sent = 0
@@ -388,14 +417,11 @@ func (r *runner) work(ctx context.Context) {
 			w.endSession()
 		}
 	}
-	if w.c != nil {
+	if w.tcp != nil {
 		w.endSession()
 	}
 	r.mu.Lock()
 	r.acked = append(r.acked, w.acked...)
-	for i, n := range w.sizes {
-		r.sizes[w.acked[i]] = n
-	}
 	r.mu.Unlock()
 }
 
@@ -419,16 +445,15 @@ func (w *worker) transact(seq int64) (keep bool) {
 	keep = true
 	r := w.r
 	cfg := &r.cfg
-	size := cfg.Size.Of(cfg.Seed, seq)
 	first := (seq - 1) * int64(cfg.Rcpts)
 	rcpt := func(i int) []byte { return r.rcptCmds[(first+int64(i))%int64(len(r.rcptCmds))] }
 
 	t0 := time.Now()
-	_ = w.c.SetDeadline(t0.Add(cfg.Timeout))
-	if w.br.Buffered() > 0 {
+	_ = w.NetConn().SetDeadline(t0.Add(cfg.Timeout))
+	if w.Buffered() > 0 {
 		// The server said something nobody asked for, such as a second
 		// reply to the last end of data: the dialogue is out of step.
-		r.fail(stageMail + ": " + errUnsolicited.Error())
+		r.fail(smtpc.StageMail + ": " + smtpc.ErrUnsolicited.Error())
 		return false
 	}
 
@@ -446,7 +471,7 @@ func (w *worker) transact(seq int64) (keep bool) {
 	// they are counted as events once the message goes on to DATA.
 	accepted := 0
 	w.refused = w.refused[:0]
-	if cfg.Pipelining && w.offered {
+	if cfg.Pipelining && w.pipelining {
 		// RFC 2920: MAIL, the RCPTs and DATA go in one write; the replies
 		// come back in order.
 		b := append(w.envBuf[:0], r.mailCmd...)
@@ -455,18 +480,18 @@ func (w *worker) transact(seq int64) (keep bool) {
 		}
 		b = append(b, "DATA\r\n"...)
 		w.envBuf = b
-		if _, err := w.c.Write(b); err != nil {
-			r.fail(errKey(stageMail, err))
+		if err := w.Write(b); err != nil {
+			r.fail(errKey(smtpc.StageMail, err))
 			return false
 		}
 		var mailKey string
-		code, err := w.reply(false)
+		code, err := w.Reply()
 		if err != nil {
-			r.fail(errKey(stageMail, err))
+			r.fail(errKey(smtpc.StageMail, err))
 			return false
 		}
 		if code != 250 {
-			mailKey = w.replyKey(stageMail)
+			mailKey = w.replyKey(smtpc.StageMail)
 			if code == 421 {
 				r.fail(mailKey)
 				return false
@@ -477,14 +502,14 @@ func (w *worker) transact(seq int64) (keep bool) {
 				return false
 			}
 		}
-		code, err = w.reply(false)
+		code, err = w.Reply()
 		if err != nil {
-			r.fail(errKey(stageData, err))
+			r.fail(errKey(smtpc.StageData, err))
 			return false
 		}
 		if code != 354 {
 			// The first refusal is the reason: MAIL's, else a RCPT's.
-			key := w.replyKey(stageData)
+			key := w.replyKey(smtpc.StageData)
 			switch {
 			case mailKey != "":
 				key = mailKey
@@ -496,25 +521,25 @@ func (w *worker) transact(seq int64) (keep bool) {
 		if mailKey != "" || accepted == 0 {
 			// The server invites data for a transaction it refused: do
 			// not send a message it may store; drop the connection.
-			r.fail(stageData + ": 354 after a refused envelope")
+			r.fail(smtpc.StageData + ": 354 after a refused envelope")
 			return false
 		}
 	} else {
-		if _, err := w.c.Write(r.mailCmd); err != nil {
-			r.fail(errKey(stageMail, err))
+		if err := w.Write(r.mailCmd); err != nil {
+			r.fail(errKey(smtpc.StageMail, err))
 			return false
 		}
-		code, err := w.reply(false)
+		code, err := w.Reply()
 		if err != nil {
-			r.fail(errKey(stageMail, err))
+			r.fail(errKey(smtpc.StageMail, err))
 			return false
 		}
 		if code != 250 {
-			return failReply(w.replyKey(stageMail), code)
+			return failReply(w.replyKey(smtpc.StageMail), code)
 		}
 		for i := range cfg.Rcpts {
-			if _, err := w.c.Write(rcpt(i)); err != nil {
-				r.fail(errKey(stageRcpt, err))
+			if err := w.Write(rcpt(i)); err != nil {
+				r.fail(errKey(smtpc.StageRcpt, err))
 				return false
 			}
 			if !w.rcptReply(&accepted) {
@@ -524,17 +549,17 @@ func (w *worker) transact(seq int64) (keep bool) {
 		if accepted == 0 {
 			return failReply(w.refused[0], 0)
 		}
-		if _, err := w.c.Write([]byte("DATA\r\n")); err != nil {
-			r.fail(errKey(stageData, err))
+		if err := w.Write([]byte("DATA\r\n")); err != nil {
+			r.fail(errKey(smtpc.StageData, err))
 			return false
 		}
-		code, err = w.reply(false)
+		code, err = w.Reply()
 		if err != nil {
-			r.fail(errKey(stageData, err))
+			r.fail(errKey(smtpc.StageData, err))
 			return false
 		}
 		if code != 354 {
-			return failReply(w.replyKey(stageData), code)
+			return failReply(w.replyKey(smtpc.StageData), code)
 		}
 	}
 	for _, key := range w.refused {
@@ -543,33 +568,29 @@ func (w *worker) transact(seq int64) (keep bool) {
 
 	// The data: header, a prefix of the shared body, and the end of data,
 	// in one writev.
-	to := cfg.To[first%int64(len(cfg.To))]
-	w.hdr = appendHeader(w.hdr[:0], cfg.RunID, seq, cfg.From, to, r.date)
-	body := r.pool.body(size, len(w.hdr))
-	if err := w.writeData(w.hdr, body, endOfData); err != nil {
-		r.fail(errKey(stageSend, err))
+	var body []byte
+	w.hdr, body = r.message(w.hdr[:0], seq)
+	if err := w.WriteData(w.hdr, body, endOfData); err != nil {
+		r.fail(errKey(smtpc.StageSend, err))
 		return false
 	}
 	t1 := time.Now()
-	code, err := w.reply(false)
+	code, err := w.Reply()
 	if err != nil {
-		r.fail(errKey(stageEnd, err))
+		r.fail(errKey(smtpc.StageEnd, err))
 		return false
 	}
 	if code != 250 {
-		return failReply(w.replyKey(stageEnd), code)
+		return failReply(w.replyKey(smtpc.StageEnd), code)
 	}
 	t2 := time.Now()
-	if w.br.Buffered() > 0 {
+	if w.Buffered() > 0 {
 		// More than one reply to the end of data: the message counts (it
 		// got its 250) but the dialogue is out of step; start afresh.
-		r.event(stageEnd + ": " + errUnsolicited.Error())
+		r.event(smtpc.StageEnd + ": " + smtpc.ErrUnsolicited.Error())
 		keep = false
 	}
 	w.acked = append(w.acked, seq)
-	if cfg.VerifyMaildir != "" {
-		w.sizes = append(w.sizes, storedSize(w.hdr, body))
-	}
 	r.delivered.Add(1)
 	r.bytes.Add(int64(len(w.hdr) + len(body) + 2))
 	r.mu.Lock()
@@ -579,38 +600,29 @@ func (w *worker) transact(seq int64) (keep bool) {
 	return keep
 }
 
-// rset resets the transaction after a refusal; false if that fails.
 // rcptReply reads one RCPT reply: an acceptance counts in accepted, a
 // refusal is noted; it returns false when the session cannot go on.
 func (w *worker) rcptReply(accepted *int) bool {
-	code, err := w.reply(false)
+	code, err := w.Reply()
 	switch {
 	case err != nil:
-		w.r.fail(errKey(stageRcpt, err))
+		w.r.fail(errKey(smtpc.StageRcpt, err))
 		return false
 	case code/100 == 2:
 		*accepted++
 	case code == 421:
-		w.r.fail(w.replyKey(stageRcpt))
+		w.r.fail(w.replyKey(smtpc.StageRcpt))
 		return false
 	default:
-		w.refused = append(w.refused, w.replyKey(stageRcpt))
+		w.refused = append(w.refused, w.replyKey(smtpc.StageRcpt))
 	}
 	return true
 }
 
+// rset resets the transaction after a refusal; false if that fails.
 func (w *worker) rset() bool {
-	if _, err := w.c.Write([]byte("RSET\r\n")); err != nil {
-		w.r.event(errKey(stageRset, err))
-		return false
-	}
-	code, err := w.reply(false)
-	if err != nil {
-		w.r.event(errKey(stageRset, err))
-		return false
-	}
-	if code != 250 {
-		w.r.event(w.replyKey(stageRset))
+	if err := w.Rset(); err != nil {
+		w.r.event(keyOf(err))
 		return false
 	}
 	return true

@@ -316,5 +316,13 @@ func (rc *replyCounter) feed(p []byte) {
 // "ddd text" or "ddd" alone.
 func isFinalReply(line []byte) bool {
 	line = bytes.TrimRight(line, "\r\n")
-	return len(line) >= 3 && isDigits(line[:3]) && (len(line) == 3 || line[3] == ' ')
+	if len(line) < 3 || (len(line) > 3 && line[3] != ' ') {
+		return false
+	}
+	for _, c := range line[:3] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }

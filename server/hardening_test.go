@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nanomx/nanomx/bench/smtpc"
 	"github.com/nanomx/nanomx/proto"
 )
 
@@ -240,8 +240,7 @@ func dialFrom(t *testing.T, local, addr string) *client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return &client{t: t, c: c, br: bufio.NewReader(c)}
+	return newClient(t, c)
 }
 
 // readAll reads until the server closes and returns the reply lines.
@@ -271,22 +270,15 @@ func TestHalfCloseAfterPipelinedQuit(t *testing.T) {
 			bs := &blockingSyncer{entered: make(chan struct{}, 8), release: make(chan struct{})}
 			cfg.syncer = bs
 			r := start(t, cfg)
-			c, err := net.Dial("tcp", r.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_, err = c.Write([]byte("EHLO c.test\r\nMAIL FROM:<s@sender.test>\r\nRCPT TO:<bob@example.test>\r\n" + tc.data + "QUIT\r\n"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			c := dial(t, r.addr)
+			c.send("EHLO c.test\r\nMAIL FROM:<s@sender.test>\r\nRCPT TO:<bob@example.test>\r\n" + tc.data + "QUIT\r\n")
+			if err := c.sc.CloseWrite(); err != nil {
 				t.Fatal(err)
 			}
 			<-bs.entered // the message is with the spool; the EOF has arrived
 			time.Sleep(100 * time.Millisecond)
 			close(bs.release)
-			lines := readAll(t, c)
+			lines := readAll(t, c.c)
 			want := []string{"250 2.1.0", "250 2.1.5"}
 			if tc.name == "DATA" {
 				want = append(want, "354")
@@ -353,7 +345,7 @@ func TestTLSCloseNotify(t *testing.T) {
 			if err := tc.Handshake(); err != nil {
 				t.Fatal(err)
 			}
-			tl := &client{t: t, c: tc, br: bufio.NewReader(tc)}
+			tl := newClient(t, tc)
 			tl.expect("EHLO c", "250")
 			want := "221 2.0.0"
 			if end == "QUIT" {
@@ -364,8 +356,9 @@ func TestTLSCloseNotify(t *testing.T) {
 			if g := tl.reply(); !strings.HasPrefix(g, want) {
 				t.Fatalf("got %q, want %q", g, want)
 			}
+			// The end of the stream, not a reset: a close_notify came.
 			_ = tc.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, err := tl.br.ReadByte(); err != io.EOF {
+			if _, err := tc.Read(make([]byte, 1)); err != io.EOF || tl.sc.Buffered() > 0 {
 				t.Fatalf("after %s: %v, want io.EOF", end, err)
 			}
 			rec.mu.Lock()
@@ -540,20 +533,14 @@ func TestHalfCloseTLS(t *testing.T) {
 	c.reply()
 	c.expect("EHLO c", "250")
 	tl := c.starttls(t, p.Client())
-	tc := tl.c.(*tls.Conn)
 	tl.send("EHLO c.test\r\nMAIL FROM:<s@sender.test>\r\nRCPT TO:<bob@example.test>\r\nBDAT 34 LAST\r\nSubject: nc-halfclose-1\r\n\r\nhello\r\nQUIT\r\n")
-	if err := tc.CloseWrite(); err != nil {
+	if err := tl.sc.CloseWrite(); err != nil { // close_notify, then shutdown(SHUT_WR)
 		t.Fatal(err)
 	}
 	<-bs.entered
 	time.Sleep(100 * time.Millisecond)
 	close(bs.release)
-	_ = tc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	b, err := io.ReadAll(tc)
-	if err != nil {
-		t.Fatalf("read: %v (%q)", err, b)
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\r\n"), "\r\n")
+	lines := readAll(t, tl.c)
 	if n := len(lines); n < 2 || !strings.HasPrefix(lines[n-2], "250 2.0.0 OK: queued as") || !strings.HasPrefix(lines[n-1], "221 2.0.0") {
 		t.Fatalf("replies %q", lines)
 	}
@@ -592,37 +579,19 @@ func TestLargeMessagesSpill(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := net.Dial("tcp", r.addr)
+			c, err := smtpc.Dial(r.addr, 60*time.Second)
+			if err == nil {
+				defer c.Close()
+				err = c.Hello("c")
+			}
+			if err == nil {
+				err = c.Send("a@example.org", []string{"bob@example.test"}, []byte(body(i)+".\r\n"))
+			}
+			if err == nil && !strings.HasPrefix(c.Text(), "250 2.0.0") {
+				err = fmt.Errorf("end of data: %q", c.Text())
+			}
 			if err != nil {
-				errs <- err.Error()
-				return
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-			br := bufio.NewReader(c)
-			read := func() string {
-				var last string
-				for {
-					l, err := br.ReadString('\n')
-					if err != nil {
-						return "read: " + err.Error()
-					}
-					if last = l; len(l) < 4 || l[3] != '-' {
-						return last
-					}
-				}
-			}
-			read()
-			for _, cmd := range []string{"EHLO c", "MAIL FROM:<a@example.org>", "RCPT TO:<bob@example.test>", "DATA"} {
-				fmt.Fprintf(c, "%s\r\n", cmd)
-				read()
-			}
-			if _, err := io.WriteString(c, body(i)+".\r\n"); err != nil {
-				errs <- err.Error()
-				return
-			}
-			if g := read(); !strings.HasPrefix(g, "250 2.0.0") {
-				errs <- fmt.Sprintf("message %d: %q", i, g)
+				errs <- fmt.Sprintf("message %d: %v", i, err)
 			}
 		}()
 	}

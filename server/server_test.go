@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/nanomx/nanomx/bench/smtpc"
 	"github.com/nanomx/nanomx/proto"
 	"github.com/nanomx/nanomx/spool"
 )
@@ -76,8 +76,9 @@ func start(t testing.TB, cfg Config) *running {
 		if err == nil {
 			// Read the greeting so that the server has counted the probe,
 			// then let its slot go before the test counts connections.
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			_, _ = bufio.NewReader(c).ReadString('\n')
+			sc := smtpc.New(c)
+			sc.Timeout = 5 * time.Second
+			_, _ = sc.Reply()
 			c.Close()
 			for srv.connCount() > 0 {
 				time.Sleep(5 * time.Millisecond)
@@ -111,11 +112,22 @@ func start(t testing.TB, cfg Config) *running {
 	return &running{srv: srv, addr: cfg.Listen[0], stop: stop}
 }
 
-// client is a raw SMTP client that reads whole (multi-line) replies.
+// client is the server tests' SMTP client: the shared test client
+// (bench/smtpc) bound to a test, which fails it on any I/O error or
+// malformed reply. Replies are whole, multi-line ones joined with "\n".
 type client struct {
 	t  *testing.T
-	c  net.Conn
-	br *bufio.Reader
+	c  net.Conn // what it speaks over (TLS after starttls): raw writes, deadlines, Close
+	sc *smtpc.Conn
+}
+
+// newClient wraps nc, closed when the test ends.
+func newClient(t *testing.T, nc net.Conn) *client {
+	t.Helper()
+	sc := smtpc.New(nc)
+	sc.Timeout = 10 * time.Second
+	t.Cleanup(func() { nc.Close() })
+	return &client{t: t, c: nc, sc: sc}
 }
 
 func dial(t *testing.T, addr string) *client {
@@ -124,31 +136,22 @@ func dial(t *testing.T, addr string) *client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return &client{t: t, c: c, br: bufio.NewReader(c)}
+	return newClient(t, c)
 }
 
-// reply reads one reply; multi-line replies are joined with "\n".
+// reply reads one reply.
 func (c *client) reply() string {
 	c.t.Helper()
-	_ = c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var lines []string
-	for {
-		line, err := c.br.ReadString('\n')
-		if err != nil {
-			c.t.Fatalf("read reply: %v (so far %q)", err, lines)
-		}
-		line = strings.TrimRight(line, "\r\n")
-		lines = append(lines, line)
-		if len(line) < 4 || line[3] != '-' {
-			return strings.Join(lines, "\n")
-		}
+	if _, err := c.sc.Reply(); err != nil {
+		c.t.Fatalf("read reply: %v (so far %q)", err, c.sc.Text())
 	}
+	return c.sc.Text()
 }
 
+// send writes s as it is.
 func (c *client) send(s string) {
 	c.t.Helper()
-	if _, err := c.c.Write([]byte(s)); err != nil {
+	if err := c.sc.Write([]byte(s)); err != nil {
 		c.t.Fatal(err)
 	}
 }
@@ -160,6 +163,7 @@ func (c *client) cmd(line string) string {
 	return c.reply()
 }
 
+// expect sends one line and requires a reply starting with wantPrefix.
 func (c *client) expect(line, wantPrefix string) {
 	c.t.Helper()
 	if got := c.cmd(line); !strings.HasPrefix(got, wantPrefix) {
@@ -167,12 +171,20 @@ func (c *client) expect(line, wantPrefix string) {
 	}
 }
 
-// expectClosed asserts the server closes the connection.
+// expectClosed asserts the server closes the connection, sending nothing
+// more, within 10 seconds.
 func (c *client) expectClosed() {
 	c.t.Helper()
-	_ = c.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if line, err := c.br.ReadString('\n'); err == nil {
-		c.t.Fatalf("expected close, got %q", line)
+	if err := c.sc.ExpectClose(); err != nil {
+		c.t.Fatalf("expected close: %v", err)
+	}
+}
+
+// expectSilence asserts the server sends nothing for d.
+func (c *client) expectSilence(d time.Duration) {
+	c.t.Helper()
+	if err := c.sc.ExpectSilence(d); err != nil {
+		c.t.Fatal(err)
 	}
 }
 
@@ -380,10 +392,7 @@ func TestReplyWaitsForStorage(t *testing.T) {
 	sendEnvelope(t, c)
 	c.send("NOOP\r\n")
 	<-bs.entered
-	_ = c.c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
-	if line, err := c.br.ReadString('\n'); err == nil {
-		t.Fatalf("reply before the sync finished: %q", line)
-	}
+	c.expectSilence(300 * time.Millisecond) // no reply before the sync finished
 	close(bs.release)
 	if g := c.reply(); !strings.HasPrefix(g, "250 2.0.0 OK: queued as") {
 		t.Fatalf("after sync: %q", g)

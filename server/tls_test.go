@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"crypto/tls"
 	"errors"
 	"net/smtp"
@@ -30,17 +29,14 @@ func tlsServerConfig(t *testing.T, p *testPKI) Config {
 }
 
 // starttls upgrades a raw client after EHLO: it returns a client speaking
-// over TLS.
+// over TLS (the same connection: c itself now speaks TLS too).
 func (c *client) starttls(t *testing.T, conf *tls.Config) *client {
 	t.Helper()
 	c.expect("STARTTLS", "220 2.0.0")
-	tc := tls.Client(c.c, conf)
-	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := tc.Handshake(); err != nil {
+	if err := c.sc.Handshake(conf); err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
-	_ = tc.SetDeadline(time.Time{})
-	return &client{t: t, c: tc, br: bufio.NewReader(tc)}
+	return &client{t: t, c: c.sc.NetConn(), sc: c.sc}
 }
 
 // TestStartTLSNetSMTP delivers over STARTTLS with Go's net/smtp and checks
@@ -108,11 +104,10 @@ func TestStartTLSInjectionSamePacket(t *testing.T) {
 	if g := c.reply(); !strings.HasPrefix(g, "220 2.0.0") {
 		t.Fatalf("STARTTLS: %q", g)
 	}
-	tc := tls.Client(c.c, p.Client())
-	if err := tc.Handshake(); err != nil {
+	if err := c.sc.Handshake(p.Client()); err != nil {
 		t.Fatal(err)
 	}
-	s := &client{t: t, c: tc, br: bufio.NewReader(tc)}
+	s := c
 	// The first reply over TLS answers our EHLO, not an injected command;
 	// and no transaction exists.
 	s.expect("EHLO c", "250-mx.example.test")

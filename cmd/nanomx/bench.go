@@ -203,8 +203,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		code = exitError
 	}
 	if res.Verify != nil && !res.Verify.OK() {
-		fmt.Fprintf(stderr, "nanomx: bench: verify-maildir: %d acked messages lost, %d duplicated, %d of the wrong size\n",
-			res.Verify.Lost, res.Verify.Duplicates, res.Verify.SizeMismatch)
+		v := res.Verify
+		fmt.Fprintf(stderr, "nanomx: bench: verify-maildir: %d acked messages lost, %d duplicated, %d of the wrong size, %d with other content, %d with a wrong S=, %d other problems\n",
+			v.Lost, v.Duplicates, v.SizeMismatch, v.SumMismatch, v.NameSizeMismatch, v.Incomplete+v.Misplaced+v.Unended+v.Unknown)
 		code = exitError
 	}
 	return code
