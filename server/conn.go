@@ -246,42 +246,11 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		}
 	}()
 
-	if c.waiting {
-		r := c.result.Swap(nil)
-		if r == nil {
-			// Still with the spool. Pipelined input waits in gnet's buffer,
-			// which cannot be paused (gnet v2): bound it instead.
-			switch {
-			case c.flags.Load()&flagForce != 0:
-				_, _ = gc.Write(proto.ReplyShutdown.Bytes())
-				c.reason = "shutdown"
-				return gnet.Close
-			case gc.InboundBuffered() > c.lv.cfg.MaxPendingInput:
-				_, _ = gc.Write(proto.ReplyPipelineOverflow.Bytes())
-				c.reason = "pipelined input overflow"
-				return gnet.Close
-			}
-			return gnet.None
-		}
-		c.finishDelivery(r.err)
-	}
-
-	if c.sess.Pending() || c.checkStage == stageConnect {
-		if !c.resumeCheck() {
-			// A check is pending: input waits in gnet's buffer, bounded.
-			switch {
-			case c.flags.Load()&flagForce != 0:
-				_, _ = gc.Write(proto.ReplyShutdown.Bytes())
-				c.reason = "shutdown"
-				return gnet.Close
-			case gc.InboundBuffered() > c.lv.cfg.MaxPendingInput:
-				_, _ = gc.Write(proto.ReplyPipelineOverflow.Bytes())
-				c.reason = "pipelined input overflow"
-				return gnet.Close
-			case c.checkStage != stageConnect || c.lv.cfg.GreetingDelay == 0 || gc.InboundBuffered() == 0:
-				return gnet.None
-			}
-			// else: an early talker while the connect check runs.
+	if c.checkStage == stageConnect && !c.resumeCheck() {
+		// The connect check is pending: the greeting waits; so does
+		// input, unless greeting_delay makes it an early talker's.
+		if c.lv.cfg.GreetingDelay == 0 || gc.InboundBuffered() == 0 {
+			return c.holdInput(gc)
 		}
 	}
 
@@ -306,65 +275,49 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		_, _ = gc.Write(c.lv.dialect.Greeting())
 	}
 
-	flags := c.applyFlags()
-
-	// Feed, write, repeat: Feed stops after a few KiB of replies, and the
-	// session reads no further while its replies are not being read.
-	for !c.sess.Closed() {
-		if gc.OutboundBuffered() > maxUnsentOutput {
-			if gc.InboundBuffered() > c.lv.cfg.MaxPendingInput {
-				_, _ = gc.Write(proto.ReplyPipelineOverflow.Bytes())
-				c.reason = "replies not read"
-				s.stats.NotReading.Add(1)
-				return gnet.Close
-			}
-			c.outBlocked.Store(true) // OnTick wakes us to look again
-			break
-		}
-		c.outBlocked.Store(false)
-		in, _ := gc.Peek(-1)
-		xfer := c.sess.InTransfer()
-		n := c.sess.Feed(in)
-		if c.sess.StartingTLS() && n < len(in) {
-			// CVE-2011-0411: commands pipelined after STARTTLS would run
-			// as if they had come over TLS. Drop them, as Postfix does.
-			c.log().Warn().Int("bytes", len(in)-n).Msg("STARTTLS: discarding input pipelined after it")
-			s.stats.TLSInjections.Add(1)
-			n = len(in)
-		}
-		if n > 0 {
-			// Never Discard(0): gnet v2.9.7 takes n <= 0 as "everything",
-			// and the start of a command line would be lost.
-			_, _ = gc.Discard(n)
-			if xfer || c.sess.InTransfer() {
-				c.progress(n)
-			}
-		}
-		if c.sess.Waiting() {
-			c.submit()
-		}
-		c.flush(gc)
-		if n == 0 || n == len(in) || c.waiting || c.sess.Pending() || c.sess.StartingTLS() {
-			break
-		}
+	in, _ := gc.Peek(-1)
+	n, nx := c.step(in, func(out []byte) error { _, _ = gc.Write(out); return nil },
+		func() bool { return gc.OutboundBuffered() > maxUnsentOutput })
+	if n > 0 {
+		// Never Discard(0): gnet v2.9.7 takes n <= 0 as "everything", and
+		// the start of a command line would be lost.
+		_, _ = gc.Discard(n)
 	}
-	c.flush(gc)
-	if c.sess.Closed() {
-		if c.reason == "" {
-			c.reason = "session ended"
+	switch nx {
+	case nextWait:
+		return c.holdInput(gc)
+	case nextBlocked:
+		if gc.InboundBuffered() > c.lv.cfg.MaxPendingInput {
+			_, _ = gc.Write(proto.ReplyPipelineOverflow.Bytes())
+			c.reason = "replies not read"
+			s.stats.NotReading.Add(1)
+			return gnet.Close
 		}
+		c.outBlocked.Store(true) // OnTick wakes us to look again
+		return gnet.None
+	case nextClose:
 		return gnet.Close
-	}
-	if c.sess.StartingTLS() {
+	case nextTLS:
 		return c.detach(gc)
 	}
-	if !c.waiting && flags&flagShutdown != 0 && !c.sess.InTransfer() {
-		// The delivery that held the drain back has been answered.
+	c.outBlocked.Store(false)
+	return gnet.None
+}
+
+// holdInput is the loop's answer while the session waits on the spool or
+// a check: pipelined input stays in gnet's buffer, which cannot be paused
+// (gnet v2), so it is bounded instead; a forced drain ends the wait.
+func (c *conn) holdInput(gc gnet.Conn) gnet.Action {
+	switch {
+	case c.flags.Load()&flagForce != 0:
 		_, _ = gc.Write(proto.ReplyShutdown.Bytes())
 		c.reason = "shutdown"
 		return gnet.Close
+	case gc.InboundBuffered() > c.lv.cfg.MaxPendingInput:
+		_, _ = gc.Write(proto.ReplyPipelineOverflow.Bytes())
+		c.reason = "pipelined input overflow"
+		return gnet.Close
 	}
-	c.setDeadline()
 	return gnet.None
 }
 

@@ -377,12 +377,13 @@ func TestTLSPanicAnswers421(t *testing.T) {
 	p := newTestPKI(t)
 	cfg := tlsServerConfig(t, p)
 	r := start(t, cfg)
-	testHookFeed = func(c *conn, in []byte) {
+	hook := func(c *conn, in []byte) {
 		if c.tlsInfo != "" && strings.HasPrefix(string(in), "NOOP") {
 			panic("injected")
 		}
 	}
-	defer func() { testHookFeed = nil }()
+	testHookFeed.Store(&hook)
+	defer testHookFeed.Store(nil)
 	c := dial(t, r.addr)
 	c.reply()
 	c.expect("EHLO c", "250")
@@ -390,7 +391,7 @@ func TestTLSPanicAnswers421(t *testing.T) {
 	tc.expect("EHLO c", "250")
 	tc.expect("NOOP", "421 4.3.0")
 	waitFor(t, func() bool { return r.srv.connCount() == 0 })
-	testHookFeed = nil
+	testHookFeed.Store(nil)
 	d := dial(t, r.addr)
 	d.reply()
 	d.expect("EHLO c", "250")

@@ -32,6 +32,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -230,15 +231,15 @@ func (c *conn) waitResult() *deliveryResult {
 	}
 }
 
-// testHookFeed, nil in production, is called before each Feed of a
-// detached session (tests inject panics with it).
-var testHookFeed func(c *conn, in []byte)
+// testHookFeed, nil in production, is called before each Feed (tests
+// inject panics with it).
+var testHookFeed atomic.Pointer[func(c *conn, in []byte)]
 
-// waitVerdict waits for the pending check's verdict and resumes the
-// session with it.
-func (c *conn) waitVerdict() {
+// waitAnswer blocks until the delivery or the check the session waits on
+// has answered (step then takes the answer).
+func (c *conn) waitAnswer() {
 	ch := *c.wakeCh.Load()
-	for !c.resumeCheck() {
+	for (!c.waiting || c.result.Load() == nil) && (!c.sess.Pending() || c.verdict.Load() == nil) {
 		<-ch
 	}
 }
@@ -255,53 +256,24 @@ func (c *conn) serveBlocking(nc net.Conn, buf []byte) {
 	if buf == nil {
 		buf = make([]byte, 0, idleBufBytes)
 	}
+	write := func(out []byte) error {
+		// A client that does not read blocks this goroutine, not the
+		// server, until the command deadline: the write is bounded by
+		// Feed's output limit.
+		_ = nc.SetWriteDeadline(time.Now().Add(c.lv.cfg.CommandTimeout))
+		_, err := nc.Write(out)
+		return err
+	}
 	for {
-		if c.waiting {
-			c.finishDelivery(c.waitResult().err)
-		}
-		if c.sess.Pending() {
-			c.waitVerdict()
-		}
-		if testHookFeed != nil {
-			testHookFeed(c, buf)
-		}
-		xfer := c.sess.InTransfer()
-		n := c.sess.Feed(buf)
+		n, nx := c.step(buf, write, never)
 		buf = buf[:copy(buf, buf[n:])]
-		if n > 0 && (xfer || c.sess.InTransfer()) {
-			c.progress(n)
-		}
-		if c.sess.Waiting() {
-			c.submit()
-			if c.waiting {
-				continue
-			}
-		}
-		if c.sess.Pending() {
-			continue // Feed stopped at a pending check
-		}
-		c.applyFlags()
-		if out := c.sess.Output(); len(out) > 0 {
-			// A client that does not read blocks this goroutine, not the
-			// server, until the command deadline: the write is bounded by
-			// Feed's output limit.
-			_ = nc.SetWriteDeadline(time.Now().Add(c.lv.cfg.CommandTimeout))
-			if _, err := nc.Write(out); err != nil {
-				c.reason = "write: " + err.Error()
-				return
-			}
-			c.sess.ClearOutput()
-		}
-		if c.sess.Closed() {
-			if c.reason == "" {
-				c.reason = "session ended"
-			}
+		switch nx {
+		case nextWait:
+			c.waitAnswer()
+			continue
+		case nextClose, nextTLS: // no STARTTLS is offered over TLS
 			return
 		}
-		if n > 0 && len(buf) > 0 {
-			continue // Feed stopped at its output limit: more to do
-		}
-		c.setDeadline()
 		_ = nc.SetReadDeadline(time.Unix(0, c.deadline.Load()))
 		if cap(buf)-len(buf) < 1024 {
 			// Only a partial command line stays unconsumed (Feed drops
