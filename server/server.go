@@ -70,7 +70,8 @@ type Server struct {
 	stats Stats
 }
 
-// Stats are counters for tests and operators.
+// Stats are the server's counters. Tests read them; nothing exports them
+// to operators yet (the metrics endpoint is issue 12's).
 type Stats struct {
 	Accepted  atomic.Uint64 // connections served
 	Refused   atomic.Uint64 // connections refused by a limit
@@ -329,8 +330,8 @@ func (s *Server) Reload(cfg Config) error {
 }
 
 // Run serves cfg until ctx is cancelled, then drains: it stops accepting,
-// lets deliveries in flight finish and answer, sends 421 to idle sessions
-// and returns nil.
+// lets deliveries in flight finish and answer and sends 421 to idle
+// sessions. It returns New's or Serve's error: nil after a clean drain.
 func Run(ctx context.Context, cfg Config) error {
 	s, err := New(cfg)
 	if err != nil {

@@ -318,7 +318,7 @@ func runServer(l *loaded, args []string, log zerolog.Logger, stderr io.Writer) i
 		log.Error().Err(l.explain(err)).Msg("nanomx stopped on error")
 		return exitError
 	}
-	// server.Run has logged the drain and its counters.
+	// Serve has logged the drain and its counters.
 	return exitOK
 }
 
