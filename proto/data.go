@@ -1,0 +1,252 @@
+package proto
+
+import (
+	"bytes"
+	"strconv"
+)
+
+// dataState tracks where the DATA decoder stands relative to line starts.
+// Only CRLF starts a line, so only <CRLF>.<CRLF> ends the message.
+type dataState uint8
+
+const (
+	dsLineStart dataState = iota // after CRLF (or at the start of DATA)
+	dsMid                        // inside a line
+	dsCR                         // saw CR inside a line
+	dsDot                        // saw '.' at a line start
+	dsDotCR                      // saw ".\r" at a line start
+)
+
+// feedBdat reads octets of the current chunk.
+func (s *Session) feedBdat(p []byte) int {
+	n := len(p)
+	if int64(n) > s.bdatLeft {
+		n = int(s.bdatLeft)
+	}
+	s.bdatLeft -= int64(n)
+	if s.bdatRefuse == nil {
+		s.decodeChunk(p[:n])
+	}
+	if s.bdatLeft == 0 {
+		s.endChunk()
+	}
+	return n
+}
+
+// decodeChunk turns CRLF into LF and spots bare CR and LF; BDAT has no dot
+// stuffing (RFC 3030 2). A CR ending a chunk is held until the next one.
+func (s *Session) decodeChunk(c []byte) {
+	if len(c) == 0 {
+		return
+	}
+	i := 0
+	if s.bdatCR {
+		s.bdatCR = false
+		if c[0] == '\n' {
+			s.emit(lf)
+			i = 1
+		} else {
+			s.bareCR()
+		}
+	}
+	for i < len(c) {
+		j := indexCRLF(c[i:])
+		if j < 0 {
+			s.emit(c[i:])
+			return
+		}
+		s.emit(c[i : i+j])
+		i += j
+		if c[i] == '\n' {
+			s.bareLF()
+			i++
+			continue
+		}
+		switch {
+		case i+1 == len(c):
+			s.bdatCR = true
+			i++
+		case c[i+1] == '\n':
+			s.emit(lf)
+			i += 2
+		default:
+			s.bareCR()
+			i++
+		}
+	}
+}
+
+// endChunk answers a chunk whose octets have all been read.
+func (s *Session) endChunk() {
+	if r := s.bdatRefuse; r != nil {
+		s.bdatRefuse = nil
+		s.state = s.bdatPrev
+		if r.Code >= 500 {
+			s.reject(r)
+		} else {
+			s.reply(r)
+		}
+		return
+	}
+	if !s.bdatLast {
+		s.state = stateRcpt
+		s.out = append(s.out, "250 2.0.0 "...)
+		s.out = strconv.AppendInt(s.out, s.bdatSize, 10)
+		s.out = append(s.out, " octets received\r\n"...)
+		return
+	}
+	if s.bdatCR {
+		s.bdatCR = false
+		s.bareCR()
+	}
+	s.endMessage()
+}
+
+var lf = []byte{'\n'}
+
+// indexCRLF returns the index of the first CR or LF in b, or -1. Both
+// searches are the runtime's vectorised IndexByte.
+func indexCRLF(b []byte) int {
+	j := bytes.IndexByte(b, '\n')
+	if j < 0 {
+		return bytes.IndexByte(b, '\r')
+	}
+	if k := bytes.IndexByte(b[:j], '\r'); k >= 0 {
+		return k
+	}
+	return j
+}
+
+// feedData decodes DATA octets: dot-unstuffing (RFC 5321 4.5.2), CRLF to
+// LF, bare CR/LF policy, end at <CRLF>.<CRLF> only. It works on any split
+// of the input, carrying its position in s.ds.
+func (s *Session) feedData(p []byte) int {
+	i := 0
+	for i < len(p) {
+		switch s.ds {
+		case dsMid:
+			rest := p[i:]
+			j := indexCRLF(rest)
+			if j < 0 {
+				s.emit(rest)
+				return len(p)
+			}
+			s.emit(rest[:j])
+			i += j + 1
+			if rest[j] == '\r' {
+				s.ds = dsCR
+			} else {
+				s.bareLF()
+			}
+		case dsCR:
+			if p[i] == '\n' {
+				s.emit(lf)
+				s.ds = dsLineStart
+				i++
+			} else {
+				s.bareCR()
+				s.ds = dsMid
+			}
+		case dsLineStart:
+			switch p[i] {
+			case '.':
+				s.ds = dsDot // dropped: a stuffed dot or the terminator
+				i++
+			case '\r':
+				s.ds = dsCR
+				i++
+			default:
+				s.ds = dsMid
+			}
+		case dsDot:
+			if p[i] == '\r' {
+				s.ds = dsDotCR
+				i++
+			} else {
+				s.ds = dsMid
+			}
+		case dsDotCR:
+			if p[i] == '\n' {
+				s.endMessage()
+				return i + 1
+			}
+			s.bareCR() // ".\rX": the CR is bare
+			s.ds = dsMid
+		}
+	}
+	return i
+}
+
+// emit stores decoded octets unless the message is being discarded.
+func (s *Session) emit(p []byte) {
+	if len(p) == 0 || s.tooBig || (s.bare && s.d.cfg.BareNewline == BareNewlineReject) {
+		return
+	}
+	// Count on after a WriteBody refusal: a message over the limit gets
+	// 552 however its data was cut into reads, not the handler's reply.
+	s.bodyLen += int64(len(p))
+	if s.bodyLen > s.d.cfg.MaxMessageBytes {
+		s.tooBig = true
+		return
+	}
+	if s.bodyErr != nil {
+		return
+	}
+	if r := s.h.WriteBody(p); r != nil {
+		s.bodyErr = r
+	}
+}
+
+func (s *Session) bareLF() {
+	if s.d.cfg.BareNewline == BareNewlineNormalize {
+		s.emit(lf)
+		return
+	}
+	s.bare = true
+}
+
+func (s *Session) bareCR() {
+	if s.d.cfg.BareNewline == BareNewlineNormalize {
+		s.emit(cr)
+		return
+	}
+	s.bare = true
+}
+
+var cr = []byte{'\r'}
+
+// endMessage runs when DATA's terminator or BDAT LAST's octets are read.
+func (s *Session) endMessage() {
+	s.inBdat = false
+	switch {
+	case s.bare && s.d.cfg.BareNewline == BareNewlineReject:
+		s.close(ReplyBareNewline)
+	case s.tooBig:
+		s.state = stateReady
+		s.resetTx()
+		s.reply(ReplyTooBig)
+	case s.bodyErr != nil:
+		r := s.bodyErr
+		s.state = stateReady
+		s.resetTx()
+		s.reply(r)
+	default:
+		r := s.h.CheckData()
+		if r == Pending {
+			s.state = stateRcpt // where the verdict returns to
+			s.await(pending{stage: stageData})
+			return
+		}
+		s.finishData(r)
+	}
+}
+
+func (s *Session) finishData(r *Reply) {
+	if r != nil {
+		s.state = stateReady
+		s.resetTx() // drops the body
+		s.reply(r)
+		return
+	}
+	s.state = stateWait
+}
