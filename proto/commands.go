@@ -236,7 +236,7 @@ func (s *Session) handleMail(arg []byte) {
 	}
 	if size > s.d.cfg.MaxMessageBytes {
 		s.arena = s.arena[:mark]
-		s.reply(ReplyDeclaredTooBig) // RFC 1870 6.1
+		s.reply(ReplyTooBig) // RFC 1870 6.1
 		return
 	}
 	mp := MailParams{Size: size, SMTPUTF8: smtputf8, Body8Bit: body8}

@@ -1,9 +1,6 @@
 package proto
 
-import (
-	"bytes"
-	"strconv"
-)
+import "bytes"
 
 // dataState tracks where the DATA decoder stands relative to line starts.
 // Only CRLF starts a line, so only <CRLF>.<CRLF> ends the message.
@@ -90,9 +87,7 @@ func (s *Session) endChunk() {
 	}
 	if !s.bdatLast {
 		s.state = stateRcpt
-		s.out = append(s.out, "250 2.0.0 "...)
-		s.out = strconv.AppendInt(s.out, s.bdatSize, 10)
-		s.out = append(s.out, " octets received\r\n"...)
+		s.out = appendChunkOK(s.out, s.bdatSize)
 		return
 	}
 	if s.bdatCR {

@@ -124,18 +124,6 @@ func (d *Dialect) InitSession(s *Session, h Handler) {
 	*s = Session{d: d, h: h}
 }
 
-// Reset makes s a fresh session for a new connection, keeping its buffers
-// (those within the idle bounds).
-func (s *Session) Reset(h Handler) {
-	views := keep(s.views, maxIdleSpans)
-	clear(views[:cap(views)]) // no pointers into an arena that may go
-	*s = Session{
-		d: s.d, h: h,
-		helo: s.helo[:0], out: keep(s.out, maxIdleOut), arena: keep(s.arena, maxIdleArena),
-		rcpts: keep(s.rcpts, maxIdleSpans), views: views,
-	}
-}
-
 // keep returns b emptied, or nil when its capacity is above limit, so that
 // an idle session does not hold on to a high-water buffer.
 func keep[T any](b []T, limit int) []T {
@@ -312,9 +300,7 @@ func (s *Session) Delivered(id string) {
 	if s.state != stateWait {
 		return
 	}
-	s.out = append(s.out, "250 2.0.0 OK: queued as "...)
-	s.out = append(s.out, id...)
-	s.out = append(s.out, '\r', '\n')
+	s.out = appendQueued(s.out, id)
 	s.junk = 0 // a delivered message restarts the junk count, as in Postfix
 	s.endWait()
 }
