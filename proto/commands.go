@@ -350,6 +350,7 @@ func (s *Session) handleData(arg []byte) {
 	s.bodyLen = 0
 	s.tooBig, s.bare, s.bodyErr = false, false, nil
 	s.ds = dsLineStart
+	s.heldCR = false
 	s.state = stateData
 	s.reply(ReplyStartData)
 }
@@ -402,7 +403,7 @@ func (s *Session) handleBdat(arg []byte) {
 		s.inBdat = true
 		s.bodyLen = 0
 		s.tooBig, s.bare, s.bodyErr = false, false, nil
-		s.bdatCR = false
+		s.heldCR = false
 	}
 	// The chunk's octets are always read, even when refused, so that the
 	// payload is never run as commands.

@@ -2,14 +2,14 @@ package proto
 
 import "bytes"
 
-// dataState tracks where the DATA decoder stands relative to line starts.
-// Only CRLF starts a line, so only <CRLF>.<CRLF> ends the message.
+// dataState tracks where DATA's dot handling stands relative to line
+// starts. Only CRLF starts a line, so only <CRLF>.<CRLF> ends the message;
+// inside a line the newline decoder (decode) carries its own state.
 type dataState uint8
 
 const (
 	dsLineStart dataState = iota // after CRLF (or at the start of DATA)
-	dsMid                        // inside a line
-	dsCR                         // saw CR inside a line
+	dsMid                        // inside a line: decode's
 	dsDot                        // saw '.' at a line start
 	dsDotCR                      // saw ".\r" at a line start
 )
@@ -22,55 +22,12 @@ func (s *Session) feedBdat(p []byte) int {
 	}
 	s.bdatLeft -= int64(n)
 	if s.bdatRefuse == nil {
-		s.decodeChunk(p[:n])
+		s.decode(p[:n], false) // BDAT has no dot stuffing (RFC 3030 2)
 	}
 	if s.bdatLeft == 0 {
 		s.endChunk()
 	}
 	return n
-}
-
-// decodeChunk turns CRLF into LF and spots bare CR and LF; BDAT has no dot
-// stuffing (RFC 3030 2). A CR ending a chunk is held until the next one.
-func (s *Session) decodeChunk(c []byte) {
-	if len(c) == 0 {
-		return
-	}
-	i := 0
-	if s.bdatCR {
-		s.bdatCR = false
-		if c[0] == '\n' {
-			s.emit(lf)
-			i = 1
-		} else {
-			s.bareCR()
-		}
-	}
-	for i < len(c) {
-		j := indexCRLF(c[i:])
-		if j < 0 {
-			s.emit(c[i:])
-			return
-		}
-		s.emit(c[i : i+j])
-		i += j
-		if c[i] == '\n' {
-			s.bareLF()
-			i++
-			continue
-		}
-		switch {
-		case i+1 == len(c):
-			s.bdatCR = true
-			i++
-		case c[i+1] == '\n':
-			s.emit(lf)
-			i += 2
-		default:
-			s.bareCR()
-			i++
-		}
-	}
 }
 
 // endChunk answers a chunk whose octets have all been read.
@@ -90,8 +47,8 @@ func (s *Session) endChunk() {
 		s.out = appendChunkOK(s.out, s.bdatSize)
 		return
 	}
-	if s.bdatCR {
-		s.bdatCR = false
+	if s.heldCR { // the message ends in CR
+		s.heldCR = false
 		s.bareCR()
 	}
 	s.endMessage()
@@ -112,45 +69,72 @@ func indexCRLF(b []byte) int {
 	return j
 }
 
-// feedData decodes DATA octets: dot-unstuffing (RFC 5321 4.5.2), CRLF to
-// LF, bare CR/LF policy, end at <CRLF>.<CRLF> only. It works on any split
-// of the input, carrying its position in s.ds.
+// decode is the newline decoder DATA and BDAT share: it turns CRLF into
+// LF and reports a bare LF or CR under the BareNewline policy. A CR that
+// ends p is held (heldCR) until the next octet tells whether it is bare,
+// so any split of the input decodes the same. With dots (DATA) decode
+// returns right after a CRLF that a '.' or the end of p follows,
+// reporting dot, for DATA to look at that line start; otherwise it
+// consumes all of p.
+func (s *Session) decode(p []byte, dots bool) (n int, dot bool) {
+	i := 0
+	if s.heldCR && len(p) > 0 {
+		s.heldCR = false
+		if p[0] == '\n' {
+			s.emit(lf)
+			i = 1
+			if dots && (i == len(p) || p[i] == '.') {
+				return i, true
+			}
+		} else {
+			s.bareCR()
+		}
+	}
+	for i < len(p) {
+		rest := p[i:]
+		j := indexCRLF(rest)
+		if j < 0 {
+			s.emit(rest)
+			return len(p), false
+		}
+		s.emit(rest[:j])
+		i += j + 1
+		switch {
+		case rest[j] == '\n':
+			s.bareLF()
+		case i == len(p):
+			s.heldCR = true
+		case p[i] != '\n':
+			s.bareCR()
+		default:
+			s.emit(lf)
+			i++
+			if dots && (i == len(p) || p[i] == '.') {
+				return i, true
+			}
+		}
+	}
+	return i, false
+}
+
+// feedData decodes DATA octets: the newline decoder inside lines, and at
+// line starts dot-unstuffing (RFC 5321 4.5.2) and the end at <CRLF>.<CRLF>
+// only. It works on any split of the input, carrying its position in s.ds.
 func (s *Session) feedData(p []byte) int {
 	i := 0
 	for i < len(p) {
 		switch s.ds {
 		case dsMid:
-			rest := p[i:]
-			j := indexCRLF(rest)
-			if j < 0 {
-				s.emit(rest)
-				return len(p)
-			}
-			s.emit(rest[:j])
-			i += j + 1
-			if rest[j] == '\r' {
-				s.ds = dsCR
-			} else {
-				s.bareLF()
-			}
-		case dsCR:
-			if p[i] == '\n' {
-				s.emit(lf)
+			n, dot := s.decode(p[i:], true)
+			i += n
+			if dot {
 				s.ds = dsLineStart
-				i++
-			} else {
-				s.bareCR()
-				s.ds = dsMid
 			}
 		case dsLineStart:
-			switch p[i] {
-			case '.':
+			if p[i] == '.' {
 				s.ds = dsDot // dropped: a stuffed dot or the terminator
 				i++
-			case '\r':
-				s.ds = dsCR
-				i++
-			default:
+			} else {
 				s.ds = dsMid
 			}
 		case dsDot:
@@ -165,7 +149,8 @@ func (s *Session) feedData(p []byte) int {
 				s.endMessage()
 				return i + 1
 			}
-			s.bareCR() // ".\rX": the CR is bare
+			// ".\rX": the CR goes to the decoder, which finds it bare.
+			s.heldCR = true
 			s.ds = dsMid
 		}
 	}

@@ -90,6 +90,7 @@ type Session struct {
 
 	// Body decoding (DATA and BDAT).
 	ds         dataState
+	heldCR     bool   // decode saw a CR and awaits the next octet
 	bodyBegun  bool   // BeginBody accepted: the handler holds a body
 	bodyLen    int64  // decoded octets stored or counted
 	tooBig     bool   // passed MaxMessageBytes: discard the rest
@@ -99,7 +100,6 @@ type Session struct {
 	bdatLeft   int64  // octets of the current chunk still to read
 	bdatSize   int64  // size of the current chunk, for its reply
 	bdatLast   bool   // the current chunk is the LAST one
-	bdatCR     bool   // the previous chunk ended in CR
 	bdatRefuse *Reply // the chunk is refused: read and drop it, then answer
 	bdatPrev   state  // state to return to after a refused chunk
 
@@ -372,7 +372,7 @@ func (s *Session) resetTx() {
 	s.utf8 = false
 	s.declSize = 0
 	s.inBdat = false
-	s.bdatCR = false
+	s.heldCR = false
 	s.bodyLen = 0
 	s.tooBig, s.bare, s.bodyErr = false, false, nil
 	if s.state > stateReady {
