@@ -240,19 +240,20 @@ func TestEnvelope(t *testing.T) {
 	}
 }
 
-// TestResetReusesBuffers checks that Reset gives a fresh session for a new
-// connection on the old buffers, and that a warm session then runs a whole
-// transaction without allocating.
-func TestResetReusesBuffers(t *testing.T) {
+// TestWarmSessionAllocatesNothing checks that a warm session runs whole
+// transactions (DATA and BDAT, a refused command, NOOP) without allocating:
+// the arena, recipient, view and output buffers are reused.
+func TestWarmSessionAllocatesNothing(t *testing.T) {
 	h := &nopHandler{}
-	d := NewDialect(benchConfig())
-	s := d.NewSession(h)
+	cfg := benchConfig()
+	cfg.MaxBadCommands = 1 << 30 // each conversation has one refused RCPT
+	s := NewDialect(cfg).NewSession(h)
 	conv := []byte("EHLO client.example.org\r\n" +
 		"MAIL FROM:<a@example.org> SIZE=20\r\n" +
 		"RCPT TO:<bob@example.test>\r\nRCPT TO:<alice@example.test>\r\n" +
 		"DATA\r\nhello\r\n..\r\n.\r\n" +
 		"MAIL FROM:<b@example.org>\r\nRCPT TO:<bob@example.test>\r\nBDAT 2\r\nabBDAT 1 LAST\r\nc" +
-		"NOOP\r\nBAD\r\n")
+		"RCPT TO:<bob@example.test>\r\nNOOP\r\n")
 	session := func() {
 		for in := conv; len(in) > 0; {
 			n := s.Feed(in)
@@ -261,40 +262,24 @@ func TestResetReusesBuffers(t *testing.T) {
 				h.begun = false
 				s.Delivered("ID")
 			} else if n == 0 {
-				t.Fatalf("stuck at %q", in)
+				t.Fatalf("stuck at %q after %q", in, s.Output())
 			}
 		}
 	}
 	session()
-	// Leave some state behind: a half line, an open transaction.
-	s.Feed([]byte("MAIL FROM:<x@example.org>\r\nRCPT TO:<bob@example.test>\r\nBDAT 5\r\nab"))
-	h.begun = false // the server dropped the connection and its body
-	arena, out, rcpts, helo := unsafe.SliceData(s.arena), unsafe.SliceData(s.out), unsafe.SliceData(s.rcpts), unsafe.SliceData(s.helo)
-
-	s.Reset(h)
-	if len(s.Output()) != 0 || s.Closed() || s.Waiting() || s.InTransfer() || s.Commands() != 0 ||
-		s.state != stateGreeted || s.bad != 0 || len(s.arena) != 0 || len(s.rcpts) != 0 || len(s.helo) != 0 {
-		t.Fatalf("Reset left state: %v out %q", s.state, s.Output())
-	}
-	if env := s.Envelope(); len(env.From)+len(env.Rcpts)+len(env.Helo) != 0 || env.ESMTP || env.Size != 0 {
-		t.Fatalf("Reset left an envelope: %+v", env)
-	}
-	if n := s.Feed([]byte("MAIL FROM:<a@example.org>\r\n")); n == 0 || !strings.HasPrefix(string(s.Output()), "503 5.5.1 Send HELO") {
-		t.Fatalf("after Reset MAIL got %q", s.Output())
+	s.ClearOutput()
+	session()
+	want := "250 2.0.0 OK: queued as ID\r\n503 5.5.1 Need MAIL command first\r\n250 2.0.0 OK\r\n"
+	if out := string(s.Output()); !strings.HasSuffix(out, want) || s.Closed() {
+		t.Fatalf("conversation ended %q", out)
 	}
 	s.ClearOutput()
-	if unsafe.SliceData(s.arena) != arena || unsafe.SliceData(s.out) != out ||
-		unsafe.SliceData(s.rcpts) != rcpts || unsafe.SliceData(s.helo) != helo {
-		t.Fatal("Reset dropped a buffer")
-	}
-
 	allocs := testing.AllocsPerRun(100, func() {
-		s.Reset(h)
 		session()
 		s.ClearOutput()
 	})
 	if allocs != 0 {
-		t.Fatalf("a reset session allocates %.1f times per conversation", allocs)
+		t.Fatalf("a warm session allocates %.1f times per conversation", allocs)
 	}
 }
 
@@ -425,7 +410,7 @@ func TestReplies(t *testing.T) {
 		ReplyUnknownCommand, ReplyNotImplemented, ReplyLineTooLong, ReplyBareLFCommand, ReplyBadCharacter,
 		ReplyHeloSyntax, ReplyEhloSyntax, ReplyTooManyJunkHelo, ReplyMailSyntax, ReplyRcptSyntax, ReplyBdatSyntax, ReplyVrfySyntax,
 		ReplyNoParams, ReplyBadSizeParam, ReplyBadBodyParam, ReplyUnsupportedParam, ReplyUnsupportedBody,
-		ReplyBadSenderSyntax, ReplyBadRcptSyntax, ReplyNeedSMTPUTF8, ReplyBadUTF8, ReplyDeclaredTooBig,
+		ReplyBadSenderSyntax, ReplyBadRcptSyntax, ReplyNeedSMTPUTF8, ReplyBadUTF8,
 		ReplyTooBig, ReplyTooManyRcpts, ReplyBareNewline, ReplyTooManyErrors, ReplyTooManyJunk, ReplyNeedHelo, ReplyNestedMail,
 		ReplyNeedMail, ReplyNeedRcpt, ReplyDataInBdat, ReplyCommandInBdat, ReplyBdatAfterHelo, ReplyUnknownUser, ReplyRelayDenied,
 		ReplyNoStorageMemory, ReplyNoSpace, ReplyQueueFull, ReplyLocalError, ReplyMailLoop, ReplyTimeout,
@@ -466,6 +451,34 @@ func TestReplies(t *testing.T) {
 	}
 	if got := string(NewReply(501, "", "Syntax: EHLO hostname").Bytes()); got != "501 Syntax: EHLO hostname\r\n" {
 		t.Errorf("NewReply without an enhanced code: %q", got)
+	}
+}
+
+// TestVariableReplies checks the replies with a variable part: their wire
+// form, appended to what the output already holds, without allocating.
+func TestVariableReplies(t *testing.T) {
+	d := NewDialect(testConfig())
+	buf := make([]byte, 0, 128)
+	buf = append(buf, "x"...)
+	cases := []struct {
+		got  func([]byte) []byte
+		want string
+	}{
+		{func(b []byte) []byte { return appendQueued(b, "1A2B") }, "250 2.0.0 OK: queued as 1A2B\r\n"},
+		{func(b []byte) []byte { return appendChunkOK(b, 0) }, "250 2.0.0 0 octets received\r\n"},
+		{func(b []byte) []byte { return appendChunkOK(b, 1<<40) }, "250 2.0.0 1099511627776 octets received\r\n"},
+	}
+	for _, c := range cases {
+		out := c.got(buf)
+		if string(out) != "x"+c.want {
+			t.Errorf("got %q, want %q", out, "x"+c.want)
+		}
+		if err := checkReplies(d, out[1:]); err != nil {
+			t.Errorf("%v", err)
+		}
+		if n := testing.AllocsPerRun(10, func() { _ = c.got(buf) }); n != 0 {
+			t.Errorf("%q: %.0f allocations", c.want, n)
+		}
 	}
 }
 

@@ -70,8 +70,7 @@ var (
 	ReplyBadRcptSyntax     = NewReply(501, "5.1.3", "Bad recipient address syntax")
 	ReplyNeedSMTPUTF8      = NewReply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
 	ReplyBadUTF8           = NewReply(553, "5.6.7", "Address is not valid UTF-8")
-	ReplyDeclaredTooBig    = NewReply(552, "5.3.4", "Message size exceeds fixed limit")
-	ReplyTooBig            = NewReply(552, "5.3.4", "Message size exceeds fixed limit")
+	ReplyTooBig            = NewReply(552, "5.3.4", "Message size exceeds fixed limit") // MAIL SIZE= (RFC 1870 6.1) or data
 	ReplyTooManyRcpts      = NewReply(452, "4.5.3", "Too many recipients")
 	ReplyBareNewline       = NewReply(550, "5.5.2", "Bare CR or LF in message data, closing connection")
 	ReplyTooManyErrors     = NewReply(421, "4.7.0", "Too many errors, closing connection")
@@ -112,3 +111,22 @@ var (
 	ReplyTLSInTransaction = NewReply(503, "5.5.1", "STARTTLS not allowed in a mail transaction")
 	ReplyNeedTLS          = NewReply(530, "5.7.0", "Must issue a STARTTLS command first")
 )
+
+// Replies with a variable part are appended to the output by a function,
+// so that answering them allocates nothing.
+
+// appendQueued appends "250 2.0.0 OK: queued as <id>", the answer to a
+// delivered message.
+func appendQueued(b []byte, id string) []byte {
+	b = append(b, "250 2.0.0 OK: queued as "...)
+	b = append(b, id...)
+	return append(b, '\r', '\n')
+}
+
+// appendChunkOK appends "250 2.0.0 <n> octets received", the answer to a
+// BDAT chunk that is not the LAST (RFC 3030 2).
+func appendChunkOK(b []byte, n int64) []byte {
+	b = append(b, "250 2.0.0 "...)
+	b = strconv.AppendInt(b, n, 10)
+	return append(b, " octets received\r\n"...)
+}
