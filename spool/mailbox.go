@@ -31,10 +31,12 @@ func (m Mailbox) String() string { return m.User + "@" + m.Domain }
 // 253 bytes), User 1-64 bytes of [a-z0-9._-] starting with a letter or
 // digit, with no ".." and no final dot. That excludes ".", "..", "/", NUL,
 // upper case, and anything a shell or a path would treat specially.
-func (m Mailbox) Valid() bool { return validDomain(m.Domain) && validUser(m.User) }
+func (m Mailbox) Valid() bool { return ValidDomain(m.Domain) && validUser(m.User) }
 
-// validDomain reports whether s is a lowercase LDH host name (see Valid).
-func validDomain(s string) bool {
+// ValidDomain reports whether s is a lowercase LDH host name, as Valid
+// asks of a mailbox's domain; the address book checks configured domains
+// with it.
+func ValidDomain(s string) bool {
 	if len(s) == 0 || len(s) > 253 {
 		return false
 	}

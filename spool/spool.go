@@ -154,7 +154,7 @@ type job struct {
 // an error naming its path.
 func New(cfg Config) (*Spool, error) {
 	host := normalize(cfg.Hostname)
-	if !validDomain(host) {
+	if !ValidDomain(host) {
 		return nil, configErr("hostname", "%q is not a valid host name", cfg.Hostname)
 	}
 	if cfg.Workers < 0 {

@@ -122,7 +122,7 @@ func New(cfg Config) (*Book, error) {
 		if err != nil {
 			return nil, configErr("domains", "%q is not a valid internationalized domain name: %v", raw, err)
 		}
-		if !validDomain(dom) {
+		if !spool.ValidDomain(dom) {
 			return nil, configErr("domains", "%q is not a valid domain name", raw)
 		}
 		d.domains[dom] = domainEntry{}
@@ -503,26 +503,6 @@ func (s *indexSet) add(ids []int32) {
 
 // atextSpecials are the non-alphanumeric atext characters (RFC 5322 3.2.3).
 const atextSpecials = "!#$%&'*+-/=?^_`{|}~"
-
-// validDomain reports whether s is a lowercase LDH host name (RFC 1035,
-// RFC 1123 2.1): dot-separated labels of 1-63 letters, digits and hyphens,
-// not starting or ending with a hyphen, at most 253 bytes in all.
-func validDomain(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			if c := label[i]; !isLowerAlnum(c) && c != '-' {
-				return false
-			}
-		}
-	}
-	return true
-}
 
 // validAliasName reports whether s is a lowercase ASCII dot-atom local part
 // (RFC 5322 3.2.3) of at most 64 bytes. Alias names never become paths, so
