@@ -59,6 +59,7 @@ type checkState struct {
 	rcptTargets addrbook.Targets
 	rcptAddr    proto.Address
 	headers     []byte
+	folder      string
 }
 
 // The stages a check can be pending at.
@@ -104,7 +105,7 @@ func (c *conn) take(st uint8, v check.Verdict) *proto.Reply {
 		c.rcpts.Add(c.cs.rcptTargets)
 		c.cs.info.Rcpts = append(c.cs.info.Rcpts, c.cs.rcptAddr)
 	case st == stageData:
-		c.cs.headers = v.Headers
+		c.cs.headers, c.cs.folder = v.Headers, v.Folder
 	}
 	return v.Reply
 }

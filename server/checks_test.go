@@ -319,3 +319,29 @@ func BenchmarkWaitingChecks(b *testing.B) {
 		})
 	}
 }
+
+// TestCheckFolder: an end-of-data verdict naming a folder delivers into
+// the mailbox's Maildir++ folder (.Junk/new/, which Dovecot shows as Junk),
+// with the verdict's header fields, and not into the inbox.
+func TestCheckFolder(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.checks = []Checker{&stageChecker{stage: stageData, delay: 50 * time.Millisecond,
+		verdict: check.Verdict{Folder: "Junk", Headers: []byte("X-Spam: yes\n")}}}
+	r := start(t, cfg)
+	c := dial(t, r.addr)
+	c.reply()
+	c.expect("EHLO c", "250")
+	c.expect("MAIL FROM:<a@example.org>", "250")
+	c.expect("RCPT TO:<team@example.test>", "250") // bob and alice
+	c.expect("DATA", "354")
+	c.expect("Subject: junk\r\n\r\nbuy\r\n.", "250 2.0.0")
+	for _, box := range []string{"bob", "alice"} {
+		if n := len(newFiles(t, cfg.MaildirRoot, "example.test", box)); n != 0 {
+			t.Fatalf("%s: %d files in the inbox", box, n)
+		}
+		files := newFiles(t, cfg.MaildirRoot, "example.test", box+"/.Junk")
+		if len(files) != 1 || !strings.Contains(files[0], "X-Spam: yes\nSubject: junk\n") {
+			t.Fatalf("%s/.Junk: %q", box, files)
+		}
+	}
+}

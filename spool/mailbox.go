@@ -15,10 +15,18 @@ const maxUserBytes = 64
 // message otherwise.
 type Mailbox struct {
 	Domain, User string
+	// Folder, when set, is a Maildir++ folder of the mailbox (e.g.
+	// "Junk", which Dovecot shows as Junk): the message goes to
+	// <root>/<domain>/<user>/.<Folder>/. A check's verdict chooses it.
+	Folder string
 }
 
-// Path returns the Maildir directory <root>/<domain>/<user>.
+// Path returns the Maildir directory <root>/<domain>/<user>, or its
+// folder's <root>/<domain>/<user>/.<folder>.
 func (m Mailbox) Path(root string) string {
+	if m.Folder != "" {
+		return filepath.Join(root, m.Domain, m.User, "."+m.Folder)
+	}
 	return filepath.Join(root, m.Domain, m.User)
 }
 
@@ -31,7 +39,24 @@ func (m Mailbox) String() string { return m.User + "@" + m.Domain }
 // 253 bytes), User 1-64 bytes of [a-z0-9._-] starting with a letter or
 // digit, with no ".." and no final dot. That excludes ".", "..", "/", NUL,
 // upper case, and anything a shell or a path would treat specially.
-func (m Mailbox) Valid() bool { return ValidDomain(m.Domain) && validUser(m.User) }
+func (m Mailbox) Valid() bool {
+	return ValidDomain(m.Domain) && validUser(m.User) && (m.Folder == "" || ValidFolder(m.Folder))
+}
+
+// ValidFolder reports whether s may name a Maildir++ folder: 1-64 ASCII
+// letters, digits, '_' and '-' (no dot: Maildir++ uses it for nesting, and
+// none of '/', "..", NUL can appear).
+func ValidFolder(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isLowerAlnum(c) && !('A' <= c && c <= 'Z') && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // ValidDomain reports whether s is a lowercase LDH host name, as Valid
 // asks of a mailbox's domain; the address book checks configured domains

@@ -31,8 +31,8 @@ func TestNewErrors(t *testing.T) {
 		{"root is a file", func(c *Config) { c.Root = file }, "maildir_root"},
 		{"negative workers", func(c *Config) { c.Workers = -1 }, "workers"},
 		{"negative queue", func(c *Config) { c.QueueLength = -1 }, "queue_length"},
-		{"unsafe mailbox", func(c *Config) { c.Mailboxes = append(c.Mailboxes, Mailbox{"example.test", "../etc"}) }, "mailboxes"},
-		{"upper-case domain", func(c *Config) { c.Mailboxes = append(c.Mailboxes, Mailbox{"Example.test", "bob"}) }, "mailboxes"},
+		{"unsafe mailbox", func(c *Config) { c.Mailboxes = append(c.Mailboxes, Mailbox{Domain: "example.test", User: "../etc"}) }, "mailboxes"},
+		{"upper-case domain", func(c *Config) { c.Mailboxes = append(c.Mailboxes, Mailbox{Domain: "Example.test", User: "bob"}) }, "mailboxes"},
 	}
 	for _, tt := range tests {
 		cfg := Config{Root: dir, Hostname: "mx.example.test", Mailboxes: boxes(testNames...)}

@@ -24,6 +24,9 @@ type Verdict struct {
 	// Headers are header fields to prepend to the stored message (end of
 	// data only), e.g. Authentication-Results; each ends in LF.
 	Headers []byte
+	// Folder is the Maildir++ folder to deliver into (end of data only),
+	// e.g. "Junk"; "" is the inbox.
+	Folder string
 }
 
 // Result is a verdict, known now or later. It completes once; later
@@ -104,8 +107,8 @@ func Timeout(r *Result, d time.Duration, policy Verdict) *Result {
 }
 
 // All combines results in order: it completes when every one has, with
-// the first refusal (in the order given, not of arrival) and the header
-// fields of all in order. nil results accept.
+// the first refusal (in the order given, not of arrival), the header
+// fields of all in order, and the last folder named. nil results accept.
 func All(rs ...*Result) *Result {
 	var live []*Result
 	for _, r := range rs {
@@ -145,6 +148,9 @@ func combine(vs []Verdict) Verdict {
 			c.Reply = v.Reply
 		}
 		c.Headers = append(c.Headers, v.Headers...)
+		if v.Folder != "" {
+			c.Folder = v.Folder
+		}
 	}
 	return c
 }
