@@ -10,15 +10,11 @@
 package main
 
 import (
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"runtime/debug"
-
-	"github.com/nanomx/nanomx/server"
 )
 
 // version is set at link time: go build -ldflags "-X main.version=v1.2.3".
@@ -118,20 +114,9 @@ func versionString() string {
 // the configuration as "nanomx serve" would, flags included, checks it as
 // server.Check does and prints it.
 func checkConfig(args []string, stdout, stderr io.Writer) int {
-	f := newServeFlags("check-config", stderr)
-	if err := f.fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	l, err := load(f)
-	if err == nil {
-		err = l.explain(server.Check(l.Config))
-	}
-	if err != nil {
-		printErr(stderr, err)
-		return exitUsage
+	l, code := loadChecked("check-config", args, stderr)
+	if l == nil {
+		return code
 	}
 	if err := printConfig(stdout, l); err != nil {
 		fmt.Fprintln(stderr, "nanomx:", err)

@@ -223,15 +223,17 @@ func parseServe(args []string, stderr io.Writer) (*loaded, error) {
 	return load(f)
 }
 
-// serve runs "nanomx serve" and returns the exit code.
-func serve(args []string, stdout, stderr io.Writer) int {
-	f := newServeFlags("serve", stderr)
+// loadChecked parses the command line of the named command, loads the
+// configuration and checks it as server.Check does. On failure it returns
+// nil and the exit code, the error printed (the flag package prints its
+// own).
+func loadChecked(name string, args []string, stderr io.Writer) (*loaded, int) {
+	f := newServeFlags(name, stderr)
 	if err := f.fs.Parse(args); err != nil {
-		// The flag package has printed the error and the usage.
 		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+			return nil, exitOK
 		}
-		return exitUsage
+		return nil, exitUsage
 	}
 	l, err := load(f)
 	if err == nil {
@@ -239,7 +241,16 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		printErr(stderr, err)
-		return exitUsage
+		return nil, exitUsage
+	}
+	return l, exitOK
+}
+
+// serve runs "nanomx serve" and returns the exit code.
+func serve(args []string, stdout, stderr io.Writer) int {
+	l, code := loadChecked("serve", args, stderr)
+	if l == nil {
+		return code
 	}
 
 	// Log lines go through a bounded buffer that one goroutine writes to
@@ -247,7 +258,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	// the event loops that log. Closing it writes the last lines out.
 	color := isTerminal(stdout)
 	sink := logsink.New(stdout, logsink.DefaultMax, dropNotice(l.LogFormat, color))
-	code := runServer(l, args, newLogger(sink, l.LogFormat, l.LogLevel, color), stderr)
+	code = runServer(l, args, newLogger(sink, l.LogFormat, l.LogLevel, color), stderr)
 	if err := sink.Close(logCloseTimeout); err != nil {
 		fmt.Fprintf(stderr, "nanomx: %v (%d lines dropped in all)\n", err, sink.Dropped())
 	}
