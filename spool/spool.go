@@ -442,8 +442,16 @@ const staleTmpAge = 36 * time.Hour
 // file neither read nor written for 36 hours. Recent foreign files stay:
 // Dovecot and others deliver through tmp/ too. Failures are only logged.
 func (s *Spool) cleanTmp(boxes []Mailbox, now time.Time) {
+	var tmps []string
 	for _, box := range boxes {
-		tmp := filepath.Join(box.Path(s.root), "tmp")
+		tmps = append(tmps, filepath.Join(box.Path(s.root), "tmp"))
+		// Its Maildir++ folders (<user>/.<Folder>/tmp) too: a check's
+		// verdict may deliver there (Mailbox.Folder).
+		if more, err := filepath.Glob(filepath.Join(box.Path(s.root), ".*", "tmp")); err == nil {
+			tmps = append(tmps, more...)
+		}
+	}
+	for _, tmp := range tmps {
 		entries, err := os.ReadDir(tmp)
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {

@@ -159,3 +159,43 @@ func TestNewCreatesMaildirs(t *testing.T) {
 		}
 	}
 }
+
+// TestCleanFolderTmp: a delivery into a Maildir++ folder (Mailbox.Folder)
+// that a crash interrupted leaves its file in <user>/.<Folder>/tmp/; start-up
+// removes it as it does in the inbox's tmp/, and leaves foreign recent
+// files there alone.
+func TestCleanFolderTmp(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "mail")
+	s, err := New(startupConfig(t, root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMessage("Subject: junk\n\nbuy\n", "bob@example.test")
+	m.Mailboxes[0].Folder = "Junk"
+	if err := s.Deliver(m); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	junk := filepath.Join(root, "example.test", "bob", ".Junk")
+	if ents, _ := os.ReadDir(filepath.Join(junk, "new")); len(ents) != 1 {
+		t.Fatalf("%d files in .Junk/new, want 1", len(ents))
+	}
+	ours := filepath.Join(junk, "tmp", "1700000000.M1P2Q3_nanomx.mx.example.test,S=1")
+	foreign := filepath.Join(junk, "tmp", "1700000000.M1P2.dovecot")
+	for _, p := range []string{ours, foreign} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2, err := New(startupConfig(t, root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if _, err := os.Stat(ours); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("our stale file in .Junk/tmp survived start-up: %v", err)
+	}
+	if _, err := os.Stat(foreign); err != nil {
+		t.Errorf("a recent foreign file in .Junk/tmp was removed: %v", err)
+	}
+}
