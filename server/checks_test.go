@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -338,13 +339,35 @@ func TestCheckFolder(t *testing.T) {
 	c.expect("RCPT TO:<team@example.test>", "250") // bob and alice
 	c.expect("DATA", "354")
 	c.expect("Subject: junk\r\n\r\nbuy\r\n.", "250 2.0.0")
+	// A message past spill_threshold, on disk before the verdict, is
+	// moved into the folder too.
+	big := strings.Repeat(strings.Repeat("z", 998)+"\r\n", 400) // 400 KB
+	c.expect("MAIL FROM:<a@example.org>", "250")
+	c.expect("RCPT TO:<team@example.test>", "250")
+	c.expect("DATA", "354")
+	c.expect("Subject: big junk\r\n\r\n"+big+".", "250 2.0.0")
 	for _, box := range []string{"bob", "alice"} {
 		if n := len(newFiles(t, cfg.MaildirRoot, "example.test", box)); n != 0 {
 			t.Fatalf("%s: %d files in the inbox", box, n)
 		}
 		files := newFiles(t, cfg.MaildirRoot, "example.test", box+"/.Junk")
-		if len(files) != 1 || !strings.Contains(files[0], "X-Spam: yes\nSubject: junk\n") {
-			t.Fatalf("%s/.Junk: %q", box, files)
+		if len(files) != 2 {
+			t.Fatalf("%s/.Junk: %d files, want 2", box, len(files))
+		}
+		var small, large int
+		for _, f := range files {
+			switch {
+			case strings.Contains(f, "X-Spam: yes\nSubject: junk\n"):
+				small++
+			case strings.Contains(f, "Subject: big junk\n") && len(f) > 390_000:
+				large++
+			}
+		}
+		if small != 1 || large != 1 {
+			t.Fatalf("%s/.Junk: small %d large %d", box, small, large)
+		}
+		if ents, _ := os.ReadDir(filepath.Join(cfg.MaildirRoot, "example.test", box, "tmp")); len(ents) != 0 {
+			t.Fatalf("%s/tmp: %d files left", box, len(ents))
 		}
 	}
 }

@@ -454,15 +454,7 @@ func (c *conn) submit() {
 		m = c.message(env)
 	}
 	if c.cs != nil && c.cs.folder != "" {
-		if c.spill == nil {
-			// A check chose a folder (a Junk folder): every mailbox gets it.
-			for i := range m.Mailboxes {
-				m.Mailboxes[i].Folder = c.cs.folder
-			}
-		} else {
-			// The spill's file is in the inbox's tmp/ already.
-			c.log().Warn().Str("id", m.ID).Str("folder", c.cs.folder).Msg("check folder not used for a message past spill_threshold")
-		}
+		m.Folder = c.cs.folder // a check chose a folder (a Junk folder)
 		c.cs.folder = ""
 	}
 	if c.cs != nil && len(c.cs.headers) > 0 {

@@ -89,7 +89,7 @@ func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 	if m == nil {
 		return nil, errors.New("spool: nil message")
 	}
-	dirs, err := s.maildirs(m.Mailboxes)
+	dirs, err := s.maildirs(inFolder(m.Mailboxes, m.Folder))
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +113,20 @@ func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 // maildirs returns the Maildir of each mailbox in boxes, in order, each
 // once. A mailbox that is not Valid fails the message: its names would
 // become paths.
+// inFolder returns boxes with their Folder set to folder, or boxes as
+// they are when folder is "".
+func inFolder(boxes []Mailbox, folder string) []Mailbox {
+	if folder == "" {
+		return boxes
+	}
+	out := make([]Mailbox, len(boxes))
+	for i, b := range boxes {
+		b.Folder = folder
+		out[i] = b
+	}
+	return out
+}
+
 func (s *Spool) maildirs(boxes []Mailbox) ([]string, error) {
 	if len(boxes) == 0 {
 		return nil, errNoMailboxes

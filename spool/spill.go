@@ -441,6 +441,16 @@ func (sp *Spill) fail(err error) {
 // and publish do for a message in memory.
 func (sp *Spill) deliver(j job, answered *bool) {
 	s := sp.s
+	if f := j.m.Folder; f != "" && sp.d != nil && sp.err == nil {
+		// Into a folder: the file stays where it was written (the first
+		// mailbox's tmp/, on the same file system) and is linked into the
+		// folders' tmp/ and renamed into the first folder's new/.
+		if dirs, err := s.maildirs(inFolder(sp.env.Mailboxes, f)); err != nil {
+			sp.fail(err)
+		} else {
+			sp.d.dirs = dirs
+		}
+	}
 	grouped := s.grouped()
 	if grouped && sp.d != nil {
 		// syncfs on the root does not cover another file system: such a

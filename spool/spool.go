@@ -39,6 +39,11 @@ type Message struct {
 	// the file, the others hard links). Each must be Valid, or the message
 	// fails; one listed twice is delivered once.
 	Mailboxes []Mailbox
+	// Folder, when set, delivers into that Maildir++ folder of every
+	// mailbox (Mailbox.Folder), e.g. "Junk". For a spilled message it is
+	// read at Submit: the file, written into the first mailbox's tmp/ as
+	// it arrived, is moved into the folder at the end.
+	Folder string
 	// Trace is the header fields to prepend (Return-Path and Received, RFC
 	// 5321 4.4), LF-terminated, written as they are. The spool checks only
 	// that they stay fields of their own (no empty line, a final LF); it
