@@ -339,8 +339,8 @@ func TestCheckFolder(t *testing.T) {
 	c.expect("RCPT TO:<team@example.test>", "250") // bob and alice
 	c.expect("DATA", "354")
 	c.expect("Subject: junk\r\n\r\nbuy\r\n.", "250 2.0.0")
-	// A message past spill_threshold, on disk before the verdict, is
-	// moved into the folder too.
+	// A message past spill_threshold, on disk before the verdict, gets
+	// the header fields and the folder too.
 	big := strings.Repeat(strings.Repeat("z", 998)+"\r\n", 400) // 400 KB
 	c.expect("MAIL FROM:<a@example.org>", "250")
 	c.expect("RCPT TO:<team@example.test>", "250")
@@ -359,12 +359,20 @@ func TestCheckFolder(t *testing.T) {
 			switch {
 			case strings.Contains(f, "X-Spam: yes\nSubject: junk\n"):
 				small++
-			case strings.Contains(f, "Subject: big junk\n") && len(f) > 390_000:
+			case strings.Contains(f, "X-Spam: yes\nSubject: big junk\n") && len(f) > 390_000:
 				large++
 			}
 		}
 		if small != 1 || large != 1 {
 			t.Fatalf("%s/.Junk: small %d large %d", box, small, large)
+		}
+		junkNew := filepath.Join(cfg.MaildirRoot, "example.test", box, ".Junk", "new")
+		ents, _ := os.ReadDir(junkNew)
+		for _, e := range ents {
+			fi, err := os.Stat(filepath.Join(junkNew, e.Name()))
+			if err != nil || !strings.HasSuffix(e.Name(), fmt.Sprintf(",S=%d", fi.Size())) {
+				t.Fatalf("%s: S= is not the file size (%v)", e.Name(), err)
+			}
 		}
 		if ents, _ := os.ReadDir(filepath.Join(cfg.MaildirRoot, "example.test", box, "tmp")); len(ents) != 0 {
 			t.Fatalf("%s/tmp: %d files left", box, len(ents))

@@ -458,12 +458,7 @@ func (c *conn) submit() {
 		c.cs.folder = ""
 	}
 	if c.cs != nil && len(c.cs.headers) > 0 {
-		if c.spill == nil {
-			m.Trace = append(m.Trace[:len(m.Trace):len(m.Trace)], c.cs.headers...)
-		} else {
-			// The trace went to disk with the first chunk.
-			c.log().Warn().Str("id", m.ID).Msg("check header fields not added to a message past spill_threshold")
-		}
+		m.Headers = c.cs.headers // the checks' fields, after the trace
 		c.cs.headers = nil
 	}
 	m.Body, m.Spill = c.body, c.spill

@@ -99,7 +99,11 @@ func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 	}
 	// The file is the trace fields followed by the client's bytes minus any
 	// Return-Path it sent, written with one writev.
-	segs, err := fileHead(m.Trace, body, false)
+	trace := m.Trace
+	if len(m.Headers) > 0 {
+		trace = append(trace[:len(trace):len(trace)], m.Headers...)
+	}
+	segs, err := fileHead(trace, body, false)
 	if err != nil {
 		return nil, err
 	}

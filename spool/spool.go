@@ -44,6 +44,11 @@ type Message struct {
 	// read at Submit: the file, written into the first mailbox's tmp/ as
 	// it arrived, is moved into the folder at the end.
 	Folder string
+	// Headers are more header fields, written after Trace under the same
+	// rules (a check's verdict: Authentication-Results, spam headers).
+	// For a spilled message they are read at Submit: the file is written
+	// anew with them (a copy of what is on disk, copy_file_range).
+	Headers []byte
 	// Trace is the header fields to prepend (Return-Path and Received, RFC
 	// 5321 4.4), LF-terminated, written as they are. The spool checks only
 	// that they stay fields of their own (no empty line, a final LF); it
