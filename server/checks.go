@@ -53,7 +53,7 @@ func (i *Info) resetTx() {
 
 // checkState is a session's part of the check stage: what the checks see,
 // and what waits for a verdict: a RCPT's mailboxes and address, and the
-// end of data's header fields.
+// end of data's header fields and folder.
 type checkState struct {
 	info        Info
 	rcptTargets addrbook.Targets

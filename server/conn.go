@@ -584,23 +584,41 @@ func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
 	if c.book == nil {
 		c.book = c.srv.live.Load().book
 	}
+	// The address book is the check stage's first check: its answer is a
+	// completed result, combined with the other checks' when there are
+	// any; the mailboxes join the transaction with the verdict (take).
 	targets, err := c.book.Lookup(addr)
-	switch {
-	case err == nil:
-	case errors.Is(err, addrbook.ErrNotLocal):
-		return proto.ReplyRelayDenied
-	default:
-		return proto.ReplyUnknownUser
+	r := bookVerdict(err)
+	if err != nil || len(c.checkers()) == 0 {
+		// The book's verdict is the whole verdict, complete now.
+		v, _ := r.Verdict()
+		if v.Reply == nil {
+			c.rcpts.Add(targets)
+		}
+		return v.Reply
 	}
-	if len(c.checkers()) == 0 {
-		c.rcpts.Add(targets)
-		return nil
-	}
-	// The address book said yes; the other checks may still refuse, so
-	// the mailboxes join the transaction only with the verdict.
 	c.cs.rcptTargets = targets
 	c.cs.rcptAddr = address(string(addr))
-	return c.await(stageRcpt, c.run(func(ch Checker) *check.Result { return ch.Rcpt(&c.cs.info, c.cs.rcptAddr) }))
+	return c.await(stageRcpt, check.All(r, c.run(func(ch Checker) *check.Result { return ch.Rcpt(&c.cs.info, c.cs.rcptAddr) })))
+}
+
+// The address book's verdicts, shared: a completed result never changes.
+var (
+	bookAccept  = check.Accept()
+	bookRelay   = check.Now(check.Verdict{Reply: proto.ReplyRelayDenied})
+	bookUnknown = check.Now(check.Verdict{Reply: proto.ReplyUnknownUser})
+)
+
+// bookVerdict turns an address book lookup into the check stage's result.
+func bookVerdict(err error) *check.Result {
+	switch {
+	case err == nil:
+		return bookAccept
+	case errors.Is(err, addrbook.ErrNotLocal):
+		return bookRelay
+	default:
+		return bookUnknown
+	}
 }
 
 // CheckHelo asks the checks about a HELO/EHLO name (with none configured
