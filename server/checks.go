@@ -33,7 +33,7 @@ type Checker interface {
 // session's goroutine; a check copies what it needs off it.
 type Info struct {
 	IP   netip.Addr
-	Helo string // the HELO/EHLO name, once accepted
+	Helo string // the HELO/EHLO name last given (Helo sees it first)
 	TLS  string // "TLSv1.3 with cipher ...", once TLS is up
 	// From and Rcpts are the transaction's reverse-path and accepted
 	// recipients so far.

@@ -389,3 +389,28 @@ func benchDir() string {
 	}
 	return ""
 }
+
+// TestHalfCloseWhileCheckPending: Exim's ending (BDAT LAST, QUIT, then
+// shutdown(SHUT_WR)) while the end-of-data check is still pending: the
+// client still gets the 250 and the 221.
+func TestHalfCloseWhileCheckPending(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.checks = []Checker{&stageChecker{stage: stageData, delay: 300 * time.Millisecond}}
+	r := start(t, cfg)
+	c, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("EHLO c.test\r\nMAIL FROM:<s@sender.test>\r\nRCPT TO:<bob@example.test>\r\nBDAT 34 LAST\r\nSubject: nc-halfclose-1\r\n\r\nhello\r\nQUIT\r\n"))
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	lines := readAll(t, c)
+	if n := len(lines); n < 2 || !strings.HasPrefix(lines[n-2], "250 2.0.0 OK: queued as") || !strings.HasPrefix(lines[n-1], "221 2.0.0") {
+		t.Fatalf("replies %q", lines)
+	}
+	if n := len(newFiles(t, cfg.MaildirRoot, "example.test", "bob")); n != 1 {
+		t.Fatalf("%d files, want 1", n)
+	}
+}

@@ -187,7 +187,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 
 // OnClose forgets the connection, frees what it holds and logs one line.
 // A client that half-closed (shutdown(SHUT_WR), as Exim does after a
-// pipelined QUIT) while its message is with the spool still gets every
+// pipelined QUIT) while its message is with the spool or a check still gets every
 // reply it is owed: the session moves to a goroutine that answers on a
 // duplicate of the socket (RFC 5321 4.1.1.10: 221, then close).
 func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
@@ -196,7 +196,8 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	if !ok || c.detached {
 		return gnet.None // a detached session is its goroutine's now
 	}
-	if c.waiting && errors.Is(err, io.EOF) && gc.OutboundBuffered() == 0 && c.detachHalfClosed(gc) {
+	owed := c.waiting || c.sess.Pending() // a delivery or a check will answer
+	if owed && errors.Is(err, io.EOF) && gc.OutboundBuffered() == 0 && c.detachHalfClosed(gc) {
 		return gnet.None
 	}
 	c.freeBody()
