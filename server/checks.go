@@ -40,6 +40,9 @@ type Info struct {
 	From  proto.Address
 	Rcpts []proto.Address
 	later []*check.Result
+	// screen is screening's state for the session (screen.go), set at
+	// connect.
+	screen *screenState
 }
 
 // Later keeps a result started at an earlier stage of the transaction; the

@@ -130,6 +130,21 @@ type Config struct {
 	// TLSHandshakeTimeout bounds the handshake.
 	TLSHandshakeTimeout time.Duration
 
+	// Screening (screen.go): DNSBLSites are DNS block and allow lists in
+	// postscreen's syntax ("zen.spamhaus.org=127.0.0.[2..11]*3"); a
+	// client whose weights add up to DNSBLThreshold or more is refused,
+	// at RCPT (550 5.7.1) or at connect (554 5.7.1) as DNSBLAction says.
+	// Clients in ScreenAllow (CIDRs) skip the lists and the rates. The
+	// rates are per client address (IPv6: its /64), 0 for none: over them
+	// a connection gets 421 4.7.0, a MAIL or RCPT 451 4.7.1.
+	DNSBLSites              []string
+	DNSBLThreshold          int
+	DNSBLAction             string
+	ScreenAllow             []string
+	MaxConnectionsPerMinute int
+	MaxMessagesPerMinute    int
+	MaxRecipientsPerMinute  int
+
 	// PprofAddr, when set, is where cmd/nanomx serves net/http/pprof
 	// (loopback only). The server itself does not read it.
 	PprofAddr string
@@ -178,6 +193,8 @@ func Defaults() Config {
 		TLSMinVersion:       "1.2",
 		MaxTLSSessions:      1000,
 		TLSHandshakeTimeout: 30 * time.Second,
+		DNSBLThreshold:      1,
+		DNSBLAction:         DNSBLAtRcpt,
 		Log:                 zerolog.Nop(),
 	}
 }
@@ -264,7 +281,7 @@ func (c *Config) Validate() error {
 	case c.TLSHandshakeTimeout < time.Second:
 		return bad("tls_handshake_timeout", "must be at least 1s")
 	}
-	return nil
+	return c.validateScreen()
 }
 
 // checkListenAddr refuses a listen address that no bind could accept: one

@@ -138,6 +138,14 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	lv.book = book
+	// Screening is a check, after the address book (and the tests' own).
+	sc, err := newScreener(cfg, nil)
+	if err != nil {
+		return nil, err
+	}
+	if sc != nil {
+		cfg.checks = append(cfg.checks[:len(cfg.checks):len(cfg.checks)], sc)
+	}
 	var syncer spool.Syncer = spool.FsyncSyncer{}
 	if !cfg.Fsync {
 		syncer = spool.NoSync{}
