@@ -193,8 +193,10 @@ func Defaults() Config {
 		TLSMinVersion:       "1.2",
 		MaxTLSSessions:      1000,
 		TLSHandshakeTimeout: 30 * time.Second,
+		DNSBLSites:          []string{}, // empty, not nil: as a file's [] reads
 		DNSBLThreshold:      1,
 		DNSBLAction:         DNSBLAtRcpt,
+		ScreenAllow:         []string{},
 		Log:                 zerolog.Nop(),
 	}
 }

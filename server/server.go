@@ -315,6 +315,14 @@ func (s *Server) Reload(cfg Config) error {
 		{"fsync", cfg.Fsync == old.Fsync},
 		{"group_commit", cfg.GroupCommit == old.GroupCommit},
 		{"event_loops", cfg.EventLoops == old.EventLoops},
+		// Screening is a check, built once in New.
+		{"dnsbl_sites", slices.Equal(cfg.DNSBLSites, old.DNSBLSites)},
+		{"dnsbl_threshold", cfg.DNSBLThreshold == old.DNSBLThreshold},
+		{"dnsbl_action", cfg.DNSBLAction == old.DNSBLAction},
+		{"screen_allow", slices.Equal(cfg.ScreenAllow, old.ScreenAllow)},
+		{"max_connections_per_minute", cfg.MaxConnectionsPerMinute == old.MaxConnectionsPerMinute},
+		{"max_messages_per_minute", cfg.MaxMessagesPerMinute == old.MaxMessagesPerMinute},
+		{"max_recipients_per_minute", cfg.MaxRecipientsPerMinute == old.MaxRecipientsPerMinute},
 	} {
 		if !f.same {
 			return &ConfigError{Key: f.key, Err: errors.New("cannot change without a restart")}

@@ -89,6 +89,15 @@ type fileConfig struct {
 	MaxTLSSessions      int      `toml:"max_tls_sessions"`
 	TLSHandshakeTimeout duration `toml:"tls_handshake_timeout"`
 
+	// Screening: DNS lists and rates (server/screen.go).
+	DNSBLSites              []string `toml:"dnsbl_sites" restart:"true"`
+	DNSBLThreshold          int      `toml:"dnsbl_threshold" restart:"true"`
+	DNSBLAction             string   `toml:"dnsbl_action" restart:"true"`
+	ScreenAllow             []string `toml:"screen_allow" restart:"true"`
+	MaxConnectionsPerMinute int      `toml:"max_connections_per_minute" restart:"true"`
+	MaxMessagesPerMinute    int      `toml:"max_messages_per_minute" restart:"true"`
+	MaxRecipientsPerMinute  int      `toml:"max_recipients_per_minute" restart:"true"`
+
 	// Operations. pprof is served by cmd, which checks it (checkLocal); the
 	// log settings are cmd's own.
 	PprofAddr string    `toml:"pprof" flag:"pprof" usage:"serve net/http/pprof on this loopback {address}, e.g. 127.0.0.1:6060" restart:"true"`

@@ -97,6 +97,13 @@ tls_min_version = "1.3"
 tls_required = true
 max_tls_sessions = 200
 tls_handshake_timeout = "10s"
+dnsbl_sites = ["zen.spamhaus.org=127.0.0.[2..11]*3", "list.dnswl.org=127.0.[0..255].[1..3]*-2"]
+dnsbl_threshold = 3
+dnsbl_action = "connect"
+screen_allow = ["192.0.2.0/24"]
+max_connections_per_minute = 60
+max_messages_per_minute = 30
+max_recipients_per_minute = 300
 log_level = "debug"
 log_format = "console"
 
@@ -156,6 +163,13 @@ func TestEveryKey(t *testing.T) {
 	want.TLSRequired = true
 	want.MaxTLSSessions = 200
 	want.TLSHandshakeTimeout = 10 * time.Second
+	want.DNSBLSites = []string{"zen.spamhaus.org=127.0.0.[2..11]*3", "list.dnswl.org=127.0.[0..255].[1..3]*-2"}
+	want.DNSBLThreshold = 3
+	want.DNSBLAction = server.DNSBLAtConnect
+	want.ScreenAllow = []string{"192.0.2.0/24"}
+	want.MaxConnectionsPerMinute = 60
+	want.MaxMessagesPerMinute = 30
+	want.MaxRecipientsPerMinute = 300
 	sameConfig(t, l.Config, want)
 	if l.LogLevel != zerolog.DebugLevel || l.LogFormat != logConsole {
 		t.Errorf("log = %v %q, want debug console", l.LogLevel, l.LogFormat)

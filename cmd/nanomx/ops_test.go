@@ -202,6 +202,14 @@ var restartOnlyChange = map[string]string{
 	"event_loops":  `event_loops = 3`,
 	"log_format":   `log_format = "console"`,
 	"pprof":        `pprof = "127.0.0.1:6061"`,
+
+	"dnsbl_sites":                `dnsbl_sites = ["bl.example.test"]`,
+	"dnsbl_threshold":            `dnsbl_threshold = 2`,
+	"dnsbl_action":               `dnsbl_action = "connect"`,
+	"screen_allow":               `screen_allow = ["192.0.2.0/24"]`,
+	"max_connections_per_minute": `max_connections_per_minute = 60`,
+	"max_messages_per_minute":    `max_messages_per_minute = 60`,
+	"max_recipients_per_minute":  `max_recipients_per_minute = 60`,
 }
 
 const reloadBase = `postmaster = "a@example.test"
