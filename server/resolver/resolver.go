@@ -349,7 +349,7 @@ func (r *Resolver) fly(k key, f *flight) {
 // resolve runs the attempts for k over the servers.
 func (r *Resolver) resolve(ctx context.Context, k key) (*entry, error) {
 	q := new(dns.Msg)
-	q.SetQuestion(k.name, k.qtype)
+	q.SetQuestion(dns.Fqdn(k.name), k.qtype)
 	q.RecursionDesired = true
 	q.AuthenticatedData = true // RFC 6840 5.7: ask for the AD bit
 	q.SetEdns0(ednsSize, false)
@@ -389,7 +389,7 @@ func (r *Resolver) exchange(ctx context.Context, q *dns.Msg, k key, server strin
 		}
 		return nil, &net.DNSError{Err: err.Error(), Name: k.name, Server: server, IsTemporary: true, UnwrapErr: err}
 	}
-	if len(m.Question) != 1 || m.Question[0].Qtype != k.qtype || !strings.EqualFold(m.Question[0].Name, k.name) {
+	if len(m.Question) != 1 || m.Question[0].Qtype != k.qtype || !strings.EqualFold(m.Question[0].Name, dns.Fqdn(k.name)) {
 		return nil, &net.DNSError{Err: "answer for another question", Name: k.name, Server: server, IsTemporary: true}
 	}
 	switch m.Rcode {
@@ -410,7 +410,7 @@ func (r *Resolver) exchange(ctx context.Context, q *dns.Msg, k key, server strin
 func (r *Resolver) toEntry(m *dns.Msg, k key, server string) *entry {
 	e := &entry{
 		key:    k,
-		name:   k.name,
+		name:   dns.Fqdn(k.name),
 		rcode:  m.Rcode,
 		ad:     m.AuthenticatedData,
 		aa:     m.Authoritative,
@@ -419,7 +419,7 @@ func (r *Resolver) toEntry(m *dns.Msg, k key, server string) *entry {
 	}
 	ttl := uint32(1<<32 - 1)
 	if m.Rcode == dns.RcodeSuccess {
-		name := k.name
+		name := e.name
 		for hop := 0; hop <= maxCNAMEHops; hop++ {
 			next := ""
 			for _, rr := range m.Answer {
@@ -461,7 +461,8 @@ func (r *Resolver) toEntry(m *dns.Msg, k key, server string) *entry {
 	return e
 }
 
-// makeKey is the cache key of a name: fully qualified, lower case. It
+// makeKey is the cache key of a name: lower case, without the trailing
+// dot (so that a name written without one costs no allocation). It
 // reports false for a name that is not a domain name.
 func makeKey(name string, qtype uint16) (key, bool) {
 	if name == "" || len(name) > 254 {
@@ -470,7 +471,7 @@ func makeKey(name string, qtype uint16) (key, bool) {
 	if _, ok := dns.IsDomainName(name); !ok {
 		return key{}, false
 	}
-	name = dns.Fqdn(name)
+	name = strings.TrimSuffix(name, ".")
 	if hasUpper(name) {
 		name = strings.ToLower(name)
 	}
