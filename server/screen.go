@@ -1,15 +1,19 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/rs/zerolog"
 
 	"github.com/nanomx/nanomx/proto"
 	"github.com/nanomx/nanomx/server/check"
+	"github.com/nanomx/nanomx/server/resolver"
 	"github.com/nanomx/nanomx/server/screen"
 )
 
@@ -201,6 +205,25 @@ func (sc *screener) Rcpt(i *Info, rcpt proto.Address) *check.Result {
 
 // Data has nothing to screen.
 func (sc *screener) Data(*Info, []byte) *check.Result { return nil }
+
+// lookupA asks r for the A records of name, for the DNS lists.
+func lookupA(r *resolver.Resolver) screen.LookupFunc {
+	return func(ctx context.Context, name string) ([]netip.Addr, error) {
+		ans, err := r.Lookup(ctx, name, dns.TypeA)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]netip.Addr, 0, len(ans.RRs))
+		for _, rr := range ans.RRs {
+			if a, ok := rr.(*dns.A); ok {
+				if ip, ok := netip.AddrFromSlice(a.A); ok {
+					out = append(out, ip.Unmap())
+				}
+			}
+		}
+		return out, nil
+	}
+}
 
 // DNSBLStats returns the DNS lists' counters (nil without lists): queries,
 // listings, and the answers that were error codes or failures, for the

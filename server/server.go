@@ -34,6 +34,7 @@ import (
 
 	"github.com/nanomx/nanomx/proto"
 	"github.com/nanomx/nanomx/server/addrbook"
+	"github.com/nanomx/nanomx/server/resolver"
 	"github.com/nanomx/nanomx/spool"
 )
 
@@ -68,6 +69,10 @@ type Server struct {
 	nextSID     atomic.Uint64
 
 	stats Stats
+
+	// resolver is the one DNS layer the checks share (built in New; it
+	// sends nothing until asked).
+	resolver *resolver.Resolver
 }
 
 // Stats are the server's counters. Tests read them; nothing exports them
@@ -138,8 +143,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	lv.book = book
+	res, err := newResolver(cfg)
+	if err != nil {
+		return nil, err
+	}
 	// Screening is a check, after the address book (and the tests' own).
-	sc, err := newScreener(cfg, nil)
+	sc, err := newScreener(cfg, lookupA(res))
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +192,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.budget.Store(cfg.BodyBudgetBytes)
 	s.live.Store(lv)
+	s.resolver = res
 	return s, nil
 }
 

@@ -89,6 +89,9 @@ type fileConfig struct {
 	MaxTLSSessions      int      `toml:"max_tls_sessions"`
 	TLSHandshakeTimeout duration `toml:"tls_handshake_timeout"`
 
+	// DNS, for the checks.
+	DNSServers []string `toml:"dns_servers" restart:"true"`
+	DNSTimeout duration `toml:"dns_timeout" restart:"true"`
 	// Screening: DNS lists and rates (server/screen.go).
 	DNSBLSites              []string `toml:"dnsbl_sites" restart:"true"`
 	DNSBLThreshold          int      `toml:"dnsbl_threshold" restart:"true"`
