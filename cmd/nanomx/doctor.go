@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nanomx/nanomx/server/doctor"
+	"github.com/nanomx/nanomx/server/resolver"
 )
 
 // doctorCmd runs "nanomx doctor": it checks the DNS, the listeners and the
@@ -56,8 +57,11 @@ Flags:
 		TLSCert:       c.TLSCert,
 		Resolvers:     c.DNSServers,
 		Timeout:       c.DNSTimeout,
-		DNSBLSites:    c.DNSBLSites,
 		NSPort:        *nsPort,
+	}
+	if len(dc.Resolvers) == 0 {
+		// As the server does: the resolvers of /etc/resolv.conf.
+		dc.Resolvers, _ = resolver.ServersFromResolvConf(resolver.DefaultResolvConf)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -57,6 +57,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			newServeFlags(args[1], stdout).fs.Usage()
 			return exitOK
 		}
+		if len(args) > 1 && args[1] == "doctor" {
+			doctorCmd([]string{"-h"}, stdout, stdout)
+			return exitOK
+		}
 		if len(args) > 1 && args[1] == "bench" {
 			newBenchFlags(stdout).fs.Usage()
 			return exitOK

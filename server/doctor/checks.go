@@ -2,6 +2,7 @@ package doctor
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
@@ -125,7 +126,7 @@ func (d *doc) checkTLS() {
 		d.add(name, Fail, fmt.Sprintf("expired on %s", leaf.NotAfter.Format(time.DateOnly)), "renew it (certbot renew) and reload nanomx (SIGHUP)")
 		return
 	}
-	selfSigned := leaf.CheckSignatureFrom(leaf) == nil
+	selfSigned := bytes.Equal(leaf.RawIssuer, leaf.RawSubject) && leaf.CheckSignature(leaf.SignatureAlgorithm, leaf.RawTBSCertificate, leaf.Signature) == nil
 	if selfSigned {
 		d.add(name, Warn, fmt.Sprintf("self-signed, covers %s, %d days left; senders encrypt but cannot verify it (DANE and MTA-STS need a real one)", d.cfg.Hostname, days),
 			"get a certificate from a public CA (Let's Encrypt)")
