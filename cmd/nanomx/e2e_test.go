@@ -420,12 +420,17 @@ func TestE2EReloadOnHUP(t *testing.T) {
 // startTLS runs the binary with a throwaway certificate.
 func startTLS(t *testing.T) (*proc, string, *servertest.PKI) {
 	t.Helper()
-	dir := t.TempDir()
+	return startTLSIn(t, t.TempDir(), "")
+}
+
+// startTLSIn is startTLS in dir, with more top-level keys.
+func startTLSIn(t *testing.T, dir, extra string) (*proc, string, *servertest.PKI) {
+	t.Helper()
 	pki, err := servertest.NewPKI(dir, "mx.example.test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, root := startWithExtra(t, dir, fmt.Sprintf("tls_cert = %q\ntls_key = %q\n", pki.CertFile, pki.KeyFile))
+	p, root := startWithExtra(t, dir, fmt.Sprintf("tls_cert = %q\ntls_key = %q\n", pki.CertFile, pki.KeyFile)+extra)
 	return p, root, pki
 }
 

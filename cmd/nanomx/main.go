@@ -5,6 +5,8 @@
 //	nanomx serve [-config FILE] [flags]
 //	nanomx check-config [-config FILE] [flags]
 //	nanomx bench [flags]
+//	nanomx doctor [-config FILE] [-json]
+//	nanomx doctor probe [-json] HOST
 //	nanomx version
 //	nanomx help [serve|check-config|bench]
 package main
@@ -45,12 +47,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return checkConfig(args[1:], stdout, stderr)
 	case "bench":
 		return benchCmd(args[1:], stdout, stderr)
+	case "doctor":
+		return doctorCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "nanomx %s %s %s/%s\n", versionString(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return exitOK
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 && (args[1] == "serve" || args[1] == "check-config") {
 			newServeFlags(args[1], stdout).fs.Usage()
+			return exitOK
+		}
+		if len(args) > 1 && args[1] == "doctor" {
+			doctorCmd([]string{"-h"}, stdout, stdout)
 			return exitOK
 		}
 		if len(args) > 1 && args[1] == "bench" {
@@ -75,6 +83,8 @@ Commands:
   serve         run the MX until SIGTERM or SIGINT ("nanomx help serve" lists flags)
   check-config  check the configuration and print it whole, defaults included
   bench         send SMTP load to a server and measure it ("nanomx help bench")
+  doctor        check DNS (A, MX, PTR), listeners and certificate; "doctor probe HOST"
+                checks port 25 from another machine
   version       print the version and the Go version
   help          print this help
 
