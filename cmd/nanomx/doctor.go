@@ -57,6 +57,7 @@ Flags:
 		TLSCert:       c.TLSCert,
 		Resolvers:     c.DNSServers,
 		Timeout:       c.DNSTimeout,
+		DNSBLSites:    c.DNSBLSites,
 		NSPort:        *nsPort,
 	}
 	if len(dc.Resolvers) == 0 {

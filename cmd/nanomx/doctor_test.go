@@ -27,11 +27,13 @@ mx    300 IN A   127.0.0.1
 $ORIGIN 0.0.127.in-addr.arpa.
 @     300 IN SOA ns1.example.test. hostmaster.example.test. 1 3600 600 86400 60
 1     300 IN PTR mx.example.test.
+$ORIGIN bl.test.
+2.0.0.127 300 IN A 127.0.0.2
 `
 	dns := dnstest.New(t, zone)
 	_, nsPort, _ := net.SplitHostPort(dns.Addr())
 	dir := t.TempDir()
-	p, _, _ := startTLSIn(t, dir, fmt.Sprintf("dns_servers = [%q]\n", dns.Addr()))
+	p, _, _ := startTLSIn(t, dir, fmt.Sprintf("dns_servers = [%q]\ndnsbl_sites = [\"bl.test*2\"]\n", dns.Addr()))
 
 	var out, errb bytes.Buffer
 	code := run([]string{"doctor", "-json", "-ns-port", nsPort, "-config", filepath.Join(dir, "nanomx.toml")}, &out, &errb)
