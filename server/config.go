@@ -134,6 +134,18 @@ type Config struct {
 	// (loopback only). The server itself does not read it.
 	PprofAddr string
 
+	// Delivery is DeliveryMaildir (the spool writes the Maildirs) or
+	// DeliveryLMTP (each message goes to the LMTP server at LMTP,
+	// "unix:/run/dovecot/lmtp" or "host:port"; deliver.go). With LMTP,
+	// LMTPConnections bounds the connections and deliveries in flight (0:
+	// Workers), LMTPTimeout bounds connecting and each step, and
+	// LMTPCheckRcpt asks the LMTP server about each recipient at RCPT.
+	Delivery        string
+	LMTP            string
+	LMTPCheckRcpt   bool
+	LMTPConnections int
+	LMTPTimeout     time.Duration
+
 	// Log receives every log line.
 	Log zerolog.Logger
 
@@ -178,6 +190,8 @@ func Defaults() Config {
 		TLSMinVersion:       "1.2",
 		MaxTLSSessions:      1000,
 		TLSHandshakeTimeout: 30 * time.Second,
+		Delivery:            DeliveryMaildir,
+		LMTPTimeout:         30 * time.Second,
 		Log:                 zerolog.Nop(),
 	}
 }
@@ -264,7 +278,7 @@ func (c *Config) Validate() error {
 	case c.TLSHandshakeTimeout < time.Second:
 		return bad("tls_handshake_timeout", "must be at least 1s")
 	}
-	return nil
+	return c.validateDelivery()
 }
 
 // checkListenAddr refuses a listen address that no bind could accept: one

@@ -44,6 +44,11 @@ type Server struct {
 	cfg   Config // as started; Reload changes live, not this
 	log   zerolog.Logger
 	spool *spool.Spool
+	// deliver is where accepted messages go (deliver.go): the spool's
+	// Maildirs or an LMTP server; lmtpRcpt is the RCPT check of
+	// lmtp_check_rcpt, nil when off.
+	deliver  delivery
+	lmtpRcpt *lmtpRcpt
 	// live holds the reloadable settings; each connection keeps the ones
 	// in force when it opened.
 	live atomic.Pointer[live]
@@ -152,7 +157,7 @@ func New(cfg Config) (*Server, error) {
 		QueueLength: cfg.QueueLength,
 		Syncer:      syncer,
 		GroupCommit: cfg.GroupCommit,
-		Mailboxes:   book.Mailboxes(),
+		Mailboxes:   spoolMailboxes(cfg, book),
 		Log:         cfg.Log,
 	})
 	if err != nil {
@@ -173,6 +178,7 @@ func New(cfg Config) (*Server, error) {
 		perIP:  make(map[netip.Addr]*ipState),
 		idBase: idBase(time.Now()),
 	}
+	s.newDelivery(cfg, sp)
 	s.budget.Store(cfg.BodyBudgetBytes)
 	s.live.Store(lv)
 	return s, nil
@@ -307,6 +313,7 @@ func (s *Server) Reload(cfg Config) error {
 		{"fsync", cfg.Fsync == old.Fsync},
 		{"group_commit", cfg.GroupCommit == old.GroupCommit},
 		{"event_loops", cfg.EventLoops == old.EventLoops},
+		{"delivery", sameDelivery(cfg, old)},
 	} {
 		if !f.same {
 			return &ConfigError{Key: f.key, Err: errors.New("cannot change without a restart")}
@@ -356,7 +363,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	for i, a := range s.cfg.Listen {
 		u, err := listenURL(a)
 		if err != nil {
-			_ = s.spool.Close()
+			_ = s.deliver.Close()
 			return &ConfigError{Key: "listen", Err: err}
 		}
 		addrs[i] = u
@@ -381,7 +388,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case err := <-errc:
 		// New bound every address a moment ago; another process took one
 		// since, or gnet failed otherwise.
-		_ = s.spool.Close()
+		_ = s.deliver.Close()
 		return fmt.Errorf("listen %s: %w", strings.Join(s.cfg.Listen, ", "), listenCause(err))
 	case <-s.booted:
 	}
@@ -389,7 +396,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		Str("maildir_root", s.cfg.MaildirRoot).Msg("nanomx ready")
 	select {
 	case err := <-errc:
-		_ = s.spool.Close()
+		_ = s.deliver.Close()
 		return err
 	case <-ctx.Done():
 	}
@@ -400,7 +407,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.log.Warn().Err(err).Msg("engine stop")
 	}
 	<-errc
-	err := s.spool.Close()
+	err := s.deliver.Close()
 	s.log.Info().Uint64("delivered", s.stats.Delivered.Load()).Msg("nanomx stopped")
 	return err
 }

@@ -34,6 +34,13 @@ var (
 	ReplyQueueFull = proto.NewReply(451, "4.3.2", "Mailbox server busy, try again later")
 )
 
+// BodyError is a message whose bytes could not be had (Message.Body
+// failed: a mail loop, a file that cannot be read): it was not sent.
+type BodyError struct{ Err error }
+
+func (e *BodyError) Error() string { return "lmtp: message body: " + e.Err.Error() }
+func (e *BodyError) Unwrap() error { return e.Err }
+
 // ErrClosed is Submit's answer after Close.
 var ErrClosed = errors.New("lmtp: pool closed")
 
@@ -195,7 +202,7 @@ func (p *Pool) run(j job) {
 	}()
 	body, berr := j.m.Body()
 	if berr != nil {
-		rs, err = nil, berr
+		rs, err = nil, &BodyError{berr}
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Timeout)
@@ -320,7 +327,10 @@ func (p *Pool) discard(c *Conn) {
 func Outcome(rs []*proto.Reply, err error) error {
 	if err != nil {
 		var r *proto.Reply
+		var be *BodyError
 		switch {
+		case errors.As(err, &be):
+			return be.Err // the caller's own error (a mail loop), as it is
 		case errors.As(err, &r) && r.Temporary():
 			return r
 		case errors.As(err, &r):
