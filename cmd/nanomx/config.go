@@ -89,6 +89,13 @@ type fileConfig struct {
 	MaxTLSSessions      int      `toml:"max_tls_sessions"`
 	TLSHandshakeTimeout duration `toml:"tls_handshake_timeout"`
 
+	// Delivery: the Maildirs, or an LMTP server (server/deliver.go).
+	Delivery        string   `toml:"delivery" restart:"true"`
+	LMTP            string   `toml:"lmtp" restart:"true"`
+	LMTPCheckRcpt   bool     `toml:"lmtp_check_rcpt" restart:"true"`
+	LMTPConnections int      `toml:"lmtp_connections" restart:"true"`
+	LMTPTimeout     duration `toml:"lmtp_timeout" restart:"true"`
+
 	// Operations. pprof is served by cmd, which checks it (checkLocal); the
 	// log settings are cmd's own.
 	PprofAddr string    `toml:"pprof" flag:"pprof" usage:"serve net/http/pprof on this loopback {address}, e.g. 127.0.0.1:6060" restart:"true"`

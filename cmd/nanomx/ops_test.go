@@ -202,6 +202,12 @@ var restartOnlyChange = map[string]string{
 	"event_loops":  `event_loops = 3`,
 	"log_format":   `log_format = "console"`,
 	"pprof":        `pprof = "127.0.0.1:6061"`,
+
+	"delivery":         `delivery = "lmtp"`,
+	"lmtp":             `lmtp = "127.0.0.1:24"`,
+	"lmtp_check_rcpt":  `lmtp_check_rcpt = true`,
+	"lmtp_connections": `lmtp_connections = 7`,
+	"lmtp_timeout":     `lmtp_timeout = "9s"`,
 }
 
 const reloadBase = `postmaster = "a@example.test"
