@@ -255,6 +255,10 @@ func (s *Server) Restart() {
 	}
 }
 
+// MailDir is the store: <MailDir>/<domain>/<user>/{new,cur,tmp}, the
+// layout of nanomx's maildir_root, so bench.VerifyMaildir reads it.
+func (s *Server) MailDir() string { return s.mailDir }
+
 // Log returns Dovecot's log so far.
 func (s *Server) Log() string {
 	b, _ := os.ReadFile(s.logPath)
