@@ -177,3 +177,25 @@ func TestLMTPTwoMX(t *testing.T) {
 		t.Errorf("Dovecot saw %d connections from two MXes with lmtp_connections = 4", n)
 	}
 }
+
+// TestLMTPExamplesInREADME: the README's "More than one machine" shows the
+// example files the LMTP tests run, as they are.
+func TestLMTPExamplesInREADME(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	toml, err := os.ReadFile("nanomx.lmtp.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dovecot, err := dovecottest.Example()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"nanomx.lmtp.example.toml": toml, "dovecot-lmtp.conf": dovecot} {
+		if !strings.Contains(string(readme), "\n"+string(b)+"```\n") {
+			t.Errorf("README.md does not show %s as it is", name)
+		}
+	}
+}
