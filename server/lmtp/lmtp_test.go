@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -167,3 +168,39 @@ func TestDown(t *testing.T) {
 		t.Fatalf("%d stored, want 2", n)
 	}
 }
+
+// TestOutcome: the one SMTP reply for a transaction's LMTP replies (see
+// Outcome's table).
+func TestOutcome(t *testing.T) {
+	ok := (*proto.Reply)(nil)
+	full := proto.NewReply(552, "5.2.2", "<bob@example.test> Mailbox is full")
+	unknown := proto.NewReply(550, "5.1.1", "<x@example.test> User doesn't exist")
+	temp := proto.NewReply(451, "4.3.0", "<bob@example.test> Temporary internal error")
+	for _, tt := range []struct {
+		name string
+		rs   []*proto.Reply
+		err  error
+		want string // prefix; "" for nil
+	}{
+		{"all accepted", []*proto.Reply{ok, ok}, nil, ""},
+		{"one temporary", []*proto.Reply{ok, temp}, nil, "451 4.3.0 <bob@"},
+		{"temporary beats permanent", []*proto.Reply{full, temp}, nil, "451 4.3.0 <bob@"},
+		{"all permanent", []*proto.Reply{unknown, full}, nil, "550 5.1.1"},
+		{"mixed accepted and permanent", []*proto.Reply{ok, full}, nil, "451 4.3.0 Not every recipient was accepted (552 5.2.2"},
+		{"connection lost", nil, io.ErrUnexpectedEOF, "451 4.4.1"},
+		{"MAIL refused temporarily", nil, proto.NewReply(421, "4.3.2", "shutting down"), "421 4.3.2"},
+		{"MAIL refused permanently", nil, proto.NewReply(554, "5.5.1", "no"), "451 4.3.0"},
+		{"queue full", nil, lmtp.ReplyQueueFull, "451 4.3.2"},
+		{"body failed", nil, &lmtp.BodyError{Err: errLoop}, "loop"},
+	} {
+		got := lmtp.Outcome(tt.rs, tt.err)
+		switch {
+		case tt.want == "" && got != nil:
+			t.Errorf("%s: %v, want nil", tt.name, got)
+		case tt.want != "" && (got == nil || !strings.HasPrefix(got.Error(), tt.want)):
+			t.Errorf("%s: %v, want %q...", tt.name, got, tt.want)
+		}
+	}
+}
+
+var errLoop = errors.New("loop")
