@@ -154,6 +154,17 @@ type Config struct {
 	// DNSTimeout bounds one query to one server (0: 5s).
 	DNSServers []string
 	DNSTimeout time.Duration
+	// Delivery is DeliveryMaildir (the spool writes the Maildirs) or
+	// DeliveryLMTP (each message goes to the LMTP server at LMTP,
+	// "unix:/run/dovecot/lmtp" or "host:port"; deliver.go). With LMTP,
+	// LMTPConnections bounds the connections and deliveries in flight (0:
+	// Workers), LMTPTimeout bounds connecting and each step, and
+	// LMTPCheckRcpt asks the LMTP server about each recipient at RCPT.
+	Delivery        string
+	LMTP            string
+	LMTPCheckRcpt   bool
+	LMTPConnections int
+	LMTPTimeout     time.Duration
 
 	// Log receives every log line.
 	Log zerolog.Logger
@@ -205,6 +216,8 @@ func Defaults() Config {
 		DNSBLThreshold:      1,
 		DNSBLAction:         DNSBLAtRcpt,
 		ScreenAllow:         []string{},
+		Delivery:            DeliveryMaildir,
+		LMTPTimeout:         30 * time.Second,
 		Log:                 zerolog.Nop(),
 	}
 }
@@ -294,7 +307,10 @@ func (c *Config) Validate() error {
 	if err := c.validateDNS(); err != nil {
 		return err
 	}
-	return c.validateScreen()
+	if err := c.validateScreen(); err != nil {
+		return err
+	}
+	return c.validateDelivery()
 }
 
 // checkListenAddr refuses a listen address that no bind could accept: one

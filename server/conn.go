@@ -467,7 +467,7 @@ func (c *conn) submit() {
 	reserved := c.reserved
 	c.body, c.reserved = nil, 0
 	srv, ip := c.srv, c.ip
-	err := srv.spool.Submit(m.Message, func(err error) {
+	err := srv.deliver.Submit(m, func(err error) {
 		// On a worker goroutine: publish the result, then let the session's
 		// goroutine (the loop, or a detached session's) act on it.
 		srv.release(ip, reserved)
@@ -588,7 +588,7 @@ func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
 	// The address book is the check stage's first check: its answer is a
 	// completed result, combined with the other checks' when there are
 	// any; the mailboxes join the transaction with the verdict (take).
-	targets, err := c.book.Lookup(addr)
+	targets, err := c.srv.lookup(c.book, addr)
 	r := bookVerdict(err)
 	if err != nil || len(c.checkers()) == 0 {
 		// The book's verdict is the whole verdict, complete now.
@@ -718,7 +718,7 @@ func (c *conn) WriteBody(p []byte) *proto.Reply {
 func (c *conn) spillBody() {
 	if c.spill == nil {
 		c.spillMsg = c.message(c.sess.Envelope())
-		c.spill = c.srv.spool.NewSpill(c.spillMsg.Message)
+		c.spill = c.srv.deliver.NewSpill(c.spillMsg.Message)
 	}
 	b, n := c.body, c.reserved
 	c.body, c.reserved = nil, 0

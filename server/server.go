@@ -45,6 +45,11 @@ type Server struct {
 	cfg   Config // as started; Reload changes live, not this
 	log   zerolog.Logger
 	spool *spool.Spool
+	// deliver is where accepted messages go (deliver.go): the spool's
+	// Maildirs or an LMTP server; lmtpRcpt is the RCPT check of
+	// lmtp_check_rcpt, nil when off.
+	deliver  delivery
+	lmtpRcpt *lmtpRcpt
 	// live holds the reloadable settings; each connection keeps the ones
 	// in force when it opened.
 	live atomic.Pointer[live]
@@ -169,7 +174,7 @@ func New(cfg Config) (*Server, error) {
 		QueueLength: cfg.QueueLength,
 		Syncer:      syncer,
 		GroupCommit: cfg.GroupCommit,
-		Mailboxes:   book.Mailboxes(),
+		Mailboxes:   spoolMailboxes(cfg, book),
 		Log:         cfg.Log,
 	})
 	if err != nil {
@@ -190,6 +195,7 @@ func New(cfg Config) (*Server, error) {
 		perIP:  make(map[netip.Addr]*ipState),
 		idBase: idBase(time.Now()),
 	}
+	s.newDelivery(cfg, sp)
 	s.budget.Store(cfg.BodyBudgetBytes)
 	s.live.Store(lv)
 	s.resolver = res
@@ -333,6 +339,7 @@ func (s *Server) Reload(cfg Config) error {
 		{"max_connections_per_minute", cfg.MaxConnectionsPerMinute == old.MaxConnectionsPerMinute},
 		{"max_messages_per_minute", cfg.MaxMessagesPerMinute == old.MaxMessagesPerMinute},
 		{"max_recipients_per_minute", cfg.MaxRecipientsPerMinute == old.MaxRecipientsPerMinute},
+		{"delivery", sameDelivery(cfg, old)},
 	} {
 		if !f.same {
 			return &ConfigError{Key: f.key, Err: errors.New("cannot change without a restart")}
@@ -382,7 +389,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	for i, a := range s.cfg.Listen {
 		u, err := listenURL(a)
 		if err != nil {
-			_ = s.spool.Close()
+			_ = s.deliver.Close()
 			return &ConfigError{Key: "listen", Err: err}
 		}
 		addrs[i] = u
@@ -407,7 +414,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case err := <-errc:
 		// New bound every address a moment ago; another process took one
 		// since, or gnet failed otherwise.
-		_ = s.spool.Close()
+		_ = s.deliver.Close()
 		return fmt.Errorf("listen %s: %w", strings.Join(s.cfg.Listen, ", "), listenCause(err))
 	case <-s.booted:
 	}
@@ -415,7 +422,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		Str("maildir_root", s.cfg.MaildirRoot).Msg("nanomx ready")
 	select {
 	case err := <-errc:
-		_ = s.spool.Close()
+		_ = s.deliver.Close()
 		return err
 	case <-ctx.Done():
 	}
@@ -426,7 +433,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.log.Warn().Err(err).Msg("engine stop")
 	}
 	<-errc
-	err := s.spool.Close()
+	err := s.deliver.Close()
 	s.log.Info().Uint64("delivered", s.stats.Delivered.Load()).Msg("nanomx stopped")
 	return err
 }

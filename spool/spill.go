@@ -441,6 +441,10 @@ func (sp *Spill) fail(err error) {
 // and publish do for a message in memory.
 func (sp *Spill) deliver(j job, answered *bool) {
 	s := sp.s
+	if j.scratch != nil {
+		sp.finishScratch(j, answered) // FinishSpill: the caller takes the file
+		return
+	}
 	if f := j.m.Folder; f != "" && sp.d != nil && sp.err == nil {
 		// Into a folder: the file stays where it was written (the first
 		// mailbox's tmp/, on the same file system) and is linked into the

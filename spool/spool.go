@@ -154,6 +154,9 @@ type Spool struct {
 type job struct {
 	m    *Message
 	done func(error)
+	// scratch, set by FinishSpill, takes the finished file of a spill
+	// instead of its publication (scratch.go).
+	scratch func(path string, err error)
 }
 
 // New checks cfg, creates Root if missing (mode 0700), locks it against a

@@ -100,6 +100,12 @@ type fileConfig struct {
 	MaxConnectionsPerMinute int      `toml:"max_connections_per_minute" restart:"true"`
 	MaxMessagesPerMinute    int      `toml:"max_messages_per_minute" restart:"true"`
 	MaxRecipientsPerMinute  int      `toml:"max_recipients_per_minute" restart:"true"`
+	// Delivery: the Maildirs, or an LMTP server (server/deliver.go).
+	Delivery        string   `toml:"delivery" restart:"true"`
+	LMTP            string   `toml:"lmtp" restart:"true"`
+	LMTPCheckRcpt   bool     `toml:"lmtp_check_rcpt" restart:"true"`
+	LMTPConnections int      `toml:"lmtp_connections" restart:"true"`
+	LMTPTimeout     duration `toml:"lmtp_timeout" restart:"true"`
 
 	// Operations. pprof is served by cmd, which checks it (checkLocal); the
 	// log settings are cmd's own.

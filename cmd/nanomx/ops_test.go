@@ -212,6 +212,12 @@ var restartOnlyChange = map[string]string{
 	"max_connections_per_minute": `max_connections_per_minute = 60`,
 	"max_messages_per_minute":    `max_messages_per_minute = 60`,
 	"max_recipients_per_minute":  `max_recipients_per_minute = 60`,
+
+	"delivery":         `delivery = "lmtp"`,
+	"lmtp":             `lmtp = "127.0.0.1:24"`,
+	"lmtp_check_rcpt":  `lmtp_check_rcpt = true`,
+	"lmtp_connections": `lmtp_connections = 7`,
+	"lmtp_timeout":     `lmtp_timeout = "9s"`,
 }
 
 const reloadBase = `postmaster = "a@example.test"
