@@ -134,6 +134,17 @@ type Config struct {
 	// (loopback only). The server itself does not read it.
 	PprofAddr string
 
+	// ProxyListen are more listen addresses, where every connection must
+	// begin with a PROXY protocol header (v1 or v2) from a peer in
+	// ProxyTrusted; the client address it carries then stands for the
+	// peer's everywhere (limits, checks, logs, the Received header).
+	ProxyListen []string
+	// ProxyTrusted are the proxies allowed to send that header: CIDR
+	// prefixes ("10.0.0.0/8") or single addresses. Empty trusts none.
+	ProxyTrusted []string
+	// ProxyTimeout bounds the wait for the header.
+	ProxyTimeout time.Duration
+
 	// Log receives every log line.
 	Log zerolog.Logger
 
@@ -178,6 +189,9 @@ func Defaults() Config {
 		TLSMinVersion:       "1.2",
 		MaxTLSSessions:      1000,
 		TLSHandshakeTimeout: 30 * time.Second,
+		ProxyListen:         []string{}, // empty, not nil: as a file's [] reads
+		ProxyTrusted:        []string{},
+		ProxyTimeout:        10 * time.Second,
 		Log:                 zerolog.Nop(),
 	}
 }
@@ -264,7 +278,7 @@ func (c *Config) Validate() error {
 	case c.TLSHandshakeTimeout < time.Second:
 		return bad("tls_handshake_timeout", "must be at least 1s")
 	}
-	return nil
+	return c.validateProxy()
 }
 
 // checkListenAddr refuses a listen address that no bind could accept: one

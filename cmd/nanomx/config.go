@@ -89,6 +89,11 @@ type fileConfig struct {
 	MaxTLSSessions      int      `toml:"max_tls_sessions"`
 	TLSHandshakeTimeout duration `toml:"tls_handshake_timeout"`
 
+	// PROXY protocol listeners (behind HAProxy or a load balancer).
+	ProxyListen  []string `toml:"proxy_listen" restart:"true"`
+	ProxyTrusted []string `toml:"proxy_trusted"`
+	ProxyTimeout duration `toml:"proxy_timeout"`
+
 	// Operations. pprof is served by cmd, which checks it (checkLocal); the
 	// log settings are cmd's own.
 	PprofAddr string    `toml:"pprof" flag:"pprof" usage:"serve net/http/pprof on this loopback {address}, e.g. 127.0.0.1:6060" restart:"true"`

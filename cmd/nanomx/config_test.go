@@ -97,6 +97,9 @@ tls_min_version = "1.3"
 tls_required = true
 max_tls_sessions = 200
 tls_handshake_timeout = "10s"
+proxy_listen = ["0.0.0.0:2526"]
+proxy_trusted = ["10.0.0.0/8", "192.0.2.10"]
+proxy_timeout = "30s"
 log_level = "debug"
 log_format = "console"
 
@@ -156,6 +159,9 @@ func TestEveryKey(t *testing.T) {
 	want.TLSRequired = true
 	want.MaxTLSSessions = 200
 	want.TLSHandshakeTimeout = 10 * time.Second
+	want.ProxyListen = []string{"0.0.0.0:2526"}
+	want.ProxyTrusted = []string{"10.0.0.0/8", "192.0.2.10"}
+	want.ProxyTimeout = 30 * time.Second
 	sameConfig(t, l.Config, want)
 	if l.LogLevel != zerolog.DebugLevel || l.LogFormat != logConsole {
 		t.Errorf("log = %v %q, want debug console", l.LogLevel, l.LogFormat)
