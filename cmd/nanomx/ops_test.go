@@ -202,6 +202,7 @@ var restartOnlyChange = map[string]string{
 	"event_loops":  `event_loops = 3`,
 	"log_format":   `log_format = "console"`,
 	"pprof":        `pprof = "127.0.0.1:6061"`,
+	"proxy_listen": `proxy_listen = ["127.0.0.1:2601"]`,
 }
 
 const reloadBase = `postmaster = "a@example.test"
