@@ -165,6 +165,16 @@ type Config struct {
 	LMTPCheckRcpt   bool
 	LMTPConnections int
 	LMTPTimeout     time.Duration
+	// ProxyListen are more listen addresses, where every connection must
+	// begin with a PROXY protocol header (v1 or v2) from a peer in
+	// ProxyTrusted; the client address it carries then stands for the
+	// peer's everywhere (limits, checks, logs, the Received header).
+	ProxyListen []string
+	// ProxyTrusted are the proxies allowed to send that header: CIDR
+	// prefixes ("10.0.0.0/8") or single addresses. Empty trusts none.
+	ProxyTrusted []string
+	// ProxyTimeout bounds the wait for the header.
+	ProxyTimeout time.Duration
 
 	// Log receives every log line.
 	Log zerolog.Logger
@@ -218,6 +228,9 @@ func Defaults() Config {
 		ScreenAllow:         []string{},
 		Delivery:            DeliveryMaildir,
 		LMTPTimeout:         30 * time.Second,
+		ProxyListen:         []string{}, // empty, not nil: as a file's [] reads
+		ProxyTrusted:        []string{},
+		ProxyTimeout:        10 * time.Second,
 		Log:                 zerolog.Nop(),
 	}
 }
@@ -310,7 +323,10 @@ func (c *Config) Validate() error {
 	if err := c.validateScreen(); err != nil {
 		return err
 	}
-	return c.validateDelivery()
+	if err := c.validateDelivery(); err != nil {
+		return err
+	}
+	return c.validateProxy()
 }
 
 // checkListenAddr refuses a listen address that no bind could accept: one

@@ -50,6 +50,12 @@ type conn struct {
 	n      uint64     // connection number, for the session id
 	opened time.Time
 
+	// proxy is the peer a PROXY header came from (proxy.go), when the
+	// connection arrived on a proxy_listen address; remote is then the
+	// client the header named. proxyWait is set until the header is read.
+	proxy     netip.Addr
+	proxyWait bool
+
 	// deadline is when the session times out (Unix ns). Written by the
 	// loop, read by OnTick.
 	deadline atomic.Int64
@@ -127,6 +133,16 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		return proto.ReplyShutdown.Bytes(), gnet.Close
 	}
 	remote := addrOf(gc.RemoteAddr())
+	if s.proxyListener(gc.LocalAddr()) {
+		return s.openProxied(gc, remote) // proxy.go: the header first
+	}
+	return s.admit(gc, remote, netip.Addr{})
+}
+
+// admit admits a connection from the client at remote under the total
+// and per-IP limits and sends the greeting. proxy is the proxy it came
+// through, when a PROXY header named remote (proxy.go).
+func (s *Server) admit(gc gnet.Conn, remote, proxy netip.Addr) ([]byte, gnet.Action) {
 	key := ipKey(remote)
 	lv := s.live.Load()
 	s.mu.Lock()
@@ -152,6 +168,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		lv:         lv,
 		gc:         gc,
 		remote:     remote,
+		proxy:      proxy,
 		key:        key,
 		ip:         ip,
 		opened:     now,
@@ -236,6 +253,13 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	c, ok := gc.Context().(*conn)
 	if !ok {
 		return gnet.Close
+	}
+	if c.proxyWait {
+		// No session yet: the PROXY header comes first (proxy.go). Once it
+		// is read, the session it began serves the bytes after it.
+		if c, action = c.readProxyHeader(gc); c == nil {
+			return action
+		}
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -747,6 +771,9 @@ func (c *conn) freeBody() {
 // kept, because an idle connection should hold as little as possible.
 func (c *conn) log() *zerolog.Logger {
 	ctx := c.srv.log.With().Str("sid", c.srv.idBase+"s"+itoa36(c.n)).Stringer("remote", c.remote)
+	if c.proxy.IsValid() {
+		ctx = ctx.Stringer("proxy", c.proxy)
+	}
 	if c.tlsInfo != "" {
 		ctx = ctx.Str("tls", c.tlsInfo)
 	}

@@ -78,6 +78,11 @@ type Server struct {
 	// resolver is the one DNS layer the checks share (built in New; it
 	// sends nothing until asked).
 	resolver *resolver.Resolver
+	// proxyBinds are the proxy_listen addresses as gnet binds them
+	// (proxy.go); untrustedLog rate-limits the log line about untrusted
+	// peers (Unix ns of the last one).
+	proxyBinds   []netip.AddrPort
+	untrustedLog atomic.Int64
 }
 
 // Stats are the server's counters. Tests read them; nothing exports them
@@ -96,6 +101,11 @@ type Stats struct {
 	TLSFailed     atomic.Uint64 // failed handshakes
 	TLSRefused    atomic.Uint64 // STARTTLS answered 454: no TLS slot
 	TLSInjections atomic.Uint64 // input pipelined after STARTTLS, dropped
+
+	ProxyHeaders   atomic.Uint64 // PROXY headers read (LOCAL ones included)
+	ProxyLocal     atomic.Uint64 // of which v2 LOCAL (health checks)
+	ProxyUntrusted atomic.Uint64 // proxy_listen peers not in proxy_trusted, closed
+	ProxyFailed    atomic.Uint64 // bad or missing headers (timeout), closed
 }
 
 // Check validates cfg as Run would, address book included, without
@@ -136,7 +146,11 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := probeListen(cfg.Listen); err != nil {
+	if err := probeListen(append(slices.Clip(cfg.Listen), cfg.ProxyListen...)); err != nil {
+		return nil, err
+	}
+	proxyBinds, err := resolveProxyListen(cfg.ProxyListen)
+	if err != nil {
 		return nil, err
 	}
 	book, err := newBook(cfg)
@@ -196,6 +210,7 @@ func New(cfg Config) (*Server, error) {
 		idBase: idBase(time.Now()),
 	}
 	s.newDelivery(cfg, sp)
+	s.proxyBinds = proxyBinds
 	s.budget.Store(cfg.BodyBudgetBytes)
 	s.live.Store(lv)
 	s.resolver = res
@@ -282,10 +297,16 @@ type live struct {
 	// host is the hostname as the spool validated it, lowercase, for the
 	// Received field's "by".
 	host string
+	// trusted are the proxies allowed to send a PROXY header.
+	trusted []netip.Prefix
 }
 
 func newLive(cfg Config) (*live, error) {
 	tlsConf, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	trusted, err := parseTrusted(cfg.ProxyTrusted)
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +315,7 @@ func newLive(cfg Config) (*live, error) {
 		bare = proto.BareNewlineNormalize
 	}
 	host := strings.ToLower(strings.TrimSpace(cfg.Hostname))
-	return &live{cfg: cfg, tls: tlsConf, host: host, dialect: proto.NewDialect(proto.Config{
+	return &live{cfg: cfg, tls: tlsConf, host: host, trusted: trusted, dialect: proto.NewDialect(proto.Config{
 		Hostname:            cfg.Hostname,
 		MaxLineBytes:        cfg.MaxLineBytes,
 		MaxAddressAllowance: cfg.MaxAddressAllowance,
@@ -324,6 +345,7 @@ func (s *Server) Reload(cfg Config) error {
 		same bool
 	}{
 		{"listen", slices.Equal(cfg.Listen, old.Listen)},
+		{"proxy_listen", slices.Equal(cfg.ProxyListen, old.ProxyListen)},
 		{"maildir_root", cfg.MaildirRoot == old.MaildirRoot},
 		{"hostname", cfg.Hostname == old.Hostname},
 		{"workers", cfg.Workers == old.Workers},
@@ -385,8 +407,8 @@ func (s *Server) Stats() *Stats { return &s.stats }
 
 // Serve runs the gnet engine until ctx is cancelled, then drains.
 func (s *Server) Serve(ctx context.Context) error {
-	addrs := make([]string, len(s.cfg.Listen))
-	for i, a := range s.cfg.Listen {
+	addrs := make([]string, len(s.cfg.Listen)+len(s.cfg.ProxyListen))
+	for i, a := range append(slices.Clip(s.cfg.Listen), s.cfg.ProxyListen...) {
 		u, err := listenURL(a)
 		if err != nil {
 			_ = s.deliver.Close()
@@ -420,6 +442,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.log.Info().Strs("listen", s.cfg.Listen).Str("hostname", s.cfg.Hostname).
 		Str("maildir_root", s.cfg.MaildirRoot).Msg("nanomx ready")
+	s.logProxyReady()
 	select {
 	case err := <-errc:
 		_ = s.deliver.Close()

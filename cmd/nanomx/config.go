@@ -106,6 +106,10 @@ type fileConfig struct {
 	LMTPCheckRcpt   bool     `toml:"lmtp_check_rcpt" restart:"true"`
 	LMTPConnections int      `toml:"lmtp_connections" restart:"true"`
 	LMTPTimeout     duration `toml:"lmtp_timeout" restart:"true"`
+	// PROXY protocol listeners (behind HAProxy or a load balancer).
+	ProxyListen  []string `toml:"proxy_listen" restart:"true"`
+	ProxyTrusted []string `toml:"proxy_trusted"`
+	ProxyTimeout duration `toml:"proxy_timeout"`
 
 	// Operations. pprof is served by cmd, which checks it (checkLocal); the
 	// log settings are cmd's own.

@@ -106,6 +106,9 @@ screen_allow = ["192.0.2.0/24"]
 max_connections_per_minute = 60
 max_messages_per_minute = 30
 max_recipients_per_minute = 300
+proxy_listen = ["0.0.0.0:2526"]
+proxy_trusted = ["10.0.0.0/8", "192.0.2.10"]
+proxy_timeout = "30s"
 log_level = "debug"
 log_format = "console"
 
@@ -174,6 +177,9 @@ func TestEveryKey(t *testing.T) {
 	want.MaxConnectionsPerMinute = 60
 	want.MaxMessagesPerMinute = 30
 	want.MaxRecipientsPerMinute = 300
+	want.ProxyListen = []string{"0.0.0.0:2526"}
+	want.ProxyTrusted = []string{"10.0.0.0/8", "192.0.2.10"}
+	want.ProxyTimeout = 30 * time.Second
 	sameConfig(t, l.Config, want)
 	if l.LogLevel != zerolog.DebugLevel || l.LogFormat != logConsole {
 		t.Errorf("log = %v %q, want debug console", l.LogLevel, l.LogFormat)

@@ -218,6 +218,7 @@ var restartOnlyChange = map[string]string{
 	"lmtp_check_rcpt":  `lmtp_check_rcpt = true`,
 	"lmtp_connections": `lmtp_connections = 7`,
 	"lmtp_timeout":     `lmtp_timeout = "9s"`,
+	"proxy_listen":     `proxy_listen = ["127.0.0.1:2601"]`,
 }
 
 const reloadBase = `postmaster = "a@example.test"
