@@ -27,9 +27,12 @@ test:
 
 # bench: the micro-benchmarks of every package (no tests run) into
 # bench/microbench.txt, then the "nanode" load profile (bench/nanode.sh):
-# nanomx pinned to one CPU under nanomx bench, results in bench/RESULTS.md
-# and bench/throughput.svg. Takes about four minutes; needs 2 CPUs,
-# taskset and Postfix's smtp-sink and smtp-source.
+# nanomx pinned to one CPU under nanomx bench, every scenario 3 rounds
+# into fresh mailboxes (medians, min-max, wide spreads flagged), STARTTLS
+# rows, the internet profile and an open-loop SLO search; results in
+# bench/RESULTS.md and bench/throughput.svg. Takes about 20 minutes on a
+# quiet machine (more if file creation is slow: it waits); needs 2 CPUs,
+# taskset, openssl and Postfix's smtp-sink and smtp-source.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./... > bench/microbench.txt 2>&1 || { cat bench/microbench.txt; exit 1; }
 	cat bench/microbench.txt
@@ -76,3 +79,11 @@ fuzz:
 # needs 2 CPUs, taskset, jq and openssl.
 bench-hardening: build
 	bash bench/hardening.sh
+
+.PHONY: bench-peers
+
+# bench-peers: nanomx against smtp-sink, Postfix and go-smtp (bench/peers.sh,
+# as root): plaintext and STARTTLS cells, 3 alternating rounds into fresh
+# mailboxes, medians and spreads, into bench/PEERS.md. About 15 minutes.
+bench-peers: build
+	bash bench/peers.sh

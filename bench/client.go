@@ -30,6 +30,8 @@ type conn struct {
 // skipped.
 type hooks struct {
 	connect, greeting, handshake func(time.Duration)
+	// resumed is called after a handshake that resumed a session.
+	resumed func()
 }
 
 // dialer opens connections to the target for one run.
@@ -92,6 +94,9 @@ func (d *dialer) open(ctx context.Context, c *conn, timeout time.Duration, h *ho
 		}
 		if h.handshake != nil {
 			h.handshake(c.HandshakeTime)
+		}
+		if tc, ok := c.NetConn().(*tls.Conn); ok && h.resumed != nil && tc.ConnectionState().DidResume {
+			h.resumed()
 		}
 		if err := c.Ehlo(d.ehlo); err != nil {
 			return fail(err)

@@ -73,6 +73,23 @@ type Config struct {
 	// TLSServerName is the name sent in SNI and verified against the
 	// certificate; empty means the host of Target.
 	TLSServerName string `json:"tls_servername,omitempty"`
+	// TLSResume offers TLS session resumption: the load sessions share
+	// one client session cache, so that a connection after the first
+	// presents the ticket the server sent (TLS 1.3 PSK with ECDHE, or a
+	// TLS 1.2 ticket). Without it every handshake is a full one.
+	TLSResume bool `json:"tls_resume,omitempty"`
+
+	// Rate, when not 0, makes the run open-loop: messages arrive on a
+	// fixed schedule, Rate per second, whether or not earlier ones have
+	// finished, and wait for a free session (of Conns) when none is; the
+	// latency of each is also measured from its scheduled arrival
+	// (Latencies.Scheduled), so a server that falls behind shows its
+	// queue (no coordinated omission, as wrk2 and k6's
+	// constant-arrival-rate). Duration or Count ends the arrivals.
+	Rate float64 `json:"rate,omitempty"`
+	// Profile, when set, shapes the traffic after a named mix; the only
+	// one is "internet" (see profile.go and ProfileReport).
+	Profile string `json:"profile,omitempty"`
 
 	// PID is a local server process to measure from /proc; 0 for none.
 	PID int `json:"pid,omitempty"`
@@ -239,8 +256,12 @@ func (c Config) withDefaults() (Config, error) {
 		bad("idle, slow: must not be negative")
 	case c.SlowInterval < 0:
 		bad("slow-interval: must not be negative")
-	case !c.TLS && (c.TLSCA != "" || c.TLSServerName != ""):
-		bad("tls-ca, tls-servername: need tls")
+	case !c.TLS && c.Profile == "" && (c.TLSCA != "" || c.TLSServerName != "" || c.TLSResume):
+		bad("tls-ca, tls-servername, tls-resume: need tls")
+	case c.Rate < 0:
+		bad("rate: must not be negative")
+	case c.Profile != "" && c.Profile != ProfileInternet:
+		bad("profile %q: unknown (the one profile is %q)", c.Profile, ProfileInternet)
 	case c.IdleRcpts < 0 || c.Unread < 0 || c.Silent < 0:
 		bad("idle-rcpts, unread, silent: must not be negative")
 	case c.IdleRcpts > 0 && c.IdleRcptLen < len("x@")+len(domainOf(c.To[0]))+12:

@@ -144,41 +144,13 @@ RES=$WORK/results
 MAILDIR=$WORK/mail
 mkdir -p "$RES" "$MAILDIR"
 
-# File creation on ext4 without a journal stays slow for 5-10 minutes after
-# many files were deleted nearby (the inode allocator skips, one by one,
-# inodes freed recently: recently_deleted() in fs/ext4/ialloc.c): a
-# server's delivery then costs several times its usual CPU. Probe it (the
-# files stay until the end: deleting them would cause it) and wait, up to
-# HARDENING_FS_WAIT seconds (default 720), for it to pass.
-create_us() { # create_us DIR: microseconds per empty file created in DIR
-	mkdir -p "$1"
-	local t0 t1 i
-	t0=$(date +%s%N)
-	for i in $(seq 2000); do : >"$1/f$i"; done
-	t1=$(date +%s%N)
-	echo $(((t1 - t0) / 1000 / 2000))
-}
-FS_WAIT=${HARDENING_FS_WAIT:-720}
-FS_LIMIT_US=120
-PROBE=0
-# Beside the mailboxes, where the server will create its files: ext4
-# places a new folder near its parent's.
+# File creation: see fs_wait in bench/lib.sh (shared with nanode.sh and
+# peers.sh), probing beside the mailboxes, where the server will create
+# its files: ext4 places a new folder near its parent's.
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 PROBE_DIR=$WORK/mail/bench.test/.probe
-# fs_wait: probes file creation and waits for it to be fast; sets FS_US
-# and FS_WAITED.
-fs_wait() {
-	PROBE=$((PROBE + 1))
-	FS_US=$(create_us "$PROBE_DIR$PROBE")
-	FS_WAITED=0
-	while [ "$FS_US" -gt $FS_LIMIT_US ] && [ $FS_WAITED -lt "$FS_WAIT" ]; do
-		log "creating a file takes $FS_US µs here (recently deleted files nearby?): waiting"
-		sleep 30
-		FS_WAITED=$((FS_WAITED + 30))
-		PROBE=$((PROBE + 1))
-		FS_US=$(create_us "$PROBE_DIR$PROBE")
-	done
-}
-fs_wait
+fs_wait "$PROBE_DIR"
 FS_NOTE="Before the runs, creating an empty file beside the mailboxes took $FS_US µs"
 [ $FS_WAITED -eq 0 ] || FS_NOTE+=" (after waiting $FS_WAITED s for the file system to recover from deletions nearby)"
 if [ "$FS_US" -gt $FS_LIMIT_US ]; then
@@ -458,7 +430,7 @@ body_budget = "256MiB"'
 	log "f: deleting its $((F_DU / 1024)) MiB of mail"
 	rm -rf "$F_BOX"
 	sync
-	fs_wait
+	fs_wait "$PROBE_DIR"
 	F_FS="After deleting it, creating an empty file took $FS_US µs"
 	[ "$FS_WAITED" -eq 0 ] || F_FS+=" (after waiting $FS_WAITED s)"
 	F_FS+="."

@@ -32,12 +32,40 @@ func (r *Result) WriteText(w io.Writer) error {
 		if c.TLSCA == "" {
 			tlsText += " (not verified)"
 		}
+		if c.TLSResume {
+			tlsText += ", resumption offered"
+		}
+	}
+	if c.Rate > 0 {
+		tlsText += fmt.Sprintf("  open loop %g msgs/s", c.Rate)
+	}
+	if c.Profile != "" {
+		tlsText += "  profile " + c.Profile
 	}
 	pf("target %s  run %s  conns %d  size %s  per-conn %s  rcpts %d  pipelining %s%s  seed %d\n",
 		c.Target, c.RunID, c.Conns, c.Size, perConnText(c.PerConn), c.Rcpts, pipe, tlsText, c.Seed)
 	pf("messages    %d delivered, %d failed, %d attempted in %.2fs (stopped by %s)\n",
 		r.Delivered, r.Failed, r.Attempted, r.Elapsed, r.Stopped)
 	pf("throughput  %.1f msgs/s  %.2f MB/s  over %d connections\n", r.MsgsPerSec, r.MBPerSec, r.Connections)
+	if c.TLSResume {
+		pf("tls         %d of %d connections resumed a session\n", r.TLSResumed, r.Connections)
+	}
+	if c.Rate > 0 {
+		pf("open loop   %g arrivals/s scheduled; %d never started (unserved)\n", c.Rate, r.Unserved)
+	}
+	if p := r.Profile; p != nil {
+		pf("profile     %s: planned", p.Name)
+		for k := range nKinds {
+			if n := p.Planned[k.String()]; n > 0 {
+				pf("  %d %s", n, k)
+			}
+		}
+		pf("\n  connections %d with STARTTLS, %d plaintext; %d unknown recipients refused (%d accepted); %d transactions dropped mid-data; %d bots opened\n",
+			p.TLSConns, p.PlainConns, p.Refused, p.RefusedAccepted, p.Aborted, p.BotsOpened)
+		for _, k := range sortedByCount(p.BotOutcomes) {
+			pf("  %8d  %s\n", p.BotOutcomes[k], k)
+		}
+	}
 
 	tw := tabwriter.NewWriter(ew, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "latency ms\tp50\tp90\tp99\tp99.9\tmax\tcount\t\n")
@@ -50,6 +78,10 @@ func (r *Result) WriteText(w io.Writer) error {
 		{"tls handshake", r.Latency.TLS},
 		{"end-of-data → 250", r.Latency.EndOfData},
 		{"transaction", r.Latency.Transaction},
+		{"scheduled → 250", r.Latency.Scheduled},
+	}
+	if r.Latency.Scheduled.Count == 0 {
+		rows = rows[:len(rows)-1]
 	}
 	if r.Latency.TLS.Count == 0 {
 		rows = slices.Delete(rows, 2, 3)

@@ -30,6 +30,15 @@ type Result struct {
 	Connections int64   `json:"connections"`
 	// PipeliningOffered is set when the server advertised PIPELINING.
 	PipeliningOffered bool `json:"pipelining_offered"`
+	// TLSResumed counts the load connections whose handshake resumed a
+	// session (-tls-resume).
+	TLSResumed int64 `json:"tls_resumed,omitempty"`
+	// Unserved counts, in an open-loop run (-rate), the arrivals that
+	// never started: the queue of waiting arrivals was full, or the run
+	// was cut (max-duration) before a session took them.
+	Unserved int64 `json:"unserved,omitempty"`
+	// Profile is what a -profile run did besides the messages.
+	Profile *ProfileReport `json:"profile,omitempty"`
 
 	Latency Latencies `json:"latency_ms"`
 	// Errors counts failed messages by stage and reply or error kind
@@ -67,6 +76,10 @@ type Latencies struct {
 	// answering STARTTLS to the handshake's end; the idle and slow
 	// sessions' are not counted.
 	TLS Latency `json:"tls_handshake,omitzero"`
+	// Scheduled is, in an open-loop run (-rate), from each delivered
+	// message's scheduled arrival to its 250: the wait for a free session
+	// and for the server included.
+	Scheduled Latency `json:"scheduled,omitzero"`
 }
 
 // Latency summarises one distribution, in milliseconds.

@@ -30,8 +30,15 @@ const (
 type runner struct {
 	cfg  Config
 	dial *dialer
-	pool bodyPool
-	date string
+	// dialPlain opens the plaintext connections of a profile run.
+	dialPlain *dialer
+	// prof counts what a profile run does; nil without -profile.
+	prof *profileState
+	// arrivals carries the scheduled messages of an open-loop run (-rate)
+	// from the dispatcher to the sessions; nil in a closed-loop one.
+	arrivals chan arrival
+	pool     bodyPool
+	date     string
 
 	// Precomputed commands: they do not change within a run.
 	mailCmd  []byte
@@ -50,12 +57,14 @@ type runner struct {
 	bytes     atomic.Int64
 	conns     atomic.Int64
 	offered   atomic.Bool
+	resumed   atomic.Int64
+	unserved  atomic.Int64
 
 	// mu guards the histograms, errors and acked; sessions record into
 	// them after each message.
 	mu                              sync.Mutex
 	hConnect, hGreeting, hEnd, hTxn *hdrhistogram.Histogram
-	hTLS                            *hdrhistogram.Histogram
+	hTLS, hSched                    *hdrhistogram.Histogram
 	errors                          map[string]int64
 	acked                           []int64
 }
@@ -81,6 +90,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		hEnd:      newHistogram(),
 		hTxn:      newHistogram(),
 		hTLS:      newHistogram(),
+		hSched:    newHistogram(),
 		errors:    make(map[string]int64),
 	}
 	r.dial = &dialer{
@@ -89,10 +99,17 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		src:    r.nextSource,
 		ehlo:   cfg.EHLO,
 	}
-	if cfg.TLS {
+	if cfg.TLS || cfg.Profile != "" {
 		if r.dial.tls, err = clientTLS(cfg); err != nil {
 			return nil, err
 		}
+	}
+	if cfg.Profile != "" {
+		// The profile picks STARTTLS per connection.
+		plain := *r.dial
+		plain.tls = nil
+		r.dialPlain = &plain
+		r.prof = newProfileState(cfg.Seed)
 	}
 	r.mailCmd = []byte("MAIL FROM:<" + cfg.From + ">\r\n")
 	for _, to := range cfg.To {
@@ -163,6 +180,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		stopProgress = r.startProgress(start)
 	}
 
+	if cfg.Rate > 0 {
+		r.arrivals = make(chan arrival, maxQueued)
+		go r.dispatch(start)
+	}
 	var wg sync.WaitGroup
 	for range cfg.Conns {
 		wg.Add(1)
@@ -178,6 +199,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	proc.endLoad()
 
+	if r.prof != nil {
+		res.Profile = r.prof.finish()
+	}
 	if slow != nil {
 		res.Slow = slow.finish()
 	}
@@ -200,6 +224,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	res.Bytes = r.bytes.Load()
 	res.Connections = r.conns.Load()
 	res.PipeliningOffered = r.offered.Load()
+	res.TLSResumed = r.resumed.Load()
+	res.Unserved = r.unserved.Load()
 	if s := elapsed.Seconds(); s > 0 {
 		res.MsgsPerSec = float64(res.Delivered) / s
 		res.MBPerSec = float64(res.Bytes) / 1e6 / s
@@ -211,6 +237,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		EndOfData:   latencyOf(r.hEnd),
 		Transaction: latencyOf(r.hTxn),
 		TLS:         latencyOf(r.hTLS),
+		Scheduled:   latencyOf(r.hSched),
 	}
 	res.Errors = r.errors
 	res.Acked = r.acked
@@ -279,6 +306,9 @@ func clientTLS(cfg Config) (*tls.Config, error) {
 		// Full 16 KB records from the first byte, as OpenSSL-based MTAs
 		// send them; Go's default starts small, for browsers.
 		DynamicRecordSizingDisabled: true,
+	}
+	if cfg.TLSResume {
+		tc.ClientSessionCache = tls.NewLRUClientSessionCache(64)
 	}
 	if cfg.TLSCA == "" {
 		tc.InsecureSkipVerify = true
@@ -371,6 +401,11 @@ type worker struct {
 	envBuf []byte // the pipelined envelope
 	hdr    []byte // the message header
 	acked  []int64
+	// limit is how many messages this connection carries (0: no limit).
+	limit int
+	// sched is the scheduled arrival of the current message in an
+	// open-loop run, else zero.
+	sched time.Time
 	// refused are the error keys of the refused recipients of the
 	// current message.
 	refused []string
@@ -384,14 +419,24 @@ func (r *runner) work(ctx context.Context) {
 		connect:   func(d time.Duration) { r.record(r.hConnect, d) },
 		greeting:  func(d time.Duration) { r.record(r.hGreeting, d) },
 		handshake: func(d time.Duration) { r.record(r.hTLS, d) },
+		resumed:   func() { r.resumed.Add(1) },
 	}
 	for {
-		seq, ok := r.claim()
+		seq, sched, ok := r.nextMessage()
 		if !ok {
 			break
 		}
+		w.sched = sched
+		var pl plan
+		if r.prof != nil {
+			pl = r.prof.plan(seq)
+			if pl.kind.bot() {
+				r.startBot(ctx, pl)
+				continue
+			}
+		}
 		if w.tcp == nil {
-			if key := r.dial.open(ctx, &w.conn, timeout, h); key != "" {
+			if key := r.dialFor(r.prof == nil || pl.tls).open(ctx, &w.conn, timeout, h); key != "" {
 				r.fail(key)
 				// A server that refuses connections is not retried in a
 				// tight loop.
@@ -405,15 +450,31 @@ func (r *runner) work(ctx context.Context) {
 			if w.pipelining {
 				r.offered.Store(true)
 			}
-			w.sent = 0
+			w.sent, w.limit = 0, r.cfg.PerConn
+			if r.prof != nil {
+				w.limit = pl.perConn
+				if pl.tls {
+					r.prof.tlsConns.Add(1)
+				} else {
+					r.prof.plainConns.Add(1)
+				}
+			}
 		}
-		keep := w.transact(seq)
+		var keep bool
+		switch pl.kind {
+		case kindRefused:
+			keep = w.transactRefused(seq)
+		case kindAbort:
+			w.transactAbort(seq)
+		default:
+			keep = w.transact(seq)
+		}
 		w.sent++
 		if !keep {
 			w.close()
 			continue
 		}
-		if r.cfg.PerConn > 0 && w.sent >= r.cfg.PerConn {
+		if w.limit > 0 && w.sent >= w.limit {
 			w.endSession()
 		}
 	}
@@ -596,6 +657,9 @@ func (w *worker) transact(seq int64) (keep bool) {
 	r.mu.Lock()
 	recordDuration(r.hEnd, t2.Sub(t1))
 	recordDuration(r.hTxn, t2.Sub(t0))
+	if !w.sched.IsZero() {
+		recordDuration(r.hSched, t2.Sub(w.sched))
+	}
 	r.mu.Unlock()
 	return keep
 }

@@ -20,11 +20,13 @@ import (
 //     mailboxes' tmp/) without syncing anything;
 //  2. one committer goroutine takes every prepared message waiting (a
 //     batch is whatever has accumulated, so a lone message is not held
-//     back), calls SyncAll, renames them all into new/, calls SyncAll again,
-//     and only then reports them delivered.
+//     back), calls SyncAll, renames them all into new/, and reports them
+//     delivered after the next SyncAll, which also makes the following
+//     batch's files durable.
 //
-// Two flushes per batch replace two fsyncs per file and directory per
-// message, which on a small VPS is most of the cost of a delivery.
+// One flush per batch (two per message, shared with the neighbouring
+// batches) replaces two fsyncs per file and directory per message, which
+// on a small VPS is most of the cost of a delivery.
 type BatchSyncer interface {
 	Syncer
 	SyncAll() error
@@ -169,84 +171,146 @@ func (s *Spool) prepareGrouped(j job) (p prepared, done bool, err error) {
 }
 
 // committer is step 2 of group commit: one goroutine, so flushes never
-// overlap and each batch is as large as what waited during the last one.
+// overlap and each batch is as large as what waited during the last
+// cycle. Each cycle is one flush (see cycle): a batch is renamed after
+// the flush that makes its files durable and answered after the next one,
+// which also makes the following batch's files durable. So a message
+// still waits for two flushes, but the committer runs one per batch.
 func (s *Spool) committer() {
 	defer s.commitDone.Done()
-	batch := make([]prepared, 0, maxBatch)
-	for p := range s.commitQ {
-		batch = append(batch[:0], p)
+	// renamed is the batch in new/ waiting for the flush that makes its
+	// renames durable; next is filling. They swap each cycle.
+	renamed, next := newBatch(), newBatch()
+	open := true
+	for open || len(renamed.items) > 0 {
+		if len(renamed.items) == 0 {
+			// Nothing waits for a flush: wait for a message.
+			p, ok := <-s.commitQ
+			if !ok {
+				return
+			}
+			next.items = append(next.items, p)
+		}
 	fill:
-		for len(batch) < maxBatch {
+		for open && len(next.items) < maxBatch {
 			select {
 			case p, ok := <-s.commitQ:
 				if !ok {
+					open = false
 					break fill
 				}
-				batch = append(batch, p)
+				next.items = append(next.items, p)
 			default:
 				break fill
 			}
 		}
-		s.commit(batch)
-		clear(batch) // drop references to finished deliveries
+		s.cycle(renamed, next)
+		renamed.reset()
+		renamed, next = next, renamed
 	}
 }
 
-// commit makes a batch durable and answers every message in it. Only the
+// batch is the messages of one group commit and, once renamed, what each
+// rename did.
+type batch struct {
+	items     []prepared
+	published []int
+	results   []error
+}
+
+func newBatch() *batch { return &batch{items: make([]prepared, 0, maxBatch)} }
+
+// reset empties b, dropping its references to finished deliveries.
+func (b *batch) reset() {
+	clear(b.items)
+	b.items, b.published, b.results = b.items[:0], b.published[:0], b.results[:0]
+}
+
+// commit makes one batch durable on its own and answers it: a cycle that
+// flushes its files and renames it, and one that flushes the renames. The
+// tests use it; the committer overlaps the cycles of successive batches.
+func (s *Spool) commit(items []prepared) {
+	b, none := newBatch(), newBatch()
+	b.items = append(b.items, items...)
+	s.cycle(none, b)
+	s.cycle(b, none)
+}
+
+// cycle is one flush of group commit. renamed is in new/, waiting for
+// the flush that makes its renames durable; next is in tmp/, waiting for
+// the flush that makes its files durable. One syncfs does both, as it
+// writes back everything dirty on the file system when it is called:
+// every rename of renamed and every file of next were made before it.
+// Then renamed is answered, and next is renamed (its results are kept in
+// next for the following cycle, whose flush it waits for). Only the
 // committer calls it.
-func (s *Spool) commit(batch []prepared) {
-	results := make([]error, len(batch))
-	published := make([]int, len(batch))
-	if failed := s.failedFlush.Load(); failed != 0 {
-		// A flush has failed. A message whose writing began before that
-		// flush returned may have lost pages in its write-back, and the
-		// error has been reported once already: a flush now would return 0
-		// for it. Later messages should not be here at all (workers see
-		// the group broken), but one may have slipped past that check.
-		// All of them go back to the sender as 4xx; the retry is fsync'd
-		// per file.
-		for i, p := range batch {
-			p.d.removeTmp(0)
-			if p.epoch < failed {
-				results[i] = fmt.Errorf("written while flush %d failed: %w", failed, s.flushErr)
-			} else {
-				results[i] = fmt.Errorf("group commit stopped after flush %d failed: %w", failed, s.flushErr)
-			}
-		}
-		s.answer(batch, published, results)
+//
+// In order, for each message: its file is written (by a worker, before
+// the message reached commitQ, so before the flush of the cycle that took
+// it); flush k makes it durable; only then is it renamed; flush k+1,
+// called after the rename, makes the rename durable; only then is it
+// answered. A crash between the two leaves it in new/, unanswered: the
+// client retries, a duplicate rather than a loss (as in the per-file
+// order, where the crash can come between the rename and its fsync).
+func (s *Spool) cycle(renamed, next *batch) {
+	if len(renamed.items) == 0 && len(next.items) == 0 {
 		return
 	}
-	// First flush: file data, tmp/ entries and links. Until it succeeds
-	// nothing is visible, so a failure removes the tmp files: 4xx, retry.
-	if err := s.flush(); err != nil {
-		for i, p := range batch {
+	next.published = append(next.published[:0], make([]int, len(next.items))...)
+	next.results = append(next.results[:0], make([]error, len(next.items))...)
+	if failed := s.failedFlush.Load(); failed != 0 {
+		// A flush has failed (renamed is empty then: that cycle answered
+		// it). A message whose writing began before that flush returned
+		// may have lost pages in its write-back, and the error has been
+		// reported once already: a flush now would return 0 for it. Later
+		// messages should not be here at all (workers see the group
+		// broken), but one may have slipped past that check. All of them
+		// go back to the sender as 4xx; the retry is fsync'd per file.
+		for i, p := range next.items {
 			p.d.removeTmp(0)
-			results[i] = fmt.Errorf("flush before rename: %w", err)
-		}
-	} else {
-		for i, p := range batch {
-			published[i], results[i] = p.d.publish(false)
-		}
-		// Second flush: the renames. Only now may the clients hear 250.
-		if err := s.flush(); err != nil {
-			for i := range results {
-				if results[i] == nil {
-					// In new/ but perhaps not durable: answer 4xx; the
-					// retry may duplicate, which beats a loss.
-					results[i] = fmt.Errorf("flush after rename: %w", err)
-				}
+			if p.epoch < failed {
+				next.results[i] = fmt.Errorf("written while flush %d failed: %w", failed, s.flushErr)
+			} else {
+				next.results[i] = fmt.Errorf("group commit stopped after flush %d failed: %w", failed, s.flushErr)
 			}
 		}
+		s.answer(renamed)
+		s.answer(next)
+		return
 	}
-	s.commits.batches.Add(1)
-	s.commits.messages.Add(uint64(len(batch)))
-	s.answer(batch, published, results)
+	if err := s.flush(); err != nil {
+		for i := range renamed.results {
+			if renamed.results[i] == nil {
+				// In new/ but perhaps not durable: answer 4xx; the
+				// retry may duplicate, which beats a loss.
+				renamed.results[i] = fmt.Errorf("flush after rename: %w", err)
+			}
+		}
+		// Not renamed yet, so nothing of next is visible: remove its
+		// tmp files, 4xx, retry.
+		for i, p := range next.items {
+			p.d.removeTmp(0)
+			next.results[i] = fmt.Errorf("flush before rename: %w", err)
+		}
+		s.answer(renamed)
+		s.answer(next)
+		return
+	}
+	s.answer(renamed)
+	for i, p := range next.items {
+		next.published[i], next.results[i] = p.d.publish(false)
+	}
 }
 
-// answer finishes every message of a batch and calls its done.
-func (s *Spool) answer(batch []prepared, published []int, results []error) {
-	for i, p := range batch {
-		err := p.d.finish(published[i], results[i])
+// answer finishes every message of a renamed batch and calls its done.
+func (s *Spool) answer(b *batch) {
+	if len(b.items) == 0 {
+		return
+	}
+	s.commits.batches.Add(1)
+	s.commits.messages.Add(uint64(len(b.items)))
+	for i, p := range b.items {
+		err := p.d.finish(b.published[i], b.results[i])
 		if p.j.done != nil {
 			s.callDone(p.j, err)
 		}

@@ -62,6 +62,9 @@ type Server struct {
 	// StallAfter, when not 0, stops reading after that many commands
 	// (until Close), as a server that stops taking input does.
 	StallAfter int
+	// RefuseRcpt, when set, answers 550 5.1.1 to the recipients it
+	// reports true for (an unknown user).
+	RefuseRcpt func(addr string) bool
 
 	ln        net.Listener
 	wg        sync.WaitGroup
@@ -74,8 +77,9 @@ type Server struct {
 	// Envelopes sent in one write (MAIL, RCPTs and DATA buffered together
 	// when MAIL was read) and one command at a time.
 	Pipelined, Serial atomic.Int64
-	// TLSSessions counts completed TLS handshakes.
-	TLSSessions atomic.Int64
+	// TLSSessions counts completed TLS handshakes, TLSResumed those of
+	// them that resumed an earlier session.
+	TLSSessions, TLSResumed atomic.Int64
 
 	mu      sync.Mutex
 	sizes   []int    // message sizes as received, after dot-unstuffing, CRLF kept
@@ -252,6 +256,9 @@ func (s *Server) serve(c net.Conn) {
 				}
 				_ = tc.SetDeadline(time.Time{})
 				s.TLSSessions.Add(1)
+				if tc.ConnectionState().DidResume {
+					s.TLSResumed.Add(1)
+				}
 				// Anything pipelined after STARTTLS is dropped (CVE-2011-0411).
 				c, inTLS = tc, true
 				br.Reset(c)
@@ -275,6 +282,10 @@ func (s *Server) serve(c net.Conn) {
 			s.mu.Lock()
 			s.rcpts = append(s.rcpts, addr)
 			s.mu.Unlock()
+			if s.RefuseRcpt != nil && s.RefuseRcpt(addr) {
+				write("550 5.1.1 fake: no such user\r\n")
+				break
+			}
 			write("250 2.1.5 ok\r\n")
 		case "BDAT":
 			// RFC 3030: "BDAT size [LAST]"; the octets follow.

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/term"
 
@@ -36,6 +37,11 @@ type benchFlags struct {
 	ref       string
 	chart     string
 	chartName string
+	cells     bool
+	matrix    bool
+	ratios    string
+	// slo, with -rate, searches the highest rate within it.
+	slo time.Duration
 }
 
 func newBenchFlags(out io.Writer) *benchFlags {
@@ -57,6 +63,10 @@ func newBenchFlags(out io.Writer) *benchFlags {
 	fs.BoolVar(&c.TLS, "tls", false, "upgrade every session, idle and slow ones included, with STARTTLS after EHLO; a server not offering it fails the session")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", "with -tls: verify the server's certificate against the CAs in PEM `file` (default: not verified)")
 	fs.StringVar(&c.TLSServerName, "tls-servername", "", "with -tls: `name` sent in SNI and verified (default: the host of -target)")
+	fs.BoolVar(&c.TLSResume, "tls-resume", false, "with -tls: offer TLS session resumption (one client session cache for the run's connections)")
+	fs.Float64Var(&c.Rate, "rate", 0, "open loop: `n` messages per second arrive on schedule, whether or not earlier ones finished; latency also from the scheduled time")
+	fs.DurationVar(&f.slo, "slo", 0, "with -rate: search the highest rate whose p99 (scheduled → 250) stays within this `bound`, starting at -rate, -duration per step (default 5s)")
+	fs.StringVar(&c.Profile, "profile", "", "traffic `mix`: internet (mostly STARTTLS, mostly a message per connection, mix sizes, refused recipients, bots, dropped transactions; see bench/profile.go)")
 	fs.Int64Var(&c.Seed, "seed", 1, "`seed` of the body text and of the mix sizes")
 	fs.StringVar(&c.RunID, "run-id", "", "marker prefix of this run (default random)")
 	fs.DurationVar(&c.Timeout, "timeout", bench.DefaultTimeout, "bound on each connect, greeting, EHLO and transaction")
@@ -86,11 +96,16 @@ func newBenchFlags(out io.Writer) *benchFlags {
 	fs.StringVar(&f.ref, "ref", "", "with -table or -chart: a JSON result `file` to compare throughput with (e.g. smtp-sink's)")
 	fs.StringVar(&f.chart, "chart", "", "report mode: write an SVG chart of throughput vs -conns per size to `file`")
 	fs.StringVar(&f.chartName, "title", "Throughput vs concurrency", "with -chart: the chart's `title`")
+	fs.BoolVar(&f.cells, "cells", false, "report mode: group the JSON result files by label and print each group's median, min–max and spread (flagged past 25 %)")
+	fs.BoolVar(&f.matrix, "matrix", false, "report mode: as -cells, as a matrix of rows and columns (labels \"ROW · COLUMN\")")
+	fs.StringVar(&f.ratios, "ratios", "", "with -matrix: ratio columns, `A/B,...` of column names")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), `Usage: nanomx bench [flags]
        nanomx bench -table [-ref FILE] FILE.json...
        nanomx bench -summary FILE.json...
        nanomx bench -chart OUT.svg [-title T] [-ref FILE] FILE.json...
+       nanomx bench -cells FILE.json...
+       nanomx bench -matrix [-ratios A/B,...] FILE.json...
 
 Sends SMTP load to -target (any SMTP server) and prints throughput,
 latency percentiles and errors. A message counts as delivered only when its
@@ -114,7 +129,7 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	if f.table || f.summary || f.chart != "" {
+	if f.table || f.summary || f.chart != "" || f.cells || f.matrix {
 		return f.report(stdout, stderr)
 	}
 	if f.fs.NArg() > 0 {
@@ -127,6 +142,13 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	f.cfg.Size = size
+	if f.cfg.Profile != "" && !f.isSet("size") {
+		f.cfg.Size = bench.Size{Mix: true}
+	}
+	if f.slo != 0 && f.cfg.Rate <= 0 {
+		fmt.Fprintln(stderr, "nanomx: bench: -slo needs -rate (the rate to start from)")
+		return exitUsage
+	}
 	// The modes' defaults stay out of the JSON of runs without them.
 	if f.cfg.IdleRcpts == 0 {
 		f.cfg.IdleRcptLen = 0
@@ -174,6 +196,9 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if f.slo != 0 {
+		return f.searchSLO(ctx, stdout, stderr)
+	}
 	res, err := bench.Run(ctx, f.cfg)
 	if res == nil {
 		fmt.Fprintf(stderr, "nanomx: bench: %v\n", err)
@@ -253,6 +278,25 @@ func (f *benchFlags) report(stdout, stderr io.Writer) int {
 			return exitError
 		}
 	}
+	if f.cells {
+		if err := bench.WriteCells(stdout, bench.Cells(results)); err != nil {
+			return exitError
+		}
+	}
+	if f.matrix {
+		var ratios [][2]string
+		for _, r := range splitList(f.ratios) {
+			a, b, ok := strings.Cut(r, "/")
+			if !ok {
+				fmt.Fprintf(stderr, "nanomx: bench: -ratios: %q is not A/B\n", r)
+				return exitUsage
+			}
+			ratios = append(ratios, [2]string{a, b})
+		}
+		if err := bench.WriteMatrix(stdout, bench.Cells(results), ratios); err != nil {
+			return exitError
+		}
+	}
 	if f.summary {
 		for i, r := range results {
 			if i > 0 {
@@ -287,4 +331,37 @@ func readResult(path string) (*bench.Result, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return &r, nil
+}
+
+// isSet reports whether the flag was given on the command line.
+func (f *benchFlags) isSet(name string) bool {
+	set := false
+	f.fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == name })
+	return set
+}
+
+// searchSLO runs "nanomx bench -rate N -slo D": the search's steps go to
+// stderr as they finish, the table (or JSON) to stdout.
+func (f *benchFlags) searchSLO(ctx context.Context, stdout, stderr io.Writer) int {
+	res, err := bench.SearchSLO(ctx, f.cfg, f.slo, stderr)
+	if res == nil {
+		fmt.Fprintf(stderr, "nanomx: bench: %v\n", err)
+		return exitUsage
+	}
+	code := exitOK
+	if err != nil {
+		fmt.Fprintf(stderr, "nanomx: bench: %v\n", err)
+		code = exitError
+	}
+	if f.jsonOut {
+		if err := json.NewEncoder(stdout).Encode(res); err != nil {
+			return exitError
+		}
+	} else if err := res.WriteText(stdout); err != nil {
+		return exitError
+	}
+	if res.Best == 0 {
+		code = exitError
+	}
+	return code
 }

@@ -83,7 +83,9 @@ func TestBenchUsage(t *testing.T) {
 		{[]string{"bench", "-table"}, exitUsage, "want JSON result files"},
 		{[]string{"bench", "stray"}, exitUsage, `unexpected argument "stray"`},
 		{[]string{"bench", "-nope"}, exitUsage, "flag provided but not defined"},
-		{[]string{"bench", "-tls-ca", "ca.pem"}, exitUsage, "tls-ca, tls-servername: need tls"},
+		{[]string{"bench", "-tls-ca", "ca.pem"}, exitUsage, "tls-ca, tls-servername, tls-resume: need tls"},
+		{[]string{"bench", "-slo", "100ms"}, exitUsage, "-slo needs -rate"},
+		{[]string{"bench", "-profile", "lan"}, exitUsage, `profile "lan": unknown`},
 		{[]string{"bench", "-tls", "-tls-ca", "/nonexistent/ca.pem"}, exitUsage, "tls-ca: open /nonexistent/ca.pem"},
 		// Nothing listens on port 1: nothing delivered is a failure.
 		{[]string{"bench", "-target", "127.0.0.1:1", "-count", "2", "-conns", "1"}, exitError, ""},
