@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/nanomx/nanomx/server/metrics"
 	"github.com/nanomx/nanomx/spool"
 )
 
@@ -134,6 +135,15 @@ type Config struct {
 	// (loopback only). The server itself does not read it.
 	PprofAddr string
 
+	// MetricsAddr, when set, is where the server serves Prometheus metrics
+	// at /metrics, on a net/http server of its own. Loopback only unless
+	// MetricsAllowPublic.
+	MetricsAddr        string
+	MetricsAllowPublic bool
+	// LogDropped, when set, reports the log lines dropped so far (cmd's
+	// logsink), for the metrics.
+	LogDropped func() uint64
+
 	// Log receives every log line.
 	Log zerolog.Logger
 
@@ -200,6 +210,11 @@ func (c *Config) Validate() error {
 	for _, a := range c.Listen {
 		if err := checkListenAddr(a); err != nil {
 			return &ConfigError{Key: "listen", Err: err}
+		}
+	}
+	if c.MetricsAddr != "" {
+		if err := metrics.CheckAddr(c.MetricsAddr, c.MetricsAllowPublic); err != nil {
+			return &ConfigError{Key: "metrics", Err: err}
 		}
 	}
 	switch {

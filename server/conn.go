@@ -102,6 +102,7 @@ type conn struct {
 	pending *outgoing
 	size    int64 // decoded size of the pending message
 	started time.Time
+	dataEnd time.Time // when the message's data ended (CheckData)
 	result  atomic.Pointer[deliveryResult]
 
 	messages int
@@ -124,6 +125,7 @@ type deliveryResult struct{ err error }
 // the greeting.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if s.draining.Load() {
+		s.m.refusedConn(refusedShutdown)
 		return proto.ReplyShutdown.Bytes(), gnet.Close
 	}
 	remote := addrOf(gc.RemoteAddr())
@@ -135,10 +137,12 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	case len(s.conns) >= lv.cfg.MaxConnections:
 		s.mu.Unlock()
 		s.stats.Refused.Add(1)
+		s.rejectConn(remote, key, reasonMaxConns, refusedMaxConns)
 		return proto.ReplyTooManyConns.Bytes(), gnet.Close
 	case ip != nil && ip.conns >= lv.cfg.MaxConnectionsPerIP:
 		s.mu.Unlock()
 		s.stats.Refused.Add(1)
+		s.rejectConn(remote, key, reasonMaxConnsPerIP, refusedMaxConnsPerIP)
 		return proto.ReplyTooManyConnsPerIP.Bytes(), gnet.Close
 	}
 	if ip == nil {
@@ -267,6 +271,8 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 			_, _ = gc.Write(proto.ReplyEarlyTalker.Bytes())
 			c.reason = "early talker"
 			s.stats.EarlyTalkers.Add(1)
+			s.m.refusedConn(refusedEarlyTalker)
+			c.rejected(stageConnect, proto.ReplyEarlyTalker, nil)
 			return gnet.Close
 		}
 		if (time.Now().UnixNano() < at || c.checkStage == stageConnect) && c.flags.Load() == 0 {
@@ -330,6 +336,7 @@ func (c *conn) flush(gc gnet.Conn) {
 			c.log().Debug().Bytes("out", out).Msg("reply")
 		}
 		_, _ = gc.Write(out)
+		c.srv.m.countReplies(out)
 		c.sess.ClearOutput()
 	}
 }
@@ -515,6 +522,7 @@ func (c *conn) finishDelivery(err error) {
 		return
 	}
 	c.srv.stats.Delivered.Add(1)
+	c.srv.m.delivered(c.size, c.dataEnd)
 	c.messages++
 	c.log().Info().Str("id", m.ID).Str("from", m.from).Strs("rcpts", m.rcpts).
 		Int64("size", c.size).Int64("delivery_ms", time.Since(c.started).Milliseconds()).Msg("delivered")
@@ -565,6 +573,7 @@ func (c *conn) CheckMail(from []byte, p proto.MailParams) *proto.Reply {
 	c.rcpts.Reset()
 	if size := p.Size; size > 0 {
 		if free := c.srv.spool.FreeBytes(); free >= 0 && size > free {
+			c.rejected(stageMail, proto.ReplyNoSpace, from)
 			return proto.ReplyNoSpace
 		}
 	}
@@ -595,6 +604,8 @@ func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
 		v, _ := r.Verdict()
 		if v.Reply == nil {
 			c.rcpts.Add(targets)
+		} else {
+			c.rejected(stageRcpt, v.Reply, addr)
 		}
 		return v.Reply
 	}
@@ -637,6 +648,7 @@ func (c *conn) CheckHelo(name []byte, esmtp bool) *proto.Reply {
 // CheckData asks the checks about a complete message, together with the
 // results its earlier stages left for it (Info.Later).
 func (c *conn) CheckData() *proto.Reply {
+	c.dataEnd = time.Now()
 	if len(c.checkers()) == 0 {
 		return nil
 	}
@@ -659,6 +671,7 @@ func (c *conn) CheckData() *proto.Reply {
 func (c *conn) BeginBody(sizeHint int64) *proto.Reply {
 	c.hint = sizeHint
 	if c.ip.budget.Load() >= c.lv.cfg.BodyBudgetPerIP || c.srv.budget.Load() <= 0 {
+		c.rejected(stageData, proto.ReplyNoStorageMemory, nil)
 		return proto.ReplyNoStorageMemory
 	}
 	return nil
@@ -698,6 +711,7 @@ func (c *conn) WriteBody(p []byte) *proto.Reply {
 		}
 		if grow := int64(newCap) - c.reserved; grow > 0 {
 			if !c.srv.reserve(c.ip, grow, c.lv.cfg.BodyBudgetPerIP) {
+				c.rejected(stageData, proto.ReplyNoStorageMemory, nil)
 				return proto.ReplyNoStorageMemory
 			}
 			c.reserved += grow

@@ -216,6 +216,7 @@ func (c *conn) serveTLS(fd int) {
 	st := tc.ConnectionState()
 	c.tlsInfo = tlsVersion(st.Version) + " with cipher " + tls.CipherSuiteName(st.CipherSuite)
 	s.stats.TLSSessions.Add(1)
+	s.m.tlsSession(st.Version)
 	c.sess.TLSStarted()
 	c.serveBlocking(tc, nil)
 }

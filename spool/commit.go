@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -112,6 +113,10 @@ type prepared struct {
 type commitStats struct {
 	batches  atomic.Uint64
 	messages atomic.Uint64
+	// hook is OnCommit's function; flushTime sums the current batch's
+	// SyncAll calls (the committer's alone).
+	hook      atomic.Pointer[func(messages int, flush time.Duration)]
+	flushTime time.Duration
 }
 
 // CommitStats returns how many group commits ran and how many messages
@@ -240,6 +245,10 @@ func (s *Spool) commit(batch []prepared) {
 	}
 	s.commits.batches.Add(1)
 	s.commits.messages.Add(uint64(len(batch)))
+	if f := s.commits.hook.Load(); f != nil {
+		(*f)(len(batch), s.commits.flushTime)
+	}
+	s.commits.flushTime = 0
 	s.answer(batch, published, results)
 }
 
@@ -259,7 +268,9 @@ func (s *Spool) answer(batch []prepared, published []int, results []error) {
 // switches the spool to per-file fsync.
 func (s *Spool) flush() error {
 	n := s.flushed.Load() + 1
+	start := time.Now()
 	err := s.batch.SyncAll()
+	s.commits.flushTime += time.Since(start)
 	if err != nil && s.failedFlush.Load() == 0 {
 		s.flushErr = err
 		s.failedFlush.Store(n)
