@@ -186,6 +186,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if c.sess.Closed() { // refused at connect
 		return c.sess.Output(), gnet.Close
 	}
+	s.m.countReplies(lv.dialect.Greeting())
 	return lv.dialect.Greeting(), gnet.None
 }
 
@@ -280,6 +281,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		}
 		c.greetAt.Store(0)
 		_, _ = gc.Write(c.lv.dialect.Greeting())
+		s.m.countReplies(c.lv.dialect.Greeting())
 	}
 
 	in, _ := gc.Peek(-1)

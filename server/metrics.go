@@ -125,7 +125,7 @@ func (s *Server) newMetrics() *serverMetrics {
 		for st := stageConnect; st <= stageData; st++ {
 			for ci, code := range checkCodes {
 				if n := m.checkRejects[st][ci].Load(); n > 0 {
-					e.Uint(n, "code", code, "reason", stageNames[st]+"_check")
+					e.Uint(n, "code", code, "reason", checkReasons[st])
 				}
 			}
 		}

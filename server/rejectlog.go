@@ -70,8 +70,12 @@ var reasons = [numReasons]struct {
 	reasonCheck:         {"check", nil},
 }
 
-// stageNames name the stages (checks.go) in reject lines.
-var stageNames = [...]string{stageNone: "", stageConnect: "connect", stageHelo: "helo", stageMail: "mail", stageRcpt: "rcpt", stageData: "data"}
+// stageNames name the stages (checks.go) in reject lines; checkReasons
+// are the reasons of a check's refusal at each.
+var (
+	stageNames   = [...]string{stageNone: "", stageConnect: "connect", stageHelo: "helo", stageMail: "mail", stageRcpt: "rcpt", stageData: "data"}
+	checkReasons = [...]string{stageNone: "check", stageConnect: "connect_check", stageHelo: "helo_check", stageMail: "mail_check", stageRcpt: "rcpt_check", stageData: "data_check"}
+)
 
 // classify finds the reason of a refusal by its reply.
 func classify(r *proto.Reply) reason {
@@ -86,7 +90,7 @@ func classify(r *proto.Reply) reason {
 // reasonName is the reason as logged: a check's carries its stage.
 func reasonName(st uint8, rs reason) string {
 	if rs == reasonCheck {
-		return stageNames[st] + "_check"
+		return checkReasons[st]
 	}
 	return reasons[rs].name
 }

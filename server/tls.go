@@ -201,6 +201,7 @@ func (c *conn) serveTLS(fd int) {
 		c.reason = "STARTTLS: " + err.Error()
 		return
 	}
+	s.m.countReplies(proto.ReplyReadyTLS.Bytes())
 	tc := tls.Server(nc, c.lv.tls)
 	ctx, cancel := context.WithDeadline(context.Background(), handshakeEnd)
 	err = tc.HandshakeContext(ctx)
