@@ -93,12 +93,15 @@ c_total +Inf
 func TestRegisterMistakes(t *testing.T) {
 	var v atomic.Uint64
 	for name, f := range map[string]func(r *Registry){
-		"bad name":       func(r *Registry) { r.Counter("1x", "h", &v) },
-		"bad label":      func(r *Registry) { r.Counter("x", "h", &v, "a-b", "1") },
-		"odd labels":     func(r *Registry) { r.Counter("x", "h", &v, "a") },
-		"le label":       func(r *Registry) { r.Counter("x", "h", &v, "le", "1") },
-		"duplicate":      func(r *Registry) { r.Counter("x", "h", &v, "a", "1"); r.Counter("x", "h", &v, "a", "1") },
-		"other type":     func(r *Registry) { r.Counter("x", "h", &v); r.GaugeFunc("x", "h", func() float64 { return 0 }, "a", "1") },
+		"bad name":   func(r *Registry) { r.Counter("1x", "h", &v) },
+		"bad label":  func(r *Registry) { r.Counter("x", "h", &v, "a-b", "1") },
+		"odd labels": func(r *Registry) { r.Counter("x", "h", &v, "a") },
+		"le label":   func(r *Registry) { r.Counter("x", "h", &v, "le", "1") },
+		"duplicate":  func(r *Registry) { r.Counter("x", "h", &v, "a", "1"); r.Counter("x", "h", &v, "a", "1") },
+		"other type": func(r *Registry) {
+			r.Counter("x", "h", &v)
+			r.GaugeFunc("x", "h", func() float64 { return 0 }, "a", "1")
+		},
 		"other help":     func(r *Registry) { r.Counter("x", "h", &v); r.Counter("x", "other", &v, "a", "1") },
 		"bounds":         func(r *Registry) { NewHistogram(1, 2, 1) },
 		"histogram name": func(r *Registry) { r.Counter("h_count", "h", &v); r.Histogram("h", "h", NewHistogram(1, 1)) },
