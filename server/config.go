@@ -140,9 +140,6 @@ type Config struct {
 	// MetricsAllowPublic.
 	MetricsAddr        string
 	MetricsAllowPublic bool
-	// LogDropped, when set, reports the log lines dropped so far (cmd's
-	// logsink), for the metrics.
-	LogDropped func() uint64
 
 	// Log receives every log line.
 	Log zerolog.Logger

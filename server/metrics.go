@@ -160,9 +160,6 @@ func (s *Server) newMetrics() *serverMetrics {
 		return float64(s.live.Load().cfg.BodyBudgetBytes - s.budget.Load())
 	})
 
-	if f := s.cfg.LogDropped; f != nil {
-		r.CounterFunc("nanomx_log_lines_dropped_total", "Log lines dropped because the log output did not keep up.", f)
-	}
 	r.GaugeFunc("go_goroutines", "Goroutines that currently exist.", func() float64 { return float64(runtime.NumGoroutine()) })
 	return m
 }

@@ -192,16 +192,18 @@ func (f *fakeServer) Reload(cfg server.Config) error {
 // restartOnlyChange sets each restart-only key to something other than
 // the value in reloadBase.
 var restartOnlyChange = map[string]string{
-	"listen":       `listen = ["127.0.0.1:2600"]`,
-	"maildir_root": `maildir_root = "/srv/other"`,
-	"hostname":     `hostname = "other.example.test"`,
-	"workers":      `workers = 9`,
-	"queue_length": `queue_length = 17`,
-	"fsync":        `fsync = false`,
-	"group_commit": `group_commit = false`,
-	"event_loops":  `event_loops = 3`,
-	"log_format":   `log_format = "console"`,
-	"pprof":        `pprof = "127.0.0.1:6061"`,
+	"listen":               `listen = ["127.0.0.1:2600"]`,
+	"maildir_root":         `maildir_root = "/srv/other"`,
+	"hostname":             `hostname = "other.example.test"`,
+	"workers":              `workers = 9`,
+	"queue_length":         `queue_length = 17`,
+	"fsync":                `fsync = false`,
+	"group_commit":         `group_commit = false`,
+	"event_loops":          `event_loops = 3`,
+	"log_format":           `log_format = "console"`,
+	"pprof":                `pprof = "127.0.0.1:6061"`,
+	"metrics":              `metrics = "127.0.0.1:9126"`,
+	"metrics_allow_public": `metrics_allow_public = true`,
 }
 
 const reloadBase = `postmaster = "a@example.test"
