@@ -102,7 +102,9 @@ type conn struct {
 	pending *outgoing
 	size    int64 // decoded size of the pending message
 	started time.Time
-	dataEnd time.Time // when the message's data ended (CheckData)
+	// dataEnd is when the data ended, if a data check ran before the
+	// spool took the message (else started is that time).
+	dataEnd time.Time
 	result  atomic.Pointer[deliveryResult]
 
 	messages int
@@ -524,10 +526,15 @@ func (c *conn) finishDelivery(err error) {
 		return
 	}
 	c.srv.stats.Delivered.Add(1)
-	c.srv.m.delivered(c.size, c.dataEnd)
+	now := time.Now()
+	end := c.started
+	if !c.dataEnd.IsZero() {
+		end, c.dataEnd = c.dataEnd, time.Time{}
+	}
+	c.srv.m.delivered(c.size, now.Sub(end))
 	c.messages++
 	c.log().Info().Str("id", m.ID).Str("from", m.from).Strs("rcpts", m.rcpts).
-		Int64("size", c.size).Int64("delivery_ms", time.Since(c.started).Milliseconds()).Msg("delivered")
+		Int64("size", c.size).Int64("delivery_ms", now.Sub(c.started).Milliseconds()).Msg("delivered")
 	c.sess.Delivered(m.ID)
 }
 
@@ -650,10 +657,10 @@ func (c *conn) CheckHelo(name []byte, esmtp bool) *proto.Reply {
 // CheckData asks the checks about a complete message, together with the
 // results its earlier stages left for it (Info.Later).
 func (c *conn) CheckData() *proto.Reply {
-	c.dataEnd = time.Now()
 	if len(c.checkers()) == 0 {
 		return nil
 	}
+	c.dataEnd = time.Now()
 	c.cs.headers = nil
 	var body []byte
 	if c.spill == nil && c.body != nil {

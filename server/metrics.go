@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"runtime"
@@ -184,7 +185,7 @@ func (m *serverMetrics) countReplies(out []byte) {
 				m.replies[d].Add(1)
 			}
 		}
-		i := indexLF(out)
+		i := bytes.IndexByte(out, '\n')
 		if i < 0 {
 			return
 		}
@@ -192,23 +193,14 @@ func (m *serverMetrics) countReplies(out []byte) {
 	}
 }
 
-func indexLF(b []byte) int {
-	for i, c := range b {
-		if c == '\n' {
-			return i
-		}
-	}
-	return -1
-}
-
-// delivered counts a message answered 250: its size, and the time since
-// its data ended.
-func (m *serverMetrics) delivered(size int64, dataEnd time.Time) {
+// delivered counts a message answered 250: its size, and d, the time
+// from the end of its data.
+func (m *serverMetrics) delivered(size int64, d time.Duration) {
 	if m == nil {
 		return
 	}
 	m.deliveredBytes.Add(uint64(size))
-	m.delivery.ObserveDuration(time.Since(dataEnd))
+	m.delivery.ObserveDuration(d)
 }
 
 // tlsSession counts a handshake by version.

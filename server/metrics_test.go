@@ -1,11 +1,15 @@
 package server
 
 import (
+	"bufio"
 	"crypto/tls"
 	"errors"
 	"io"
 	"math"
+	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +17,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/nanomx/nanomx/proto"
 )
 
 // scraped is one scrape of /metrics, parsed by Prometheus' own parser.
@@ -286,5 +292,163 @@ func TestMetricsReload(t *testing.T) {
 	c.expect("NOOP", "250")
 	if got := scrape(t, cfg.MetricsAddr).value(t, "nanomx_commands_total", "verb", "ehlo"); got != 2 {
 		t.Errorf("EHLO counted %v times, want 2", got)
+	}
+}
+
+// BenchmarkDeliveryMetrics delivers messages to two servers in the same
+// run, one with metrics off and one with them on, alternating message by
+// message (and which goes first), so that both see the same machine: one
+// connection each, MAIL, RCPT and DATA pipelined, on tmpfs with fsync off
+// so that the figure is the server's own work. It reports the median time
+// per message of each and their ratio: the counters on the hot path must
+// cost nothing measurable.
+//
+//	go test -run '^$' -bench DeliveryMetrics -benchtime 5000x ./server/
+func BenchmarkDeliveryMetrics(b *testing.B) {
+	type target struct {
+		srv  *Server
+		nc   net.Conn
+		br   *bufio.Reader
+		took []time.Duration
+	}
+	var ts [2]*target // off, on
+	for i, on := range []bool{false, true} {
+		cfg := Defaults()
+		cfg.Hostname = "mx.example.test"
+		l, _ := net.Listen("tcp", "127.0.0.1:0")
+		cfg.Listen = []string{l.Addr().String()}
+		l.Close()
+		if on {
+			l, _ := net.Listen("tcp", "127.0.0.1:0")
+			cfg.MetricsAddr = l.Addr().String()
+			l.Close()
+		}
+		dir, _ := os.MkdirTemp(benchDir(), "nanomx-bench-")
+		defer os.RemoveAll(dir)
+		cfg.MaildirRoot = dir
+		cfg.Domains = []string{"example.test"}
+		cfg.Mailboxes = []string{"bob@example.test"}
+		cfg.Postmaster = "bob@example.test"
+		cfg.Fsync = false
+		r := start(b, cfg)
+		if (r.srv.m != nil) != on {
+			b.Fatal("metrics not as asked")
+		}
+		nc, err := net.Dial("tcp", r.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer nc.Close()
+		ts[i] = &target{srv: r.srv, nc: nc, br: bufio.NewReader(nc), took: make([]time.Duration, 0, b.N)}
+	}
+	read := func(t *target) string {
+		for {
+			l, err := t.br.ReadString('\n')
+			if err != nil {
+				b.Fatal(err)
+			}
+			if l[3] == ' ' {
+				return l
+			}
+		}
+	}
+	for _, t := range ts {
+		read(t)
+		t.nc.Write([]byte("EHLO c\r\n"))
+		read(t)
+	}
+	txn := []byte("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+	body := []byte("Subject: x\r\n\r\n" + strings.Repeat(strings.Repeat("b", 98)+"\r\n", 10) + ".\r\n")
+	deliver := func(t *target) {
+		start := time.Now()
+		t.nc.Write(txn)
+		read(t)
+		read(t)
+		read(t)
+		t.nc.Write(body)
+		if l := read(t); !strings.HasPrefix(l, "250 2.0.0") {
+			b.Fatal(l)
+		}
+		t.took = append(t.took, time.Since(start))
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		deliver(ts[i%2])
+		deliver(ts[1-i%2])
+	}
+	b.StopTimer()
+	median := func(d []time.Duration) float64 {
+		slices.Sort(d)
+		return float64(d[len(d)/2].Nanoseconds()) / 1e3
+	}
+	off, on := median(ts[0].took), median(ts[1].took)
+	b.ReportMetric(off, "off-µs/msg")
+	b.ReportMetric(on, "on-µs/msg")
+	b.ReportMetric(on/off, "on/off")
+	if got := ts[1].srv.stats.Delivered.Load(); ts[1].srv.m.delivery.Count() != got {
+		b.Errorf("histogram counted %d of %d", ts[1].srv.m.delivery.Count(), got)
+	}
+}
+
+// hotPath is what metrics add to one delivered message in server: its
+// replies counted (MAIL, RCPT, DATA and the queued one), and the
+// delivery's bytes and latency. (The commands are proto's, below.)
+func hotPath(m *serverMetrics, replies [][]byte, d time.Duration) {
+	for _, r := range replies {
+		m.countReplies(r)
+	}
+	m.delivered(1000, d)
+}
+
+func newHotPath() (*serverMetrics, [][]byte) {
+	s := &Server{rejectLog: newRejectLimiter()}
+	m := s.newMetrics()
+	return m, [][]byte{proto.ReplyMailOK.Bytes(), proto.ReplyRcptOK.Bytes(), proto.ReplyStartData.Bytes(), []byte("250 2.0.0 OK: queued as 0123456789ABCDEF\r\n")}
+}
+
+// TestHotPathAllocs: counting a message's replies and its delivery
+// allocates nothing, and neither does counting a session's commands
+// (proto.Counters, through a real session).
+func TestHotPathAllocs(t *testing.T) {
+	m, replies := newHotPath()
+	if n := testing.AllocsPerRun(1000, func() { hotPath(m, replies, 3*time.Millisecond) }); n != 0 {
+		t.Errorf("the hot path allocates %v times", n)
+	}
+	if got := m.replies[2].Load(); got != 3*1001 {
+		t.Errorf("2xx counted %d times, want %d", got, 3*1001)
+	}
+	d := proto.NewDialect(proto.Config{Hostname: "mx", MaxLineBytes: 512, MaxRcpts: 10, MaxMessageBytes: 1 << 20, MaxBadCommands: 100, Counters: &m.commands})
+	sess := d.NewSession(nopHandler{})
+	in := []byte("NOOP\r\nHELP\r\nXYZZY\r\nRSET\r\n")
+	feed := func() { sess.Feed(in); sess.ClearOutput() }
+	feed()
+	if n := testing.AllocsPerRun(20, feed); n != 0 {
+		t.Errorf("counting commands allocates %v times", n)
+	}
+	if m.commands.Commands[proto.VerbNoop].Load() != 22 || m.commands.Commands[proto.VerbOther].Load() != 22 {
+		t.Errorf("NOOP %d, other %d, want 22 each (a warm-up run, AllocsPerRun's own and 20)", m.commands.Commands[proto.VerbNoop].Load(), m.commands.Commands[proto.VerbOther].Load())
+	}
+}
+
+// nopHandler accepts everything.
+type nopHandler struct{}
+
+func (nopHandler) CheckHelo([]byte, bool) *proto.Reply             { return nil }
+func (nopHandler) CheckMail([]byte, proto.MailParams) *proto.Reply { return nil }
+func (nopHandler) CheckRcpt([]byte) *proto.Reply                   { return nil }
+func (nopHandler) CheckData() *proto.Reply                         { return nil }
+func (nopHandler) BeginBody(int64) *proto.Reply                    { return nil }
+func (nopHandler) WriteBody([]byte) *proto.Reply                   { return nil }
+func (nopHandler) AbortBody()                                      {}
+func (nopHandler) StartTLS() *proto.Reply                          { return nil }
+
+// BenchmarkHotPath is TestHotPathAllocs' counting, timed.
+//
+//	go test -run '^$' -bench HotPath -benchmem ./server/
+func BenchmarkHotPath(b *testing.B) {
+	m, replies := newHotPath()
+	b.ReportAllocs()
+	for range b.N {
+		hotPath(m, replies, 3*time.Millisecond)
 	}
 }
