@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -450,5 +452,23 @@ func BenchmarkHotPath(b *testing.B) {
 	b.ReportAllocs()
 	for range b.N {
 		hotPath(m, replies, 3*time.Millisecond)
+	}
+}
+
+// TestREADMEListsEveryMetric: the README's metrics table names every
+// family the server registers.
+func TestREADMEListsEveryMetric(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newTestPKI(t)
+	cfg := tlsServerConfig(t, p)
+	cfg.MetricsAddr = freePort(t)
+	start(t, cfg)
+	for name := range scrape(t, cfg.MetricsAddr) {
+		if !regexp.MustCompile("(?m)^\\| `" + regexp.QuoteMeta(name) + "[`{]").Match(readme) {
+			t.Errorf("README.md's metrics table has no row for %s", name)
+		}
 	}
 }

@@ -5,6 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -186,6 +190,37 @@ func TestRejectLines(t *testing.T) {
 	fields(t, "early talker", lines[5], map[string]any{
 		"stage": "connect", "code": 554, "status": "5.5.1", "reason": "early_talker", "remote": "127.0.0.1",
 	}, "helo", "from")
+
+	// The README's fail2ban filter finds the client of every 5xx reject
+	// line and of no other line.
+	re := fail2banRegexp(t)
+	log.mu.Lock()
+	raw := strings.Split(strings.TrimSpace(log.buf.String()), "\n")
+	log.mu.Unlock()
+	var banned []string
+	for _, line := range raw {
+		if m := re.FindStringSubmatch(line); m != nil {
+			banned = append(banned, m[re.SubexpIndex("host")])
+		}
+	}
+	if want := []string{"127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.1"}; !slices.Equal(banned, want) {
+		t.Errorf("fail2ban filter matches %v, want %v", banned, want)
+	}
+}
+
+// fail2banRegexp is the README's failregex with <HOST> as fail2ban
+// expands it (an address, in group "host").
+func fail2banRegexp(t *testing.T) *regexp.Regexp {
+	t.Helper()
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^failregex = (.*)$`).FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no failregex")
+	}
+	return regexp.MustCompile(strings.Replace(string(m[1]), "<HOST>", `(?P<host>[0-9A-Fa-f.:]+)`, 1))
 }
 
 // TestRejectLinesLimited: 1,000 refused recipients from one client write
