@@ -27,6 +27,9 @@ func (s *Session) command(line []byte) {
 		return
 	}
 	verb, arg := splitVerb(line)
+	if c := s.d.cfg.Counters; c != nil {
+		c.count(verb)
+	}
 	if s.tooMuchJunk(verb) {
 		return
 	}

@@ -53,6 +53,8 @@ type Config struct {
 	StartTLS bool
 	// TLSRequired refuses MAIL before STARTTLS with 530 5.7.0.
 	TLSRequired bool
+	// Counters, when set, counts the sessions' commands (metrics). Optional.
+	Counters *Counters
 }
 
 // Extra room for MAIL and RCPT lines granted by the extensions nanomx

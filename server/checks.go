@@ -104,6 +104,7 @@ func (c *conn) await(st uint8, r *check.Result) *proto.Reply {
 func (c *conn) take(st uint8, v check.Verdict) *proto.Reply {
 	switch {
 	case v.Reply != nil:
+		c.rejected(st, v.Reply, nil)
 	case st == stageRcpt:
 		c.rcpts.Add(c.cs.rcptTargets)
 		c.cs.info.Rcpts = append(c.cs.info.Rcpts, c.cs.rcptAddr)
@@ -136,6 +137,8 @@ func (c *conn) connectVerdict(v check.Verdict) {
 	if v.Reply != nil {
 		c.sess.Abort(v.Reply)
 		c.reason = "refused at connect"
+		c.srv.m.refusedConn(refusedConnectCheck)
+		c.rejected(stageConnect, v.Reply, nil)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/nanomx/nanomx/server/metrics"
 	"github.com/nanomx/nanomx/spool"
 )
 
@@ -175,6 +176,11 @@ type Config struct {
 	ProxyTrusted []string
 	// ProxyTimeout bounds the wait for the header.
 	ProxyTimeout time.Duration
+	// MetricsAddr, when set, is where the server serves Prometheus metrics
+	// at /metrics, on a net/http server of its own. Loopback only unless
+	// MetricsAllowPublic.
+	MetricsAddr        string
+	MetricsAllowPublic bool
 
 	// Log receives every log line.
 	Log zerolog.Logger
@@ -253,6 +259,11 @@ func (c *Config) Validate() error {
 	for _, a := range c.Listen {
 		if err := checkListenAddr(a); err != nil {
 			return &ConfigError{Key: "listen", Err: err}
+		}
+	}
+	if c.MetricsAddr != "" {
+		if err := metrics.CheckAddr(c.MetricsAddr, c.MetricsAllowPublic); err != nil {
+			return &ConfigError{Key: "metrics", Err: err}
 		}
 	}
 	switch {

@@ -108,6 +108,9 @@ type conn struct {
 	pending *outgoing
 	size    int64 // decoded size of the pending message
 	started time.Time
+	// dataEnd is when the data ended, if a data check ran before the
+	// spool took the message (else started is that time).
+	dataEnd time.Time
 	result  atomic.Pointer[deliveryResult]
 
 	messages int
@@ -130,6 +133,7 @@ type deliveryResult struct{ err error }
 // the greeting.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if s.draining.Load() {
+		s.m.refusedConn(refusedShutdown)
 		return proto.ReplyShutdown.Bytes(), gnet.Close
 	}
 	remote := addrOf(gc.RemoteAddr())
@@ -151,10 +155,12 @@ func (s *Server) admit(gc gnet.Conn, remote, proxy netip.Addr) ([]byte, gnet.Act
 	case len(s.conns) >= lv.cfg.MaxConnections:
 		s.mu.Unlock()
 		s.stats.Refused.Add(1)
+		s.rejectConn(remote, key, reasonMaxConns, refusedMaxConns)
 		return proto.ReplyTooManyConns.Bytes(), gnet.Close
 	case ip != nil && ip.conns >= lv.cfg.MaxConnectionsPerIP:
 		s.mu.Unlock()
 		s.stats.Refused.Add(1)
+		s.rejectConn(remote, key, reasonMaxConnsPerIP, refusedMaxConnsPerIP)
 		return proto.ReplyTooManyConnsPerIP.Bytes(), gnet.Close
 	}
 	if ip == nil {
@@ -199,6 +205,7 @@ func (s *Server) admit(gc gnet.Conn, remote, proxy netip.Addr) ([]byte, gnet.Act
 	if c.sess.Closed() { // refused at connect
 		return c.sess.Output(), gnet.Close
 	}
+	s.m.countReplies(lv.dialect.Greeting())
 	return lv.dialect.Greeting(), gnet.None
 }
 
@@ -291,6 +298,8 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 			_, _ = gc.Write(proto.ReplyEarlyTalker.Bytes())
 			c.reason = "early talker"
 			s.stats.EarlyTalkers.Add(1)
+			s.m.refusedConn(refusedEarlyTalker)
+			c.rejected(stageConnect, proto.ReplyEarlyTalker, nil)
 			return gnet.Close
 		}
 		if (time.Now().UnixNano() < at || c.checkStage == stageConnect) && c.flags.Load() == 0 {
@@ -298,6 +307,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		}
 		c.greetAt.Store(0)
 		_, _ = gc.Write(c.lv.dialect.Greeting())
+		s.m.countReplies(c.lv.dialect.Greeting())
 	}
 
 	in, _ := gc.Peek(-1)
@@ -354,6 +364,7 @@ func (c *conn) flush(gc gnet.Conn) {
 			c.log().Debug().Bytes("out", out).Msg("reply")
 		}
 		_, _ = gc.Write(out)
+		c.srv.m.countReplies(out)
 		c.sess.ClearOutput()
 	}
 }
@@ -539,9 +550,15 @@ func (c *conn) finishDelivery(err error) {
 		return
 	}
 	c.srv.stats.Delivered.Add(1)
+	now := time.Now()
+	end := c.started
+	if !c.dataEnd.IsZero() {
+		end, c.dataEnd = c.dataEnd, time.Time{}
+	}
+	c.srv.m.delivered(c.size, now.Sub(end))
 	c.messages++
 	c.log().Info().Str("id", m.ID).Str("from", m.from).Strs("rcpts", m.rcpts).
-		Int64("size", c.size).Int64("delivery_ms", time.Since(c.started).Milliseconds()).Msg("delivered")
+		Int64("size", c.size).Int64("delivery_ms", now.Sub(c.started).Milliseconds()).Msg("delivered")
 	c.sess.Delivered(m.ID)
 }
 
@@ -589,6 +606,7 @@ func (c *conn) CheckMail(from []byte, p proto.MailParams) *proto.Reply {
 	c.rcpts.Reset()
 	if size := p.Size; size > 0 {
 		if free := c.srv.spool.FreeBytes(); free >= 0 && size > free {
+			c.rejected(stageMail, proto.ReplyNoSpace, from)
 			return proto.ReplyNoSpace
 		}
 	}
@@ -619,6 +637,8 @@ func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
 		v, _ := r.Verdict()
 		if v.Reply == nil {
 			c.rcpts.Add(targets)
+		} else {
+			c.rejected(stageRcpt, v.Reply, addr)
 		}
 		return v.Reply
 	}
@@ -664,6 +684,7 @@ func (c *conn) CheckData() *proto.Reply {
 	if len(c.checkers()) == 0 {
 		return nil
 	}
+	c.dataEnd = time.Now()
 	c.cs.headers = nil
 	var body []byte
 	if c.spill == nil && c.body != nil {
@@ -683,6 +704,7 @@ func (c *conn) CheckData() *proto.Reply {
 func (c *conn) BeginBody(sizeHint int64) *proto.Reply {
 	c.hint = sizeHint
 	if c.ip.budget.Load() >= c.lv.cfg.BodyBudgetPerIP || c.srv.budget.Load() <= 0 {
+		c.rejected(stageData, proto.ReplyNoStorageMemory, nil)
 		return proto.ReplyNoStorageMemory
 	}
 	return nil
@@ -722,6 +744,7 @@ func (c *conn) WriteBody(p []byte) *proto.Reply {
 		}
 		if grow := int64(newCap) - c.reserved; grow > 0 {
 			if !c.srv.reserve(c.ip, grow, c.lv.cfg.BodyBudgetPerIP) {
+				c.rejected(stageData, proto.ReplyNoStorageMemory, nil)
 				return proto.ReplyNoStorageMemory
 			}
 			c.reserved += grow

@@ -71,6 +71,7 @@ func (c *conn) step(in []byte, write func([]byte) error, blocked func() bool) (c
 				c.reason = "write: " + err.Error()
 				return consumed, nextClose
 			}
+			c.srv.m.countReplies(out)
 			c.sess.ClearOutput()
 		}
 		switch {

@@ -34,6 +34,7 @@ import (
 
 	"github.com/nanomx/nanomx/proto"
 	"github.com/nanomx/nanomx/server/addrbook"
+	"github.com/nanomx/nanomx/server/metrics"
 	"github.com/nanomx/nanomx/server/resolver"
 	"github.com/nanomx/nanomx/spool"
 )
@@ -83,6 +84,8 @@ type Server struct {
 	// peers (Unix ns of the last one).
 	proxyBinds   []netip.AddrPort
 	untrustedLog atomic.Int64
+	m            *serverMetrics // nil: metrics off
+	rejectLog    *rejectLimiter // reject lines per client (rejectlog.go)
 }
 
 // Stats are the server's counters. Tests read them; nothing exports them
@@ -153,6 +156,19 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	var mln *metrics.Server
+	if cfg.MetricsAddr != "" {
+		ln, err := metrics.Listen(cfg.MetricsAddr)
+		if err != nil {
+			return nil, &ListenError{Addr: cfg.MetricsAddr, Err: listenCause(err)}
+		}
+		mln = ln
+		defer func() {
+			if mln != nil { // New failed after all
+				_ = mln.Close()
+			}
+		}()
+	}
 	book, err := newBook(cfg)
 	if err != nil {
 		return nil, err
@@ -212,6 +228,13 @@ func New(cfg Config) (*Server, error) {
 	s.newDelivery(cfg, sp)
 	s.proxyBinds = proxyBinds
 	s.budget.Store(cfg.BodyBudgetBytes)
+	s.rejectLog = newRejectLimiter()
+	if mln != nil {
+		s.m = s.newMetrics()
+		s.m.http, mln = mln, nil
+		sp.OnCommit(s.m.commit)
+	}
+	s.countCommands(lv)
 	s.live.Store(lv)
 	s.resolver = res
 	return s, nil
@@ -362,6 +385,8 @@ func (s *Server) Reload(cfg Config) error {
 		{"max_messages_per_minute", cfg.MaxMessagesPerMinute == old.MaxMessagesPerMinute},
 		{"max_recipients_per_minute", cfg.MaxRecipientsPerMinute == old.MaxRecipientsPerMinute},
 		{"delivery", sameDelivery(cfg, old)},
+		{"metrics", cfg.MetricsAddr == old.MetricsAddr},
+		{"metrics_allow_public", cfg.MetricsAllowPublic == old.MetricsAllowPublic},
 	} {
 		if !f.same {
 			return &ConfigError{Key: f.key, Err: errors.New("cannot change without a restart")}
@@ -379,6 +404,7 @@ func (s *Server) Reload(cfg Config) error {
 	lv.book = book
 	// Reservations in flight stay valid; only the headroom changes.
 	s.budget.Add(cfg.BodyBudgetBytes - old.BodyBudgetBytes)
+	s.countCommands(lv)
 	s.live.Store(lv)
 	s.log.Info().Int("domains", len(cfg.Domains)).Int("mailboxes", len(cfg.Mailboxes)).Msg("configuration reloaded")
 	return nil
@@ -407,6 +433,7 @@ func (s *Server) Stats() *Stats { return &s.stats }
 
 // Serve runs the gnet engine until ctx is cancelled, then drains.
 func (s *Server) Serve(ctx context.Context) error {
+	defer s.serveMetrics()()
 	addrs := make([]string, len(s.cfg.Listen)+len(s.cfg.ProxyListen))
 	for i, a := range append(slices.Clip(s.cfg.Listen), s.cfg.ProxyListen...) {
 		u, err := listenURL(a)
@@ -520,6 +547,7 @@ func (s *Server) drain() {
 // goroutine, so it only reads atomics and calls Wake; the loop does the
 // rest in OnTraffic.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.rejectLog.sweep(&s.log, time.Now())
 	now := time.Now().UnixNano()
 	s.mu.Lock()
 	for c := range s.conns {

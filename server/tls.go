@@ -201,6 +201,7 @@ func (c *conn) serveTLS(fd int) {
 		c.reason = "STARTTLS: " + err.Error()
 		return
 	}
+	s.m.countReplies(proto.ReplyReadyTLS.Bytes())
 	tc := tls.Server(nc, c.lv.tls)
 	ctx, cancel := context.WithDeadline(context.Background(), handshakeEnd)
 	err = tc.HandshakeContext(ctx)
@@ -216,6 +217,7 @@ func (c *conn) serveTLS(fd int) {
 	st := tc.ConnectionState()
 	c.tlsInfo = tlsVersion(st.Version) + " with cipher " + tls.CipherSuiteName(st.CipherSuite)
 	s.stats.TLSSessions.Add(1)
+	s.m.tlsSession(st.Version)
 	c.sess.TLSStarted()
 	c.serveBlocking(tc, nil)
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -114,6 +115,11 @@ type prepared struct {
 type commitStats struct {
 	batches  atomic.Uint64
 	messages atomic.Uint64
+	// hook is OnCommit's function; flushTime is the last SyncAll's
+	// duration (the committer's alone): the flush that made the answered
+	// batch's renames durable.
+	hook      atomic.Pointer[func(messages int, flush time.Duration)]
+	flushTime time.Duration
 }
 
 // CommitStats returns how many group commits ran and how many messages
@@ -309,6 +315,9 @@ func (s *Spool) answer(b *batch) {
 	}
 	s.commits.batches.Add(1)
 	s.commits.messages.Add(uint64(len(b.items)))
+	if f := s.commits.hook.Load(); f != nil {
+		(*f)(len(b.items), s.commits.flushTime)
+	}
 	for i, p := range b.items {
 		err := p.d.finish(b.published[i], b.results[i])
 		if p.j.done != nil {
@@ -323,7 +332,9 @@ func (s *Spool) answer(b *batch) {
 // switches the spool to per-file fsync.
 func (s *Spool) flush() error {
 	n := s.flushed.Load() + 1
+	start := time.Now()
 	err := s.batch.SyncAll()
+	s.commits.flushTime = time.Since(start)
 	if err != nil && s.failedFlush.Load() == 0 {
 		s.flushErr = err
 		s.failedFlush.Store(n)

@@ -116,6 +116,11 @@ type fileConfig struct {
 	PprofAddr string    `toml:"pprof" flag:"pprof" usage:"serve net/http/pprof on this loopback {address}, e.g. 127.0.0.1:6060" restart:"true"`
 	LogLevel  logLevel  `toml:"log_level" flag:"log-level" usage:"log {level}: debug, info, warn or error"`
 	LogFormat logFormat `toml:"log_format" flag:"log-format" usage:"log {format}: json or console" restart:"true"`
+
+	// Metrics: the server serves and checks them (loopback only unless
+	// metrics_allow_public).
+	MetricsAddr        string `toml:"metrics" restart:"true"`
+	MetricsAllowPublic bool   `toml:"metrics_allow_public" restart:"true"`
 }
 
 // defaultFile returns the defaults: server.Defaults, the log at info in JSON.
@@ -374,6 +379,8 @@ type loaded struct {
 
 	// Path is the config file; "" means the development default.
 	Path string
+	// logDropped reports the log lines the log sink dropped (a metric).
+	logDropped func() uint64
 	// file holds the effective values (flags included) as the file writes
 	// them: check-config prints it, a reload compares its restart-only keys.
 	file fileConfig

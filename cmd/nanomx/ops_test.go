@@ -213,12 +213,14 @@ var restartOnlyChange = map[string]string{
 	"max_messages_per_minute":    `max_messages_per_minute = 60`,
 	"max_recipients_per_minute":  `max_recipients_per_minute = 60`,
 
-	"delivery":         `delivery = "lmtp"`,
-	"lmtp":             `lmtp = "127.0.0.1:24"`,
-	"lmtp_check_rcpt":  `lmtp_check_rcpt = true`,
-	"lmtp_connections": `lmtp_connections = 7`,
-	"lmtp_timeout":     `lmtp_timeout = "9s"`,
-	"proxy_listen":     `proxy_listen = ["127.0.0.1:2601"]`,
+	"delivery":             `delivery = "lmtp"`,
+	"lmtp":                 `lmtp = "127.0.0.1:24"`,
+	"lmtp_check_rcpt":      `lmtp_check_rcpt = true`,
+	"lmtp_connections":     `lmtp_connections = 7`,
+	"lmtp_timeout":         `lmtp_timeout = "9s"`,
+	"proxy_listen":         `proxy_listen = ["127.0.0.1:2601"]`,
+	"metrics":              `metrics = "127.0.0.1:9126"`,
+	"metrics_allow_public": `metrics_allow_public = true`,
 }
 
 const reloadBase = `postmaster = "a@example.test"

@@ -258,6 +258,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	// the event loops that log. Closing it writes the last lines out.
 	color := isTerminal(stdout)
 	sink := logsink.New(stdout, logsink.DefaultMax, dropNotice(l.LogFormat, color))
+	l.logDropped = sink.Dropped // for the metrics
 	code = runServer(l, args, newLogger(sink, l.LogFormat, l.LogLevel, color), stderr)
 	if err := sink.Close(logCloseTimeout); err != nil {
 		fmt.Fprintf(stderr, "nanomx: %v (%d lines dropped in all)\n", err, sink.Dropped())
@@ -317,6 +318,9 @@ func runServer(l *loaded, args []string, log zerolog.Logger, stderr io.Writer) i
 	log.Info().Str("version", versionString()).Str("config", source).Msg("nanomx starting")
 	srv, err := server.New(cfg)
 	if err == nil {
+		if reg := srv.Metrics(); reg != nil && l.logDropped != nil {
+			reg.CounterFunc("nanomx_log_lines_dropped_total", "Log lines dropped because the log output did not keep up.", l.logDropped)
+		}
 		if l.Dev() {
 			// Only now: it says "Listening on", and New has bound the
 			// addresses once.
