@@ -134,6 +134,12 @@ type Config struct {
 	// (loopback only). The server itself does not read it.
 	PprofAddr string
 
+	// DNSServers are the recursive DNS servers ("ip:port") the checks
+	// ask, in order; empty: the nameservers of /etc/resolv.conf.
+	// DNSTimeout bounds one query to one server (0: 5s).
+	DNSServers []string
+	DNSTimeout time.Duration
+
 	// Log receives every log line.
 	Log zerolog.Logger
 
@@ -178,6 +184,8 @@ func Defaults() Config {
 		TLSMinVersion:       "1.2",
 		MaxTLSSessions:      1000,
 		TLSHandshakeTimeout: 30 * time.Second,
+		DNSServers:          []string{}, // /etc/resolv.conf's (not nil: reads back from check-config the same)
+		DNSTimeout:          5 * time.Second,
 		Log:                 zerolog.Nop(),
 	}
 }
@@ -263,6 +271,9 @@ func (c *Config) Validate() error {
 		return bad("max_tls_sessions", "must be at least 1")
 	case c.TLSHandshakeTimeout < time.Second:
 		return bad("tls_handshake_timeout", "must be at least 1s")
+	}
+	if err := c.validateDNS(); err != nil {
+		return err
 	}
 	return nil
 }

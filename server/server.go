@@ -34,6 +34,7 @@ import (
 
 	"github.com/nanomx/nanomx/proto"
 	"github.com/nanomx/nanomx/server/addrbook"
+	"github.com/nanomx/nanomx/server/resolver"
 	"github.com/nanomx/nanomx/spool"
 )
 
@@ -68,6 +69,10 @@ type Server struct {
 	nextSID     atomic.Uint64
 
 	stats Stats
+
+	// resolver is the one DNS layer the checks share (built in New; it
+	// sends nothing until asked).
+	resolver *resolver.Resolver
 }
 
 // Stats are the server's counters. Tests read them; nothing exports them
@@ -138,6 +143,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	lv.book = book
+	res, err := newResolver(cfg)
+	if err != nil {
+		return nil, err
+	}
 	var syncer spool.Syncer = spool.FsyncSyncer{}
 	if !cfg.Fsync {
 		syncer = spool.NoSync{}
@@ -175,6 +184,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.budget.Store(cfg.BodyBudgetBytes)
 	s.live.Store(lv)
+	s.resolver = res
 	return s, nil
 }
 

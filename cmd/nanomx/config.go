@@ -89,6 +89,10 @@ type fileConfig struct {
 	MaxTLSSessions      int      `toml:"max_tls_sessions"`
 	TLSHandshakeTimeout duration `toml:"tls_handshake_timeout"`
 
+	// DNS, for the checks.
+	DNSServers []string `toml:"dns_servers" restart:"true"`
+	DNSTimeout duration `toml:"dns_timeout" restart:"true"`
+
 	// Operations. pprof is served by cmd, which checks it (checkLocal); the
 	// log settings are cmd's own.
 	PprofAddr string    `toml:"pprof" flag:"pprof" usage:"serve net/http/pprof on this loopback {address}, e.g. 127.0.0.1:6060" restart:"true"`

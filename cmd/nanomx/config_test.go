@@ -97,6 +97,8 @@ tls_min_version = "1.3"
 tls_required = true
 max_tls_sessions = 200
 tls_handshake_timeout = "10s"
+dns_servers = ["127.0.0.53:53", "[::1]:5353"]
+dns_timeout = "3s"
 log_level = "debug"
 log_format = "console"
 
@@ -115,6 +117,8 @@ func TestEveryKey(t *testing.T) {
 	}
 	want := server.Defaults()
 	want.Hostname = "mx.example.test"
+	want.DNSServers = []string{"127.0.0.53:53", "[::1]:5353"}
+	want.DNSTimeout = 3 * time.Second
 	want.Listen = []string{"0.0.0.0:25", "[::]:25"}
 	want.MaildirRoot = "/var/mail"
 	want.Domains = []string{"example.test", "example.org"}

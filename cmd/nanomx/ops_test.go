@@ -202,6 +202,8 @@ var restartOnlyChange = map[string]string{
 	"event_loops":  `event_loops = 3`,
 	"log_format":   `log_format = "console"`,
 	"pprof":        `pprof = "127.0.0.1:6061"`,
+	"dns_servers":  `dns_servers = ["127.0.0.1:5300"]`,
+	"dns_timeout":  `dns_timeout = "2s"`,
 }
 
 const reloadBase = `postmaster = "a@example.test"
