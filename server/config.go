@@ -140,6 +140,22 @@ type Config struct {
 	DNSServers []string
 	DNSTimeout time.Duration
 
+	// Sender authentication (authcheck.go, server/auth): SPF, DKIM,
+	// DMARC and iprev, each on its own; with all off nothing is looked up
+	// and no Authentication-Results field is written. AuthservID names
+	// this receiver in that field ("" is Hostname). DMARCRejectAction is
+	// what a message failing p=reject gets (ActionReject, ActionJunk or
+	// ActionHeader), DMARCQuarantineAction the same for p=quarantine
+	// (ActionJunk or ActionHeader), SPFFailAction for SPF fail
+	// (ActionHeader, or ActionReject: 550 5.7.23 at MAIL). JunkFolder is
+	// the Maildir++ folder "junk" delivers into.
+	SPF, DKIM, DMARC, IPRev bool
+	AuthservID              string
+	DMARCRejectAction       string
+	DMARCQuarantineAction   string
+	SPFFailAction           string
+	JunkFolder              string
+
 	// Log receives every log line.
 	Log zerolog.Logger
 
@@ -186,7 +202,13 @@ func Defaults() Config {
 		TLSHandshakeTimeout: 30 * time.Second,
 		DNSServers:          []string{}, // /etc/resolv.conf's (not nil: reads back from check-config the same)
 		DNSTimeout:          5 * time.Second,
-		Log:                 zerolog.Nop(),
+		// Off here (tests, the development default); cmd/nanomx turns
+		// them on for a configuration file.
+		DMARCRejectAction:     ActionReject,
+		DMARCQuarantineAction: ActionJunk,
+		SPFFailAction:         ActionHeader,
+		JunkFolder:            "Junk",
+		Log:                   zerolog.Nop(),
 	}
 }
 
@@ -275,7 +297,7 @@ func (c *Config) Validate() error {
 	if err := c.validateDNS(); err != nil {
 		return err
 	}
-	return nil
+	return c.validateAuth()
 }
 
 // checkListenAddr refuses a listen address that no bind could accept: one

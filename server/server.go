@@ -73,6 +73,10 @@ type Server struct {
 	// resolver is the one DNS layer the checks share (built in New; it
 	// sends nothing until asked).
 	resolver *resolver.Resolver
+	// auth is sender authentication, nil when all its checks are off;
+	// dropField its rule for forged Authentication-Results fields.
+	auth      *authChecker
+	dropField func([]byte) bool
 }
 
 // Stats are the server's counters. Tests read them; nothing exports them
@@ -185,6 +189,10 @@ func New(cfg Config) (*Server, error) {
 	s.budget.Store(cfg.BodyBudgetBytes)
 	s.live.Store(lv)
 	s.resolver = res
+	if a := newAuthChecker(cfg, res); a != nil {
+		s.auth, s.dropField = a, a.dropField()
+		s.cfg.checks = append(s.cfg.checks, a)
+	}
 	return s, nil
 }
 

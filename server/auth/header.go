@@ -40,7 +40,7 @@ func headerFields(msg []byte) []field {
 		} else if colon := bytes.IndexByte(line, ':'); colon > 0 {
 			fs = append(fs, field{
 				name:  string(bytes.TrimRight(line[:colon], " \t")),
-				value: line[colon+1 : len(line) : len(msg)],
+				value: msg[off+colon+1 : end : len(msg)],
 			})
 		}
 		off = end
