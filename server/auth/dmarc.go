@@ -30,7 +30,7 @@ type DMARCRecord struct {
 	// Domain is the From domain; At the domain whose _dmarc record
 	// applies (Domain or its organizational domain).
 	Domain, At string
-	Record *dmarc.Record
+	Record     *dmarc.Record
 	// NP is the DMARCbis np= policy, for non-existent subdomains; "" when
 	// absent or invalid. Missing is set when NP is and Domain, a
 	// subdomain of At, does not exist (no A, AAAA or MX record).
