@@ -325,6 +325,16 @@ func (s *Server) Reload(cfg Config) error {
 		{"fsync", cfg.Fsync == old.Fsync},
 		{"group_commit", cfg.GroupCommit == old.GroupCommit},
 		{"event_loops", cfg.EventLoops == old.EventLoops},
+		// Sender authentication is built once, in New.
+		{"spf", cfg.SPF == old.SPF},
+		{"dkim", cfg.DKIM == old.DKIM},
+		{"dmarc", cfg.DMARC == old.DMARC},
+		{"iprev", cfg.IPRev == old.IPRev},
+		{"authserv_id", cfg.AuthservID == old.AuthservID},
+		{"dmarc_reject_action", cfg.DMARCRejectAction == old.DMARCRejectAction},
+		{"dmarc_quarantine_action", cfg.DMARCQuarantineAction == old.DMARCQuarantineAction},
+		{"spf_fail_action", cfg.SPFFailAction == old.SPFFailAction},
+		{"junk_folder", cfg.JunkFolder == old.JunkFolder},
 	} {
 		if !f.same {
 			return &ConfigError{Key: f.key, Err: errors.New("cannot change without a restart")}

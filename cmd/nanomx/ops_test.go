@@ -204,6 +204,16 @@ var restartOnlyChange = map[string]string{
 	"pprof":        `pprof = "127.0.0.1:6061"`,
 	"dns_servers":  `dns_servers = ["127.0.0.1:5300"]`,
 	"dns_timeout":  `dns_timeout = "2s"`,
+
+	"spf":                     `spf = false`,
+	"dkim":                    `dkim = false`,
+	"dmarc":                   `dmarc = false`,
+	"iprev":                   `iprev = false`,
+	"authserv_id":             `authserv_id = "auth.example.test"`,
+	"dmarc_reject_action":     `dmarc_reject_action = "junk"`,
+	"dmarc_quarantine_action": `dmarc_quarantine_action = "header"`,
+	"spf_fail_action":         `spf_fail_action = "reject"`,
+	"junk_folder":             `junk_folder = "Spam"`,
 }
 
 const reloadBase = `postmaster = "a@example.test"
