@@ -80,7 +80,9 @@ func newAuthChecker(cfg Config, r auth.Resolver) *authChecker {
 	if id == "" {
 		id = cfg.Hostname
 	}
-	workers := max(16, 4*cfg.Workers)
+	// Most of a check is waiting on DNS: a waiting goroutine costs ~8 KB,
+	// and the CPU work runs GOMAXPROCS at a time anyway.
+	workers := max(128, 8*cfg.Workers)
 	return &authChecker{
 		r:                r,
 		pool:             check.NewPool(workers, authPoolQueue),

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/emersion/go-msgauth/dkim"
 )
@@ -47,18 +48,41 @@ type Message struct {
 	// line.
 	Head []byte
 	rest io.Reader
+	rd   *msgReader // pooled; returned by VerifyDKIM
 }
+
+// msgReader is the buffered LF-to-CRLF reader of one message, pooled:
+// its 40 KB would otherwise be allocated (and zeroed) for every message.
+type msgReader struct {
+	c  crlfReader
+	br *bufio.Reader
+}
+
+var readers = sync.Pool{New: func() any {
+	m := &msgReader{}
+	m.br = bufio.NewReaderSize(&m.c, 16<<10)
+	return m
+}}
 
 // ReadMessage reads the header section of msg (LF or CRLF line endings;
 // at most 1 MiB of it is looked at); the body is read later, by
 // VerifyDKIM.
 func ReadMessage(msg io.Reader) (*Message, error) {
-	br := bufio.NewReaderSize(&crlfReader{r: msg}, 16<<10)
-	head, err := readHead(br, maxHeadBytes)
+	rd := readers.Get().(*msgReader)
+	rd.c.r, rd.c.prevCR, rd.c.out = msg, false, nil
+	rd.br.Reset(&rd.c)
+	head, err := readHead(rd.br, maxHeadBytes)
 	if err != nil {
+		rd.release()
 		return nil, err
 	}
-	return &Message{Head: head, rest: br}, nil
+	return &Message{Head: head, rest: rd.br, rd: rd}, nil
+}
+
+func (rd *msgReader) release() {
+	rd.c.r = nil
+	rd.br.Reset(nil)
+	readers.Put(rd)
 }
 
 // From returns the message's RFC 5322.From domains.
@@ -68,6 +92,10 @@ func (m *Message) From() FromDomains { return fromDomains(headerFields(m.Head)) 
 func (m *Message) VerifyDKIM(ctx context.Context, r Resolver) []DKIMResult {
 	head, br := m.Head, m.rest
 	m.rest = strings.NewReader("")
+	if m.rd != nil {
+		defer m.rd.release()
+		m.rd = nil
+	}
 	var sigs []DKIMResult
 	for _, f := range headerFields(head) {
 		if strings.EqualFold(f.name, "dkim-signature") && len(sigs) < MaxSignatures {
