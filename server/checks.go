@@ -7,6 +7,7 @@ import (
 
 	"github.com/nanomx/nanomx/proto"
 	"github.com/nanomx/nanomx/server/check"
+	"github.com/nanomx/nanomx/spool"
 )
 
 // Checker is one check of the check stage. Its methods are asked at each
@@ -43,6 +44,13 @@ type Info struct {
 	// screen is screening's state for the session (screen.go), set at
 	// connect.
 	screen *screenState
+
+	// For sender authentication (authcheck.go): its per-session state,
+	// and, for a spilled message at Data, the spill and the tail still
+	// in memory (the session's until the verdict).
+	auth  *authSession
+	spill *spool.Spill
+	tail  []byte
 }
 
 // Later keeps a result started at an earlier stage of the transaction; the
@@ -52,6 +60,7 @@ func (i *Info) Later(r *check.Result) { i.later = append(i.later, r) }
 // resetTx forgets the transaction's part of i.
 func (i *Info) resetTx() {
 	i.From, i.Rcpts, i.later = proto.Address{}, i.Rcpts[:0], nil
+	i.spill, i.tail = nil, nil
 }
 
 // checkState is a session's part of the check stage: what the checks see,
@@ -167,6 +176,9 @@ func (c *conn) startConnect() bool {
 	}
 	c.cs = &checkState{}
 	c.cs.info.IP = c.remote
+	if c.srv.auth != nil {
+		c.cs.info.auth = &authSession{sid: c.sid()}
+	}
 	r := c.run(func(ch Checker) *check.Result { return ch.Connect(&c.cs.info) })
 	if r == nil {
 		return false

@@ -182,6 +182,22 @@ type Config struct {
 	MetricsAddr        string
 	MetricsAllowPublic bool
 
+	// Sender authentication (authcheck.go, server/auth): SPF, DKIM,
+	// DMARC and iprev, each on its own; with all off nothing is looked up
+	// and no Authentication-Results field is written. AuthservID names
+	// this receiver in that field ("" is Hostname). DMARCRejectAction is
+	// what a message failing p=reject gets (ActionReject, ActionJunk or
+	// ActionHeader), DMARCQuarantineAction the same for p=quarantine
+	// (ActionJunk or ActionHeader), SPFFailAction for SPF fail
+	// (ActionHeader, or ActionReject: 550 5.7.23 at MAIL). JunkFolder is
+	// the Maildir++ folder "junk" delivers into.
+	SPF, DKIM, DMARC, IPRev bool
+	AuthservID              string
+	DMARCRejectAction       string
+	DMARCQuarantineAction   string
+	SPFFailAction           string
+	JunkFolder              string
+
 	// Log receives every log line.
 	Log zerolog.Logger
 
@@ -237,7 +253,13 @@ func Defaults() Config {
 		ProxyListen:         []string{}, // empty, not nil: as a file's [] reads
 		ProxyTrusted:        []string{},
 		ProxyTimeout:        10 * time.Second,
-		Log:                 zerolog.Nop(),
+		// Off here (tests, the development default); cmd/nanomx turns
+		// them on for a configuration file.
+		DMARCRejectAction:     ActionReject,
+		DMARCQuarantineAction: ActionJunk,
+		SPFFailAction:         ActionHeader,
+		JunkFolder:            "Junk",
+		Log:                   zerolog.Nop(),
 	}
 }
 
@@ -337,7 +359,10 @@ func (c *Config) Validate() error {
 	if err := c.validateDelivery(); err != nil {
 		return err
 	}
-	return c.validateProxy()
+	if err := c.validateProxy(); err != nil {
+		return err
+	}
+	return c.validateAuth()
 }
 
 // checkListenAddr refuses a listen address that no bind could accept: one

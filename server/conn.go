@@ -456,6 +456,7 @@ func (c *conn) message(env proto.Envelope) *outgoing {
 		From:     address(m.from),
 		Rcpts:    make([]proto.Address, len(env.Rcpts)),
 		Helo:     string(env.Helo),
+		Name:     c.clientName(),
 		RemoteIP: c.remote,
 		Protocol: protocolName(env, c.tlsInfo != ""),
 		TLS:      c.tlsInfo,
@@ -466,6 +467,9 @@ func (c *conn) message(env proto.Envelope) *outgoing {
 		t.Rcpts[i] = address(m.rcpts[i])
 	}
 	m.Message = &spool.Message{ID: t.ID, Mailboxes: c.rcpts.Mailboxes(), Trace: traceFields(&t, c.lv.host)}
+	if c.srv.auth != nil {
+		m.DropField = c.srv.dropField // forged Authentication-Results go
+	}
 	return m
 }
 
@@ -690,6 +694,10 @@ func (c *conn) CheckData() *proto.Reply {
 	if c.spill == nil && c.body != nil {
 		body = c.body.B
 	}
+	c.cs.info.spill, c.cs.info.tail = c.spill, nil
+	if c.spill != nil && c.body != nil {
+		c.cs.info.tail = c.body.B
+	}
 	r := c.run(func(ch Checker) *check.Result { return ch.Data(&c.cs.info, body) })
 	if len(c.cs.info.later) > 0 {
 		r = check.All(append(c.cs.info.later, r)...)
@@ -793,7 +801,7 @@ func (c *conn) freeBody() {
 // the client address and, once up, TLS. It is built per call rather than
 // kept, because an idle connection should hold as little as possible.
 func (c *conn) log() *zerolog.Logger {
-	ctx := c.srv.log.With().Str("sid", c.srv.idBase+"s"+itoa36(c.n)).Stringer("remote", c.remote)
+	ctx := c.srv.log.With().Str("sid", c.sid()).Stringer("remote", c.remote)
 	if c.proxy.IsValid() {
 		ctx = ctx.Stringer("proxy", c.proxy)
 	}
@@ -803,6 +811,9 @@ func (c *conn) log() *zerolog.Logger {
 	l := ctx.Logger()
 	return &l
 }
+
+// sid is the session id in log lines.
+func (c *conn) sid() string { return c.srv.idBase + "s" + itoa36(c.n) }
 
 // addrOf extracts the client IP, unmapping IPv4-mapped IPv6 addresses.
 func addrOf(a net.Addr) netip.Addr {

@@ -86,6 +86,10 @@ type Server struct {
 	untrustedLog atomic.Int64
 	m            *serverMetrics // nil: metrics off
 	rejectLog    *rejectLimiter // reject lines per client (rejectlog.go)
+	// auth is sender authentication, nil when all its checks are off;
+	// dropField its rule for forged Authentication-Results fields.
+	auth      *authChecker
+	dropField func([]byte) bool
 }
 
 // Stats are the server's counters. Tests read them; nothing exports them
@@ -237,6 +241,10 @@ func New(cfg Config) (*Server, error) {
 	s.countCommands(lv)
 	s.live.Store(lv)
 	s.resolver = res
+	if a := newAuthChecker(cfg, res); a != nil {
+		s.auth, s.dropField = a, a.dropField()
+		s.cfg.checks = append(s.cfg.checks, a)
+	}
 	return s, nil
 }
 
@@ -387,6 +395,16 @@ func (s *Server) Reload(cfg Config) error {
 		{"delivery", sameDelivery(cfg, old)},
 		{"metrics", cfg.MetricsAddr == old.MetricsAddr},
 		{"metrics_allow_public", cfg.MetricsAllowPublic == old.MetricsAllowPublic},
+		// Sender authentication is built once, in New.
+		{"spf", cfg.SPF == old.SPF},
+		{"dkim", cfg.DKIM == old.DKIM},
+		{"dmarc", cfg.DMARC == old.DMARC},
+		{"iprev", cfg.IPRev == old.IPRev},
+		{"authserv_id", cfg.AuthservID == old.AuthservID},
+		{"dmarc_reject_action", cfg.DMARCRejectAction == old.DMARCRejectAction},
+		{"dmarc_quarantine_action", cfg.DMARCQuarantineAction == old.DMARCQuarantineAction},
+		{"spf_fail_action", cfg.SPFFailAction == old.SPFFailAction},
+		{"junk_folder", cfg.JunkFolder == old.JunkFolder},
 	} {
 		if !f.same {
 			return &ConfigError{Key: f.key, Err: errors.New("cannot change without a restart")}

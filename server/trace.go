@@ -21,6 +21,10 @@ type trace struct {
 	Rcpts []proto.Address
 	// Helo is the client's HELO/EHLO argument; "" becomes "unknown".
 	Helo string
+	// Name is the client's host name as iprev confirmed it, or "unknown"
+	// (Postfix's word) when it did not; "" (iprev off) shows the address
+	// alone.
+	Name string
 	// RemoteIP is the client address.
 	RemoteIP netip.Addr
 	// Protocol is the RFC 3848 "with" keyword: "SMTP", "ESMTP", "ESMTPS",
@@ -71,6 +75,10 @@ func traceFields(t *trace, host string) []byte {
 	}
 	if ip := t.RemoteIP.Unmap().WithZone(""); ip.IsValid() {
 		b = append(b, " ("...)
+		if t.Name != "" {
+			b = appendToken(b, t.Name, 253)
+			b = append(b, ' ')
+		}
 		b = appendAddrLiteral(b, ip)
 		b = append(b, ')')
 	}

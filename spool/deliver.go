@@ -103,7 +103,7 @@ func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 	if len(m.Headers) > 0 {
 		trace = append(trace[:len(trace):len(trace)], m.Headers...)
 	}
-	segs, err := fileHead(trace, body, false)
+	segs, err := fileHead(trace, body, false, m.DropField)
 	if err != nil {
 		return nil, err
 	}

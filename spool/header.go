@@ -14,11 +14,20 @@ type span struct{ start, end int }
 
 // scanHeader walks the header section of msg, up to the first empty line
 // (RFC 5322 2.1), and returns the number of Received fields and the byte
-// ranges of every Return-Path field, continuation lines included. Field
-// names compare case-insensitively; "Received :" (RFC 5322 4.5 obsolete
-// syntax) counts too. A message without an empty line is all header.
-func scanHeader(msg []byte) (received int, returnPaths []span) {
-	cut := -1 // start of the Return-Path field being cut, or -1
+// ranges of every field to cut, continuation lines included: each
+// Return-Path field, and each field drop (if not nil) reports true for.
+// Field names compare case-insensitively; "Received :" (RFC 5322 4.5
+// obsolete syntax) counts too. A message without an empty line is all
+// header.
+func scanHeader(msg []byte, drop func(field []byte) bool) (received int, cuts []span) {
+	start := -1 // start of the field being read, or -1
+	cutIt := false
+	endField := func(end int) {
+		if start >= 0 && (cutIt || drop != nil && drop(msg[start:end])) {
+			cuts = append(cuts, span{start, end})
+		}
+		start, cutIt = -1, false
+	}
 	off := 0
 	for off < len(msg) {
 		end := len(msg)
@@ -32,23 +41,19 @@ func scanHeader(msg []byte) (received int, returnPaths []span) {
 		// A line starting with white space continues the previous field
 		// (RFC 5322 2.2.3); only a new field ends a cut.
 		if line[0] != ' ' && line[0] != '\t' {
-			if cut >= 0 {
-				returnPaths = append(returnPaths, span{cut, off})
-				cut = -1
-			}
+			endField(off)
+			start = off
 			switch name := fieldName(line); {
 			case asciiEqualFold(name, "received"):
 				received++
 			case asciiEqualFold(name, "return-path"):
-				cut = off
+				cutIt = true
 			}
 		}
 		off = end
 	}
-	if cut >= 0 {
-		returnPaths = append(returnPaths, span{cut, off})
-	}
-	return received, returnPaths
+	endField(off)
+	return received, cuts
 }
 
 // fieldName returns the name of the header field starting line, without
@@ -103,7 +108,8 @@ func appendSeg(segs [][]byte, seg []byte, first bool) [][]byte {
 
 // fileHead returns the first segments of a message's file: the trace
 // fields, then body (a whole message, or a spill's first chunk when
-// partial) minus the Return-Path fields the client sent. It fails with
+// partial) minus the Return-Path fields the client sent and the fields
+// drop reports (Message.DropField). It fails with
 // ErrMailLoop past the hop limit. For a partial body whose header section
 // does not end inside it, only complete lines are scanned and the last
 // field is not cut: see the notes at the top of spill.go.
@@ -113,7 +119,7 @@ func appendSeg(segs [][]byte, seg []byte, first bool) [][]byte {
 // never looks at): RFC 5321 4.4 has the final delivery add Return-Path,
 // and one the client wrote would stand beside ours; a message that has
 // passed more than maxReceived hops is looping (RFC 5321 6.3).
-func fileHead(trace, body []byte, partial bool) ([][]byte, error) {
+func fileHead(trace, body []byte, partial bool, drop func([]byte) bool) ([][]byte, error) {
 	if err := checkTrace(trace); err != nil {
 		return nil, err
 	}
@@ -121,7 +127,7 @@ func fileHead(trace, body []byte, partial bool) ([][]byte, error) {
 	if partial {
 		scan, open = headerPart(body)
 	}
-	received, returnPaths := scanHeader(scan)
+	received, returnPaths := scanHeader(scan, drop)
 	if n := len(returnPaths); open && n > 0 && returnPaths[n-1].end == len(scan) {
 		returnPaths = returnPaths[:n-1]
 	}

@@ -44,7 +44,7 @@ func TestScanHeader(t *testing.T) {
 		{"Received: a\nReturn-Path: <b>\nReceived: c\n\nbody", 2, "Received: a\nReceived: c\n\nbody"},
 	}
 	for _, tt := range tests {
-		received, cuts := scanHeader([]byte(tt.in))
+		received, cuts := scanHeader([]byte(tt.in), nil)
 		out := string(bytes.Join(appendKept(nil, []byte(tt.in), cuts), nil))
 		if tt.out == "" && len(cuts) == 0 {
 			tt.out = tt.in
@@ -66,7 +66,7 @@ func TestClientCannotExtendReceived(t *testing.T) {
 		"\t(comment)\n\tmore\nReturn-Path: <x@y>\nSubject: hi\n\nbody\n",
 	} {
 		trace := []byte(testTrace)
-		segs, err := fileHead(trace, []byte(body), false)
+		segs, err := fileHead(trace, []byte(body), false, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

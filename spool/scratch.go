@@ -36,7 +36,7 @@ func Content(m *Message) ([][]byte, error) {
 	if len(m.Headers) > 0 {
 		trace = append(trace[:len(trace):len(trace)], m.Headers...)
 	}
-	return fileHead(trace, body, false)
+	return fileHead(trace, body, false, m.DropField)
 }
 
 // FinishSpill is Submit for a spilled message (m.Spill set, m.Body its

@@ -104,7 +104,7 @@ var errSpillUsed = errors.New("spool: spill already submitted or aborted")
 func (s *Spool) NewSpill(m *Message) *Spill {
 	sp := &Spill{s: s}
 	if m != nil {
-		sp.env = Message{ID: m.ID, Mailboxes: m.Mailboxes, Trace: m.Trace}
+		sp.env = Message{ID: m.ID, Mailboxes: m.Mailboxes, Trace: m.Trace, DropField: m.DropField}
 	}
 	return sp
 }
@@ -126,6 +126,25 @@ func (sp *Spill) Write(b *bytebufferpool.ByteBuffer, done func()) {
 	if start {
 		sp.s.scheduleSpill(sp)
 	}
+}
+
+// Written runs fn once every chunk written before it is on disk, on a
+// worker goroutine, with the path of the file and the offset at which the
+// chunks' bytes begin in it (after the trace fields; the client's
+// Return-Path fields and those Message.DropField reports are not in it).
+// path is "" when the spill has failed. The file may be read until the
+// spill is submitted or aborted; fn must not block (hand the reading to
+// another goroutine). Written never blocks and, like Write, must not be
+// called after Submit or Abort.
+func (sp *Spill) Written(fn func(path string, off int64)) {
+	sp.Write(nil, func() {
+		// On the goroutine running the spill: the run state is ours.
+		if sp.ended || sp.d == nil || len(sp.d.tmp) == 0 {
+			fn("", 0)
+			return
+		}
+		fn(sp.d.tmp[0], int64(len(sp.env.Trace)))
+	})
 }
 
 // Abort gives the spill up: chunks not yet written are dropped (their done
@@ -375,7 +394,7 @@ func (sp *Spill) open(first []byte, partial bool) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	head, err := fileHead(sp.env.Trace, first, partial)
+	head, err := fileHead(sp.env.Trace, first, partial, sp.env.DropField)
 	if err != nil {
 		return nil, err
 	}

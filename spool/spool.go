@@ -54,6 +54,15 @@ type Message struct {
 	// that they stay fields of their own (no empty line, a final LF); it
 	// never builds one. Empty prepends nothing.
 	Trace []byte
+	// DropField, when set, is asked about each header field of the body
+	// (the whole field, name to its last LF, continuation lines included)
+	// and the fields it reports true for are left out of the file, as the
+	// client's Return-Path fields are (a check's rule: forged
+	// Authentication-Results). It runs on a worker and must be safe for
+	// concurrent use. For a spilled message it is the one given to
+	// NewSpill, applied to the first chunk under the same rules as
+	// Return-Path (see spill.go).
+	DropField func(field []byte) bool
 	// Body is the message as received, with LF line endings and without
 	// trace fields. Submit takes ownership and returns it with
 	// bytebufferpool.Put when done, whatever the outcome (even when Submit

@@ -111,6 +111,18 @@ type fileConfig struct {
 	ProxyTrusted []string `toml:"proxy_trusted"`
 	ProxyTimeout duration `toml:"proxy_timeout"`
 
+	// Sender authentication (on with a file, off in the development
+	// default: defaultFile, devDefault).
+	SPF                   bool   `toml:"spf" restart:"true"`
+	DKIM                  bool   `toml:"dkim" restart:"true"`
+	DMARC                 bool   `toml:"dmarc" restart:"true"`
+	IPRev                 bool   `toml:"iprev" restart:"true"`
+	AuthservID            string `toml:"authserv_id" restart:"true"`
+	DMARCRejectAction     string `toml:"dmarc_reject_action" restart:"true"`
+	DMARCQuarantineAction string `toml:"dmarc_quarantine_action" restart:"true"`
+	SPFFailAction         string `toml:"spf_fail_action" restart:"true"`
+	JunkFolder            string `toml:"junk_folder" restart:"true"`
+
 	// Operations. pprof is served by cmd, which checks it (checkLocal); the
 	// log settings are cmd's own.
 	PprofAddr string    `toml:"pprof" flag:"pprof" usage:"serve net/http/pprof on this loopback {address}, e.g. 127.0.0.1:6060" restart:"true"`
@@ -129,6 +141,9 @@ func defaultFile() fileConfig {
 	if err := copyByName(reflect.ValueOf(&fc).Elem(), reflect.ValueOf(server.Defaults())); err != nil {
 		panic(err) // every server value fits the file's types
 	}
+	// A configured MX verifies its senders; server.Defaults (tests) and
+	// the development default do not.
+	fc.SPF, fc.DKIM, fc.DMARC, fc.IPRev = true, true, true, true
 	return fc
 }
 
@@ -769,6 +784,8 @@ func devDefault(fc *fileConfig, domains []string) {
 	fc.Domains = slices.Clone(domains)
 	fc.Mailboxes = []string{box}
 	fc.Postmaster = box
+	// No DNS on a development machine may be reachable: nothing waits.
+	fc.SPF, fc.DKIM, fc.DMARC, fc.IPRev = false, false, false, false
 	fc.CatchAll = make(map[string]string, len(domains))
 	for _, d := range domains {
 		fc.CatchAll[d] = box

@@ -180,6 +180,7 @@ func TestEveryKey(t *testing.T) {
 	want.ProxyListen = []string{"0.0.0.0:2526"}
 	want.ProxyTrusted = []string{"10.0.0.0/8", "192.0.2.10"}
 	want.ProxyTimeout = 30 * time.Second
+	want.SPF, want.DKIM, want.DMARC, want.IPRev = true, true, true, true // on with a file
 	sameConfig(t, l.Config, want)
 	if l.LogLevel != zerolog.DebugLevel || l.LogFormat != logConsole {
 		t.Errorf("log = %v %q, want debug console", l.LogLevel, l.LogFormat)
@@ -194,7 +195,9 @@ func TestUnsetKeysKeepDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameConfig(t, l.Config, server.Defaults())
+	want := server.Defaults()
+	want.SPF, want.DKIM, want.DMARC, want.IPRev = true, true, true, true // on with a file
+	sameConfig(t, l.Config, want)
 	if l.LogLevel != zerolog.InfoLevel || l.LogFormat != logJSON {
 		t.Errorf("log = %v %q, want info json", l.LogLevel, l.LogFormat)
 	}

@@ -164,6 +164,12 @@ domains = ["example.test"]
 postmaster = "alice@example.test"
 mailboxes = ["alice@example.test", "bob@example.test"]
 max_connections_per_ip = 100
+# Sender authentication off: these tests compare stored files byte for
+# byte (auth_e2e_test.go turns it on).
+spf = false
+dkim = false
+dmarc = false
+iprev = false
 %s
 [aliases]
 "team@example.test" = ["alice@example.test", "bob@example.test"]
