@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/nanomx/nanomx/server/rspamd"
 	"github.com/nanomx/nanomx/spool"
 )
 
@@ -137,6 +138,28 @@ type Config struct {
 	// Log receives every log line.
 	Log zerolog.Logger
 
+	// RspamdURL is rspamd's normal worker, e.g. "http://127.0.0.1:11333":
+	// every message is scanned at the end of data (POST /checkv2) and
+	// rspamd's action applied (rspamd.go). Empty: no scanning.
+	RspamdURL string
+	// RspamdTimeout bounds a scan (at most CommandTimeout).
+	RspamdTimeout time.Duration
+	// RspamdMaxSize is the largest message scanned; 0 is SpillThreshold,
+	// which it cannot exceed (a spilled message is not scanned).
+	RspamdMaxSize int64
+	// RspamdMaxConcurrent bounds the scans in flight; a message past it
+	// is treated as a failed scan.
+	RspamdMaxConcurrent int
+	// RspamdOnError is what a failed scan (timeout, connection, HTTP
+	// error, bad reply, too many in flight) means: RspamdOnErrorAccept
+	// delivers unscanned, RspamdOnErrorTempfail answers 451 4.7.1.
+	RspamdOnError string
+	// RspamdJunk delivers what rspamd marks as spam ("add header",
+	// "rewrite subject") into JunkFolder instead of the inbox.
+	RspamdJunk bool
+	// JunkFolder is the Maildir++ folder spam is delivered into.
+	JunkFolder string
+
 	// syncer replaces the durability step in tests (nil: by Fsync).
 	syncer spool.Syncer
 	// checks are the check stage's checks (tests only, so far: sender
@@ -179,6 +202,10 @@ func Defaults() Config {
 		MaxTLSSessions:      1000,
 		TLSHandshakeTimeout: 30 * time.Second,
 		Log:                 zerolog.Nop(),
+		RspamdTimeout:       10 * time.Second,
+		RspamdMaxConcurrent: 16,
+		RspamdOnError:       RspamdOnErrorAccept,
+		JunkFolder:          "Junk",
 	}
 }
 
@@ -263,6 +290,31 @@ func (c *Config) Validate() error {
 		return bad("max_tls_sessions", "must be at least 1")
 	case c.TLSHandshakeTimeout < time.Second:
 		return bad("tls_handshake_timeout", "must be at least 1s")
+	}
+	return c.validateRspamd()
+}
+
+// validateRspamd checks the rspamd_* settings and junk_folder.
+func (c *Config) validateRspamd() error {
+	bad := func(key, format string, args ...any) error {
+		return &ConfigError{Key: key, Err: fmt.Errorf(format, args...)}
+	}
+	switch {
+	case !spool.ValidFolder(c.JunkFolder):
+		return bad("junk_folder", "%q is not a valid Maildir++ folder name", c.JunkFolder)
+	case c.RspamdURL == "":
+		return nil
+	case c.RspamdTimeout < 100*time.Millisecond || c.RspamdTimeout > c.CommandTimeout:
+		return bad("rspamd_timeout", "must be between 100ms and command_timeout")
+	case c.RspamdMaxSize < 0 || c.RspamdMaxSize > c.SpillThreshold:
+		return bad("rspamd_max_size", "must be between 0 (spill_threshold) and spill_threshold (%d bytes): a spilled message is not scanned", c.SpillThreshold)
+	case c.RspamdMaxConcurrent < 1 || c.RspamdMaxConcurrent > 1024:
+		return bad("rspamd_max_concurrent", "must be between 1 and 1024")
+	case c.RspamdOnError != RspamdOnErrorAccept && c.RspamdOnError != RspamdOnErrorTempfail:
+		return bad("rspamd_on_error", "must be %q or %q", RspamdOnErrorAccept, RspamdOnErrorTempfail)
+	}
+	if _, err := rspamd.New(rspamd.Config{URL: c.RspamdURL}); err != nil {
+		return &ConfigError{Key: "rspamd_url", Err: err}
 	}
 	return nil
 }

@@ -164,6 +164,13 @@ func New(cfg Config) (*Server, error) {
 		}
 		return nil, &ConfigError{Key: "maildir_root", Err: err}
 	}
+	if cfg.RspamdURL != "" {
+		rc, err := newRspamdCheck(cfg)
+		if err != nil {
+			return nil, err
+		}
+		cfg.checks = append(cfg.checks[:len(cfg.checks):len(cfg.checks)], rc)
+	}
 	s := &Server{
 		cfg:    cfg,
 		log:    cfg.Log,
@@ -307,6 +314,13 @@ func (s *Server) Reload(cfg Config) error {
 		{"fsync", cfg.Fsync == old.Fsync},
 		{"group_commit", cfg.GroupCommit == old.GroupCommit},
 		{"event_loops", cfg.EventLoops == old.EventLoops},
+		// The rspamd check is built at start (its client, its bounds).
+		{"rspamd_url", cfg.RspamdURL == old.RspamdURL},
+		{"rspamd_timeout", cfg.RspamdTimeout == old.RspamdTimeout},
+		{"rspamd_max_size", cfg.RspamdMaxSize == old.RspamdMaxSize},
+		{"rspamd_max_concurrent", cfg.RspamdMaxConcurrent == old.RspamdMaxConcurrent},
+		{"rspamd_on_error", cfg.RspamdOnError == old.RspamdOnError},
+		{"rspamd_junk", cfg.RspamdJunk == old.RspamdJunk},
 	} {
 		if !f.same {
 			return &ConfigError{Key: f.key, Err: errors.New("cannot change without a restart")}

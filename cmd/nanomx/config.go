@@ -89,6 +89,15 @@ type fileConfig struct {
 	MaxTLSSessions      int      `toml:"max_tls_sessions"`
 	TLSHandshakeTimeout duration `toml:"tls_handshake_timeout"`
 
+	// rspamd at the end of data; junk_folder is where spam goes.
+	RspamdURL           string   `toml:"rspamd_url" restart:"true"`
+	RspamdTimeout       duration `toml:"rspamd_timeout" restart:"true"`
+	RspamdMaxSize       size     `toml:"rspamd_max_size" restart:"true"`
+	RspamdMaxConcurrent int      `toml:"rspamd_max_concurrent" restart:"true"`
+	RspamdOnError       string   `toml:"rspamd_on_error" restart:"true"`
+	RspamdJunk          bool     `toml:"rspamd_junk" restart:"true"`
+	JunkFolder          string   `toml:"junk_folder"`
+
 	// Operations. pprof is served by cmd, which checks it (checkLocal); the
 	// log settings are cmd's own.
 	PprofAddr string    `toml:"pprof" flag:"pprof" usage:"serve net/http/pprof on this loopback {address}, e.g. 127.0.0.1:6060" restart:"true"`
