@@ -76,3 +76,11 @@ fuzz:
 # needs 2 CPUs, taskset, jq and openssl.
 bench-hardening: build
 	bash bench/hardening.sh
+
+.PHONY: bench-rspamd
+# bench-rspamd: 50 sessions x 10 KB for 10 s each (NANOMX_BENCH_SECONDS,
+# at most 20) against a server with rspamd off, then on, one private
+# rspamd (server/rspamd/rspamdtest); prints throughput, end-of-data and
+# scan latency percentiles, and rspamd's RSS.
+bench-rspamd:
+	go test -run '^$$' -bench Rspamd -benchtime 1x ./server/

@@ -147,8 +147,9 @@ type Config struct {
 	// RspamdMaxSize is the largest message scanned; 0 is SpillThreshold,
 	// which it cannot exceed (a spilled message is not scanned).
 	RspamdMaxSize int64
-	// RspamdMaxConcurrent bounds the scans in flight; a message past it
-	// is treated as a failed scan.
+	// RspamdMaxConcurrent bounds the scans in flight; 4 times as many may
+	// wait for a slot (within RspamdTimeout), and a message past those is
+	// treated as a failed scan.
 	RspamdMaxConcurrent int
 	// RspamdOnError is what a failed scan (timeout, connection, HTTP
 	// error, bad reply, too many in flight) means: RspamdOnErrorAccept

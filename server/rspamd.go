@@ -33,9 +33,10 @@ var (
 // Only a message the session holds in memory is scanned (at most
 // spill_threshold, and RspamdMaxSize): a spilled one is on disk, being
 // written by the spool's workers, and is delivered unscanned (counted in
-// skipped). The HTTP call runs on the client's own goroutines, at most
-// RspamdMaxConcurrent; beyond that, and for any failure, RspamdOnError
-// decides.
+// skipped). The HTTP call runs on the client's own goroutines: at most
+// RspamdMaxConcurrent in flight, and 4 times as many waiting for one of
+// them (the wait counts against RspamdTimeout); beyond those, and for
+// any failure, RspamdOnError decides.
 type rspamdCheck struct {
 	client  *rspamd.Client
 	maxSize int

@@ -214,9 +214,9 @@ func TestRspamdUnreachable(t *testing.T) {
 }
 
 // TestRspamdTimeout: an HTTP server that accepts the scan and never
-// answers costs the message rspamd_timeout, then rspamd_on_error applies;
-// with rspamd_max_concurrent = 1, a second message while the first waits
-// is refused at once, without waiting.
+// answers costs the message rspamd_timeout, then rspamd_on_error applies.
+// With rspamd_max_concurrent = 1 the next four messages wait for the slot
+// (within their own timeout) and a sixth is refused at once.
 func TestRspamdTimeout(t *testing.T) {
 	release := make(chan struct{})
 	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
@@ -227,25 +227,32 @@ func TestRspamdTimeout(t *testing.T) {
 	cfg.RspamdTimeout, cfg.RspamdMaxConcurrent = 500*time.Millisecond, 1
 	r := start(t, cfg)
 
-	first := session(t, r.addr)
-	second := session(t, r.addr)
-	for _, c := range []*client{first, second} {
-		c.expect("MAIL FROM:<alice@example.org>", "250")
-		c.expect("RCPT TO:<bob@example.test>", "250")
-		c.expect("DATA", "354")
+	cs := make([]*client, 6)
+	for i := range cs {
+		cs[i] = session(t, r.addr)
+		cs[i].expect("MAIL FROM:<alice@example.org>", "250")
+		cs[i].expect("RCPT TO:<bob@example.test>", "250")
+		cs[i].expect("DATA", "354")
 	}
 	start := time.Now()
-	first.send(ordinary("") + ".\r\n")
-	time.Sleep(100 * time.Millisecond) // the first scan holds the one slot
-	if got := second.cmd(ordinary("") + "."); !strings.HasPrefix(got, "451 4.7.1") || time.Since(start) > 400*time.Millisecond {
-		t.Errorf("second message: %q after %v, want 451 4.7.1 at once", got, time.Since(start))
+	for _, c := range cs[:5] {
+		c.send(ordinary("") + ".\r\n")
 	}
-	got := first.reply()
-	if d := time.Since(start); !strings.HasPrefix(got, "451 4.7.1") || d < 500*time.Millisecond || d > 5*time.Second {
-		t.Errorf("first message: %q after %v, want 451 4.7.1 after the 500ms timeout", got, d)
+	time.Sleep(100 * time.Millisecond) // one scan holds the slot, four wait
+	if got := cs[5].cmd(ordinary("") + "."); !strings.HasPrefix(got, "451 4.7.1") || time.Since(start) > 400*time.Millisecond {
+		t.Errorf("sixth message: %q after %v, want 451 4.7.1 at once", got, time.Since(start))
 	}
-	if s := rspamdOf(t, r.srv).client.Stats(); s.Timeouts != 1 || s.Busy != 1 {
-		t.Errorf("stats %+v, want a timeout and a busy refusal", s)
+	for i, c := range cs[:5] {
+		got := c.reply()
+		if d := time.Since(start); !strings.HasPrefix(got, "451 4.7.1") || d < 500*time.Millisecond || d > 5*time.Second {
+			t.Errorf("message %d: %q after %v, want 451 4.7.1 after the 500ms timeout", i, got, d)
+		}
+	}
+	if s := rspamdOf(t, r.srv).client.Stats(); s.Timeouts != 5 || s.Queued != 4 || s.Busy != 1 {
+		t.Errorf("stats %+v, want 5 timeouts (4 of them waiting) and a busy refusal", s)
+	}
+	if n := len(newFiles(t, cfg.MaildirRoot, "example.test", "bob")); n != 0 {
+		t.Errorf("%d files stored", n)
 	}
 }
 

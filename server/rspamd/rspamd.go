@@ -5,8 +5,8 @@
 // fields to add and remove, an SMTP message, a new subject).
 //
 // The client is bounded everywhere: a timeout on every scan, a number of
-// scans in flight (beyond it Go refuses at once, it never queues), and a
-// bounded read of the reply. It records every scan's duration in an
+// scans in flight and of scans waiting for one of them (beyond both Go
+// refuses at once), and a bounded read of the reply. It records every scan's duration in an
 // atomic histogram (Stats).
 //
 // Edit (edit.go) turns a reply into what nanomx does to the stored
@@ -28,6 +28,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -68,6 +69,10 @@ type Config struct {
 	// DefaultMaxConcurrent); it also bounds the copies of messages the
 	// client holds.
 	MaxConcurrent int
+	// MaxWaiting bounds the scans that wait for one of the MaxConcurrent
+	// slots (0: 4 × MaxConcurrent; negative: none wait). The wait counts
+	// against Timeout. Past it Go refuses with ErrBusy.
+	MaxWaiting int
 	// MaxReplyBytes bounds the reply body read (default
 	// DefaultMaxReplyBytes); a longer reply is an error.
 	MaxReplyBytes int64
@@ -80,8 +85,9 @@ type Client struct {
 	cfg   Config
 	check string // URL of /checkv2
 	hc    *http.Client
-	slots chan struct{}
-	stats Stats
+	slots   chan struct{}
+	waiting atomic.Int64 // scans waiting for a slot
+	stats   Stats
 }
 
 // New returns a client of cfg.URL. It does no I/O.
@@ -98,6 +104,12 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.MaxConcurrent <= 0 {
 		cfg.MaxConcurrent = DefaultMaxConcurrent
+	}
+	switch {
+	case cfg.MaxWaiting == 0:
+		cfg.MaxWaiting = 4 * cfg.MaxConcurrent
+	case cfg.MaxWaiting < 0:
+		cfg.MaxWaiting = 0
 	}
 	if cfg.MaxReplyBytes <= 0 {
 		cfg.MaxReplyBytes = DefaultMaxReplyBytes
@@ -286,26 +298,47 @@ func headerValue(name string, raw json.RawMessage) (Header, error) {
 // reply, or with an error (connection, timeout, HTTP status, bad JSON),
 // and the copy of msg that was sent (done's to keep: Reply.Edit needs it).
 // msg is copied before Go returns: the caller keeps it. When MaxConcurrent
-// scans are in flight Go copies and calls nothing and returns ErrBusy.
+// scans are in flight the scan waits for a slot, within Timeout; when
+// MaxWaiting wait already, Go copies and calls nothing and returns
+// ErrBusy. So at most MaxConcurrent+MaxWaiting goroutines and copies
+// exist.
 func (c *Client) Go(req *Request, msg []byte, done func(r *Reply, msg []byte, err error)) error {
+	queued := false
 	select {
 	case c.slots <- struct{}{}:
 	default:
-		c.stats.busy.Add(1)
-		return ErrBusy
+		if c.waiting.Add(1) > int64(c.cfg.MaxWaiting) {
+			c.waiting.Add(-1)
+			c.stats.busy.Add(1)
+			return ErrBusy
+		}
+		queued = true
+		c.stats.queued.Add(1)
 	}
 	owned := append([]byte(nil), msg...)
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
 	go func() {
+		defer cancel()
+		if queued {
+			select {
+			case c.slots <- struct{}{}:
+				c.waiting.Add(-1)
+			case <-ctx.Done():
+				c.waiting.Add(-1)
+				c.stats.timeouts.Add(1)
+				done(nil, owned, fmt.Errorf("rspamd: no scan slot free within %v: %w", c.cfg.Timeout, ctx.Err()))
+				return
+			}
+		}
 		defer func() { <-c.slots }()
-		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
 		r, err := c.scan(ctx, req, owned)
-		cancel()
 		done(r, owned, err)
 	}()
 	return nil
 }
 
-// Check scans msg and waits for the reply. It takes a slot like Go.
+// Check scans msg and waits for the reply. It takes a slot if one is
+// free, or fails with ErrBusy: it never waits for one.
 func (c *Client) Check(ctx context.Context, req *Request, msg []byte) (*Reply, error) {
 	select {
 	case c.slots <- struct{}{}:

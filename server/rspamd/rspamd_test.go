@@ -305,37 +305,63 @@ func TestTimeout(t *testing.T) {
 	}
 }
 
-// TestBusy: with MaxConcurrent scans in flight the next is refused at
-// once with ErrBusy (and counted), and taken again once one ends.
+// TestBusy: with MaxConcurrent scans in flight the next waits for a slot
+// (MaxWaiting of them), and is sent when one ends; past the waiting ones
+// Go refuses at once with ErrBusy. A scan that waits longer than Timeout
+// fails as a timeout, without being sent.
 func TestBusy(t *testing.T) {
 	release := make(chan struct{})
+	var mu sync.Mutex
+	served := 0
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		<-release
+		mu.Lock()
+		served++
+		mu.Unlock()
 		w.Write([]byte(`{"action":"no action"}`))
 	}))
 	defer srv.Close()
-	c, _ := New(Config{URL: srv.URL, MaxConcurrent: 2})
-	done := make(chan error, 3)
+	c, _ := New(Config{URL: srv.URL, MaxConcurrent: 2, MaxWaiting: 1})
+	done := make(chan error, 4)
 	cb := func(r *Reply, msg []byte, err error) { done <- err }
-	for range 2 {
+	for range 3 {
 		if err := c.Go(&Request{}, nil, cb); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := c.Go(&Request{}, nil, cb); !errors.Is(err, ErrBusy) {
-		t.Fatalf("third scan: %v, want ErrBusy", err)
+		t.Fatalf("fourth scan: %v, want ErrBusy", err)
 	}
 	close(release)
-	for range 2 {
+	for range 3 {
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := c.Go(&Request{}, nil, cb); err != nil {
-		t.Fatalf("after the others ended: %v", err)
+	if s := c.Stats(); s.Busy != 1 || s.OK != 3 || s.Queued != 1 || served != 3 {
+		t.Errorf("stats %+v, served %d", s, served)
 	}
-	<-done
-	if s := c.Stats(); s.Busy != 1 || s.OK != 3 {
+
+	hang := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-hang }))
+	defer slow.Close()
+	defer close(hang) // first: lets the handler end before Close waits for it
+	c, _ = New(Config{URL: slow.URL, MaxConcurrent: 1, Timeout: 300 * time.Millisecond})
+	start := time.Now()
+	for range 2 {
+		if err := c.Go(&Request{}, nil, cb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if err := <-done; err == nil {
+			t.Error("no error")
+		}
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the waiting scan ended after %v, want the 300ms timeout", d)
+	}
+	if s := c.Stats(); s.Timeouts != 2 || s.Queued != 1 || s.Scans != 2 {
 		t.Errorf("stats %+v", s)
 	}
 }

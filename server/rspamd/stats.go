@@ -15,8 +15,9 @@ import (
 type Stats struct {
 	ok       atomic.Uint64 // replies decoded
 	failed   atomic.Uint64 // errors other than timeouts
-	timeouts atomic.Uint64
-	busy     atomic.Uint64 // refused: MaxConcurrent in flight
+	timeouts atomic.Uint64 // of them waiting for a slot: not in the histogram
+	busy     atomic.Uint64 // refused: MaxConcurrent in flight, MaxWaiting waiting
+	queued   atomic.Uint64 // waited for a slot
 	sumNanos atomic.Uint64
 	maxNanos atomic.Uint64
 	buckets  [numBuckets]atomic.Uint64
@@ -87,8 +88,11 @@ func isTimeout(err error) bool {
 // Snapshot is a copy of a client's statistics.
 type Snapshot struct {
 	OK, Failed, Timeouts, Busy uint64
-	// Scans is OK+Failed+Timeouts: every request sent, whose durations
-	// the percentiles describe.
+	// Queued scans waited for a slot (and were then sent, or timed out).
+	Queued uint64
+	// Scans is OK+Failed+Timeouts: every scan that was not refused. The
+	// percentiles describe the requests sent: from sending to the reply,
+	// without the wait for a slot.
 	Scans         uint64
 	Mean, Max     time.Duration
 	P50, P90, P99 time.Duration // upper bounds of their buckets (within 9%)
@@ -107,7 +111,7 @@ func (s *Stats) Snapshot() Snapshot {
 		n += counts[i]
 	}
 	snap := Snapshot{
-		OK: s.ok.Load(), Failed: s.failed.Load(), Timeouts: s.timeouts.Load(), Busy: s.busy.Load(),
+		OK: s.ok.Load(), Failed: s.failed.Load(), Timeouts: s.timeouts.Load(), Busy: s.busy.Load(), Queued: s.queued.Load(),
 		Max: time.Duration(s.maxNanos.Load()),
 	}
 	snap.Scans = snap.OK + snap.Failed + snap.Timeouts
