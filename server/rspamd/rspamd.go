@@ -82,9 +82,9 @@ type Config struct {
 
 // Client scans messages with one rspamd. It is safe for concurrent use.
 type Client struct {
-	cfg   Config
-	check string // URL of /checkv2
-	hc    *http.Client
+	cfg     Config
+	check   string // URL of /checkv2
+	hc      *http.Client
 	slots   chan struct{}
 	waiting atomic.Int64 // scans waiting for a slot
 	stats   Stats
