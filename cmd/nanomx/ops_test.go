@@ -202,6 +202,13 @@ var restartOnlyChange = map[string]string{
 	"event_loops":  `event_loops = 3`,
 	"log_format":   `log_format = "console"`,
 	"pprof":        `pprof = "127.0.0.1:6061"`,
+
+	"rspamd_url":            `rspamd_url = "http://127.0.0.1:11333"`,
+	"rspamd_timeout":        `rspamd_timeout = "20s"`,
+	"rspamd_max_size":       `rspamd_max_size = "100KiB"`,
+	"rspamd_max_concurrent": `rspamd_max_concurrent = 4`,
+	"rspamd_on_error":       `rspamd_on_error = "tempfail"`,
+	"rspamd_junk":           `rspamd_junk = true`,
 }
 
 const reloadBase = `postmaster = "a@example.test"
