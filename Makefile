@@ -87,3 +87,10 @@ bench-hardening: build
 # mailboxes, medians and spreads, into bench/PEERS.md. About 15 minutes.
 bench-peers: build
 	bash bench/peers.sh
+.PHONY: bench-rspamd
+# bench-rspamd: 50 sessions x 10 KB for 10 s each (NANOMX_BENCH_SECONDS,
+# at most 20) against a server with rspamd off, then on, one private
+# rspamd (server/rspamd/rspamdtest); prints throughput, end-of-data and
+# scan latency percentiles, and rspamd's RSS.
+bench-rspamd:
+	go test -run '^$$' -bench Rspamd -benchtime 1x ./server/

@@ -40,7 +40,6 @@ type Info struct {
 	// recipients so far.
 	From  proto.Address
 	Rcpts []proto.Address
-	later []*check.Result
 	// screen is screening's state for the session (screen.go), set at
 	// connect.
 	screen *screenState
@@ -51,6 +50,10 @@ type Info struct {
 	auth  *authSession
 	spill *spool.Spill
 	tail  []byte
+	// QueueID is the message's queue id (its spool id, in nanomx's log
+	// lines), set for Data.
+	QueueID string
+	later   []*check.Result
 }
 
 // Later keeps a result started at an earlier stage of the transaction; the
@@ -59,7 +62,7 @@ func (i *Info) Later(r *check.Result) { i.later = append(i.later, r) }
 
 // resetTx forgets the transaction's part of i.
 func (i *Info) resetTx() {
-	i.From, i.Rcpts, i.later = proto.Address{}, i.Rcpts[:0], nil
+	i.From, i.Rcpts, i.later, i.QueueID = proto.Address{}, i.Rcpts[:0], nil, ""
 	i.spill, i.tail = nil, nil
 }
 
@@ -72,6 +75,7 @@ type checkState struct {
 	rcptAddr    proto.Address
 	headers     []byte
 	folder      string
+	cut         [][2]int64
 }
 
 // The stages a check can be pending at.
@@ -118,7 +122,7 @@ func (c *conn) take(st uint8, v check.Verdict) *proto.Reply {
 		c.rcpts.Add(c.cs.rcptTargets)
 		c.cs.info.Rcpts = append(c.cs.info.Rcpts, c.cs.rcptAddr)
 	case st == stageData:
-		c.cs.headers, c.cs.folder = v.Headers, v.Folder
+		c.cs.headers, c.cs.folder, c.cs.cut = v.Headers, v.Folder, v.Cut
 	}
 	return v.Reply
 }

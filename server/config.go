@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/nanomx/nanomx/server/metrics"
+	"github.com/nanomx/nanomx/server/rspamd"
 	"github.com/nanomx/nanomx/spool"
 )
 
@@ -201,6 +202,27 @@ type Config struct {
 	// Log receives every log line.
 	Log zerolog.Logger
 
+	// RspamdURL is rspamd's normal worker, e.g. "http://127.0.0.1:11333":
+	// every message is scanned at the end of data (POST /checkv2) and
+	// rspamd's action applied (rspamd.go). Empty: no scanning.
+	RspamdURL string
+	// RspamdTimeout bounds a scan (at most CommandTimeout).
+	RspamdTimeout time.Duration
+	// RspamdMaxSize is the largest message scanned; 0 is SpillThreshold,
+	// which it cannot exceed (a spilled message is not scanned).
+	RspamdMaxSize int64
+	// RspamdMaxConcurrent bounds the scans in flight; 4 times as many may
+	// wait for a slot (within RspamdTimeout), and a message past those is
+	// treated as a failed scan.
+	RspamdMaxConcurrent int
+	// RspamdOnError is what a failed scan (timeout, connection, HTTP
+	// error, bad reply, too many in flight) means: RspamdOnErrorAccept
+	// delivers unscanned, RspamdOnErrorTempfail answers 451 4.7.1.
+	RspamdOnError string
+	// RspamdJunk delivers what rspamd marks as spam ("add header",
+	// "rewrite subject") into JunkFolder instead of the inbox.
+	RspamdJunk bool
+
 	// syncer replaces the durability step in tests (nil: by Fsync).
 	syncer spool.Syncer
 	// checks are the check stage's checks (tests only, so far: sender
@@ -259,6 +281,9 @@ func Defaults() Config {
 		DMARCQuarantineAction: ActionJunk,
 		SPFFailAction:         ActionHeader,
 		JunkFolder:            "Junk",
+		RspamdTimeout:         10 * time.Second,
+		RspamdMaxConcurrent:   16,
+		RspamdOnError:         RspamdOnErrorAccept,
 		Log:                   zerolog.Nop(),
 	}
 }
@@ -362,7 +387,35 @@ func (c *Config) Validate() error {
 	if err := c.validateProxy(); err != nil {
 		return err
 	}
-	return c.validateAuth()
+	if err := c.validateAuth(); err != nil {
+		return err
+	}
+	return c.validateRspamd()
+}
+
+// validateRspamd checks the rspamd_* settings and junk_folder.
+func (c *Config) validateRspamd() error {
+	bad := func(key, format string, args ...any) error {
+		return &ConfigError{Key: key, Err: fmt.Errorf(format, args...)}
+	}
+	switch {
+	case !spool.ValidFolder(c.JunkFolder):
+		return bad("junk_folder", "%q is not a valid Maildir++ folder name", c.JunkFolder)
+	case c.RspamdURL == "":
+		return nil
+	case c.RspamdTimeout < 100*time.Millisecond || c.RspamdTimeout > c.CommandTimeout:
+		return bad("rspamd_timeout", "must be between 100ms and command_timeout")
+	case c.RspamdMaxSize < 0 || c.RspamdMaxSize > c.SpillThreshold:
+		return bad("rspamd_max_size", "must be between 0 (spill_threshold) and spill_threshold (%d bytes): a spilled message is not scanned", c.SpillThreshold)
+	case c.RspamdMaxConcurrent < 1 || c.RspamdMaxConcurrent > 1024:
+		return bad("rspamd_max_concurrent", "must be between 1 and 1024")
+	case c.RspamdOnError != RspamdOnErrorAccept && c.RspamdOnError != RspamdOnErrorTempfail:
+		return bad("rspamd_on_error", "must be %q or %q", RspamdOnErrorAccept, RspamdOnErrorTempfail)
+	}
+	if _, err := rspamd.New(rspamd.Config{URL: c.RspamdURL}); err != nil {
+		return &ConfigError{Key: "rspamd_url", Err: err}
+	}
+	return nil
 }
 
 // checkListenAddr refuses a listen address that no bind could accept: one

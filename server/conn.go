@@ -451,8 +451,12 @@ type outgoing struct {
 // its body: the mailboxes resolved at RCPT and the trace fields.
 func (c *conn) message(env proto.Envelope) *outgoing {
 	m := &outgoing{from: string(env.From), rcpts: make([]string, len(env.Rcpts))}
+	id := c.srv.newID()
+	if c.cs != nil && c.cs.info.QueueID != "" {
+		id = c.cs.info.QueueID // the id the checks were given
+	}
 	t := trace{
-		ID:       c.srv.newID(),
+		ID:       id,
 		From:     address(m.from),
 		Rcpts:    make([]proto.Address, len(env.Rcpts)),
 		Helo:     string(env.Helo),
@@ -500,6 +504,10 @@ func (c *conn) submit() {
 	if c.cs != nil && len(c.cs.headers) > 0 {
 		m.Headers = c.cs.headers // the checks' fields, after the trace
 		c.cs.headers = nil
+	}
+	if c.cs != nil && len(c.cs.cut) > 0 {
+		m.Cut = c.cs.cut // header fields the checks removed
+		c.cs.cut = nil
 	}
 	m.Body, m.Spill = c.body, c.spill
 	c.spill, c.spillMsg = nil, nil
@@ -689,7 +697,7 @@ func (c *conn) CheckData() *proto.Reply {
 		return nil
 	}
 	c.dataEnd = time.Now()
-	c.cs.headers = nil
+	c.cs.headers, c.cs.cut = nil, nil
 	var body []byte
 	if c.spill == nil && c.body != nil {
 		body = c.body.B
@@ -697,6 +705,11 @@ func (c *conn) CheckData() *proto.Reply {
 	c.cs.info.spill, c.cs.info.tail = c.spill, nil
 	if c.spill != nil && c.body != nil {
 		c.cs.info.tail = c.body.B
+	}
+	if c.spillMsg != nil {
+		c.cs.info.QueueID = c.spillMsg.ID
+	} else {
+		c.cs.info.QueueID = c.srv.newID()
 	}
 	r := c.run(func(ch Checker) *check.Result { return ch.Data(&c.cs.info, body) })
 	if len(c.cs.info.later) > 0 {

@@ -220,6 +220,13 @@ func New(cfg Config) (*Server, error) {
 		}
 		return nil, &ConfigError{Key: "maildir_root", Err: err}
 	}
+	if cfg.RspamdURL != "" {
+		rc, err := newRspamdCheck(cfg)
+		if err != nil {
+			return nil, err
+		}
+		cfg.checks = append(cfg.checks[:len(cfg.checks):len(cfg.checks)], rc)
+	}
 	s := &Server{
 		cfg:    cfg,
 		log:    cfg.Log,
@@ -405,6 +412,13 @@ func (s *Server) Reload(cfg Config) error {
 		{"dmarc_quarantine_action", cfg.DMARCQuarantineAction == old.DMARCQuarantineAction},
 		{"spf_fail_action", cfg.SPFFailAction == old.SPFFailAction},
 		{"junk_folder", cfg.JunkFolder == old.JunkFolder},
+		// The rspamd check is built at start (its client, its bounds).
+		{"rspamd_url", cfg.RspamdURL == old.RspamdURL},
+		{"rspamd_timeout", cfg.RspamdTimeout == old.RspamdTimeout},
+		{"rspamd_max_size", cfg.RspamdMaxSize == old.RspamdMaxSize},
+		{"rspamd_max_concurrent", cfg.RspamdMaxConcurrent == old.RspamdMaxConcurrent},
+		{"rspamd_on_error", cfg.RspamdOnError == old.RspamdOnError},
+		{"rspamd_junk", cfg.RspamdJunk == old.RspamdJunk},
 	} {
 		if !f.same {
 			return &ConfigError{Key: f.key, Err: errors.New("cannot change without a restart")}

@@ -98,12 +98,16 @@ func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 		body = m.Body.B
 	}
 	// The file is the trace fields followed by the client's bytes minus any
-	// Return-Path it sent, written with one writev.
+	// Return-Path it sent and the check's cuts, written with one writev.
 	trace := m.Trace
 	if len(m.Headers) > 0 {
 		trace = append(trace[:len(trace):len(trace)], m.Headers...)
 	}
-	segs, err := fileHead(trace, body, false, m.DropField)
+	cut, err := cutSpans(m.Cut, int64(len(body)))
+	if err != nil {
+		return nil, err
+	}
+	segs, _, err := fileHeadCut(trace, body, false, cut, m.DropField)
 	if err != nil {
 		return nil, err
 	}

@@ -83,22 +83,24 @@ var unattachedField = []byte("X-Nanomx-Unattached:")
 // unattachedField. Dropping them would lose data silently, and an empty
 // line would turn the client's whole header into body.
 func appendKept(segs [][]byte, msg []byte, cuts []span) [][]byte {
-	off := 0
+	off, first := 0, true
 	for _, c := range cuts {
 		if c.start > off {
-			segs = appendSeg(segs, msg[off:c.start], off == 0)
+			segs = appendSeg(segs, msg[off:c.start], first)
+			first = false
 		}
 		off = c.end
 	}
 	if off < len(msg) {
-		segs = appendSeg(segs, msg[off:], off == 0)
+		segs = appendSeg(segs, msg[off:], first)
 	}
 	return segs
 }
 
 // appendSeg appends seg, opening unattachedField in front of it when it
 // is the first kept part and starts with white space. Only the first can:
-// a cut Return-Path field takes its continuation lines with it.
+// a cut field (Return-Path, or one of Message.Cut) takes its continuation
+// lines with it.
 func appendSeg(segs [][]byte, seg []byte, first bool) [][]byte {
 	if first && (seg[0] == ' ' || seg[0] == '\t') {
 		segs = append(segs, unattachedField)
@@ -120,8 +122,15 @@ func appendSeg(segs [][]byte, seg []byte, first bool) [][]byte {
 // and one the client wrote would stand beside ours; a message that has
 // passed more than maxReceived hops is looping (RFC 5321 6.3).
 func fileHead(trace, body []byte, partial bool, drop func([]byte) bool) ([][]byte, error) {
+	segs, _, err := fileHeadCut(trace, body, partial, nil, drop)
+	return segs, err
+}
+
+// fileHeadCut is fileHead that also drops the cut spans of body (sorted,
+// disjoint: Message.Cut) and returns the layout of what it wrote.
+func fileHeadCut(trace, body []byte, partial bool, cut []span, drop func([]byte) bool) ([][]byte, headLayout, error) {
 	if err := checkTrace(trace); err != nil {
-		return nil, err
+		return nil, headLayout{}, err
 	}
 	scan, open := body, false
 	if partial {
@@ -132,13 +141,14 @@ func fileHead(trace, body []byte, partial bool, drop func([]byte) bool) ([][]byt
 		returnPaths = returnPaths[:n-1]
 	}
 	if received > maxReceived {
-		return nil, fmt.Errorf("%w (%d)", ErrMailLoop, received)
+		return nil, headLayout{}, fmt.Errorf("%w (%d)", ErrMailLoop, received)
 	}
-	segs := make([][]byte, 0, 2+len(returnPaths))
+	cuts := union(returnPaths, cut)
+	segs := make([][]byte, 0, 2+len(cuts))
 	if len(trace) > 0 {
 		segs = append(segs, trace)
 	}
-	return appendKept(segs, body, returnPaths), nil
+	return appendKept(segs, body, cuts), layoutOf(body, cuts), nil
 }
 
 // checkTrace refuses trace fields that would not stay header fields of

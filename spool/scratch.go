@@ -36,7 +36,12 @@ func Content(m *Message) ([][]byte, error) {
 	if len(m.Headers) > 0 {
 		trace = append(trace[:len(trace):len(trace)], m.Headers...)
 	}
-	return fileHead(trace, body, false, m.DropField)
+	cut, err := cutSpans(m.Cut, int64(len(body)))
+	if err != nil {
+		return nil, err
+	}
+	segs, _, err := fileHeadCut(trace, body, false, cut, m.DropField)
+	return segs, err
 }
 
 // FinishSpill is Submit for a spilled message (m.Spill set, m.Body its
@@ -69,7 +74,7 @@ func (s *Spool) FinishSpill(m *Message, done func(path string, err error)) error
 // (tail, headers, no sync), closes it and hands its path over.
 func (sp *Spill) finishScratch(j job, answered *bool) {
 	if !sp.ended {
-		if err := sp.complete(j.m.Body, j.m.Headers, true); err != nil {
+		if err := sp.complete(j.m.Body, j.m.Headers, j.m.Cut, true); err != nil {
 			sp.fail(err)
 		}
 	}

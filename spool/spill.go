@@ -84,6 +84,8 @@ type Spill struct {
 	err   error     // the first failure; the file is gone
 	ended bool      // file closed (removed or handed to the delivery): drop writes
 	epoch uint64    // flushes returned before the first write (prepared.epoch)
+	// layout is what the first chunk left out of the body (rewrite, cut.go).
+	layout headLayout
 }
 
 // spillWrite is one chunk given to Write.
@@ -394,10 +396,11 @@ func (sp *Spill) open(first []byte, partial bool) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	head, err := fileHead(sp.env.Trace, first, partial, sp.env.DropField)
+	head, layout, err := fileHeadCut(sp.env.Trace, first, partial, nil, sp.env.DropField)
 	if err != nil {
 		return nil, err
 	}
+	sp.layout = layout
 	d := &delivery{s: s, id: sp.env.ID, spilled: true, dirs: dirs}
 	sp.d = d // from here on failures are storage failures, classified by finish
 
@@ -483,7 +486,7 @@ func (sp *Spill) deliver(j job, answered *bool) {
 		}
 	}
 	if !sp.ended {
-		if err := sp.complete(j.m.Body, j.m.Headers, grouped); err != nil {
+		if err := sp.complete(j.m.Body, j.m.Headers, j.m.Cut, grouped); err != nil {
 			sp.fail(err)
 		}
 	}
@@ -522,49 +525,10 @@ func (sp *Spill) deliver(j job, answered *bool) {
 	sp.answer(j, d.finish(published, err))
 }
 
-// insertHeaders writes the file anew with headers after the trace fields,
-// which the first chunk wrote: a new tmp/ file (its name carries the
-// marker, so start-up removes it after a crash) gets the trace, the
-// headers and, copied by the kernel (copy_file_range), the rest. The new
-// file replaces the old one, which is removed.
-func (sp *Spill) insertHeaders(headers []byte) error {
-	trace := sp.env.Trace
-	if err := checkTrace(append(trace[:len(trace):len(trace)], headers...)); err != nil {
-		return err
-	}
-	oldPath := sp.d.tmp[0]
-	src, err := os.Open(oldPath)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	if _, err := src.Seek(int64(len(trace)), io.SeekStart); err != nil {
-		return err
-	}
-	newPath := oldPath + ".h"
-	f, err := sp.s.createTmp(sp.d.dirs[0], newPath)
-	if err != nil {
-		return err
-	}
-	err = sp.s.write(f, [][]byte{trace, headers})
-	if err == nil {
-		_, err = io.Copy(f, src)
-	}
-	if err != nil {
-		f.Close()
-		os.Remove(newPath)
-		return err
-	}
-	sp.f.Close()
-	os.Remove(oldPath)
-	sp.f, sp.d.tmp[0] = f, newPath
-	sp.size += int64(len(headers))
-	return nil
-}
-
 // complete writes the tail (or, if no chunk had bytes, the whole message),
-// syncs the file unless group commit will, and closes it.
-func (sp *Spill) complete(tail *bytebufferpool.ByteBuffer, headers []byte, grouped bool) error {
+// writes the file anew with headers and without the cut ranges if there
+// are any (rewrite), syncs it unless group commit will, and closes it.
+func (sp *Spill) complete(tail *bytebufferpool.ByteBuffer, headers []byte, cut [][2]int64, grouped bool) error {
 	var b []byte
 	if tail != nil {
 		b = tail.B
@@ -580,8 +544,8 @@ func (sp *Spill) complete(tail *bytebufferpool.ByteBuffer, headers []byte, group
 		segs = [][]byte{b}
 	}
 	err := sp.write(segs)
-	if err == nil && len(headers) > 0 {
-		err = sp.insertHeaders(headers)
+	if err == nil && (len(headers) > 0 || len(cut) > 0) {
+		err = sp.rewrite(headers, cut)
 	}
 	if err == nil && !grouped {
 		err = sp.s.syncer.SyncFile(sp.f)

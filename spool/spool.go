@@ -49,6 +49,15 @@ type Message struct {
 	// For a spilled message they are read at Submit: the file is written
 	// anew with them (a copy of what is on disk, copy_file_range).
 	Headers []byte
+	// Cut are byte ranges [start, end) of the body to leave out of the
+	// file, sorted and disjoint: a check's edit (header fields it removes
+	// or replaces). Offsets are into the whole body: Body for a message in
+	// memory; for a spilled one, every chunk written followed by Body. Each
+	// range should be whole header fields, continuation lines included.
+	// Ranges that are not sorted, disjoint and within the body fail the
+	// message (a temporary failure). For a spilled message they are read
+	// at Submit, like Headers.
+	Cut [][2]int64
 	// Trace is the header fields to prepend (Return-Path and Received, RFC
 	// 5321 4.4), LF-terminated, written as they are. The spool checks only
 	// that they stay fields of their own (no empty line, a final LF); it

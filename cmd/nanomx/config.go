@@ -122,6 +122,13 @@ type fileConfig struct {
 	DMARCQuarantineAction string `toml:"dmarc_quarantine_action" restart:"true"`
 	SPFFailAction         string `toml:"spf_fail_action" restart:"true"`
 	JunkFolder            string `toml:"junk_folder" restart:"true"`
+	// rspamd at the end of data; junk_folder is where spam goes.
+	RspamdURL           string   `toml:"rspamd_url" restart:"true"`
+	RspamdTimeout       duration `toml:"rspamd_timeout" restart:"true"`
+	RspamdMaxSize       size     `toml:"rspamd_max_size" restart:"true"`
+	RspamdMaxConcurrent int      `toml:"rspamd_max_concurrent" restart:"true"`
+	RspamdOnError       string   `toml:"rspamd_on_error" restart:"true"`
+	RspamdJunk          bool     `toml:"rspamd_junk" restart:"true"`
 
 	// Operations. pprof is served by cmd, which checks it (checkLocal); the
 	// log settings are cmd's own.

@@ -230,6 +230,13 @@ var restartOnlyChange = map[string]string{
 	"dmarc_quarantine_action": `dmarc_quarantine_action = "header"`,
 	"spf_fail_action":         `spf_fail_action = "reject"`,
 	"junk_folder":             `junk_folder = "Spam"`,
+
+	"rspamd_url":            `rspamd_url = "http://127.0.0.1:11333"`,
+	"rspamd_timeout":        `rspamd_timeout = "20s"`,
+	"rspamd_max_size":       `rspamd_max_size = "100KiB"`,
+	"rspamd_max_concurrent": `rspamd_max_concurrent = 4`,
+	"rspamd_on_error":       `rspamd_on_error = "tempfail"`,
+	"rspamd_junk":           `rspamd_junk = true`,
 }
 
 const reloadBase = `postmaster = "a@example.test"

@@ -27,6 +27,10 @@ type Verdict struct {
 	// Folder is the Maildir++ folder to deliver into (end of data only),
 	// e.g. "Junk"; "" is the inbox.
 	Folder string
+	// Cut are byte ranges [start, end) of the body as Data saw it to leave
+	// out of the stored message (end of data only): whole header fields a
+	// check removes or replaces. Sorted and disjoint (spool.Message.Cut).
+	Cut [][2]int64
 }
 
 // Result is a verdict, known now or later. It completes once; later
@@ -108,7 +112,8 @@ func Timeout(r *Result, d time.Duration, policy Verdict) *Result {
 
 // All combines results in order: it completes when every one has, with
 // the first refusal (in the order given, not of arrival), the header
-// fields of all in order, and the last folder named. nil results accept.
+// fields of all in order, the last folder named, and the union of the
+// cuts. nil results accept.
 func All(rs ...*Result) *Result {
 	var live []*Result
 	for _, r := range rs {
@@ -151,8 +156,35 @@ func combine(vs []Verdict) Verdict {
 		if v.Folder != "" {
 			c.Folder = v.Folder
 		}
+		c.Cut = MergeCuts(c.Cut, v.Cut)
 	}
 	return c
+}
+
+// MergeCuts returns the union of two sorted lists of disjoint ranges,
+// sorted, with ranges that overlap or touch merged.
+func MergeCuts(a, b [][2]int64) [][2]int64 {
+	if len(b) == 0 {
+		return a
+	}
+	if len(a) == 0 {
+		return b
+	}
+	out := make([][2]int64, 0, len(a)+len(b))
+	for len(a) > 0 || len(b) > 0 {
+		var next [2]int64
+		if len(b) == 0 || len(a) > 0 && a[0][0] <= b[0][0] {
+			next, a = a[0], a[1:]
+		} else {
+			next, b = b[0], b[1:]
+		}
+		if n := len(out); n > 0 && next[0] <= out[n-1][1] {
+			out[n-1][1] = max(out[n-1][1], next[1])
+			continue
+		}
+		out = append(out, next)
+	}
+	return out
 }
 
 // ErrBusy is what a full pool answers; Go turns it into the policy.

@@ -124,3 +124,19 @@ func TestPoolBounded(t *testing.T) {
 		t.Fatal("context not cancelled")
 	}
 }
+
+// TestCutsCombine: All merges the verdicts' cuts into one sorted list,
+// joining ranges that overlap or touch.
+func TestCutsCombine(t *testing.T) {
+	r := All(Now(Verdict{Cut: [][2]int64{{0, 5}, {20, 30}}}), Now(Verdict{Cut: [][2]int64{{5, 8}, {10, 12}, {25, 40}}}), Now(Verdict{}))
+	v, done := r.Verdict()
+	want := [][2]int64{{0, 8}, {10, 12}, {20, 40}}
+	if !done || len(v.Cut) != len(want) {
+		t.Fatalf("cuts %v, want %v", v.Cut, want)
+	}
+	for i := range want {
+		if v.Cut[i] != want[i] {
+			t.Fatalf("cuts %v, want %v", v.Cut, want)
+		}
+	}
+}
