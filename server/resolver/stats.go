@@ -35,7 +35,6 @@ const NumResults = nResults
 
 var ResultNames = [nResults]string{"ok", "notfound", "timeout", "error"}
 
-
 // LatencyBounds are the upper bounds of the buckets Counts.Latency counts
 // the servers' answering times in: a resolver on the host answers from
 // its cache in well under a millisecond, a recursion takes tens to
