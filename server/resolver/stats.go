@@ -33,6 +33,9 @@ const (
 // NumResults is the number of lookup results Counts tells apart.
 const NumResults = nResults
 
+// ResultNames name Counts' results: "ok", "notfound" (NXDOMAIN or
+// NODATA), "timeout", "error" (SERVFAIL, REFUSED and other temporary
+// failures).
 var ResultNames = [nResults]string{"ok", "notfound", "timeout", "error"}
 
 // LatencyBounds are the upper bounds of the buckets Counts.Latency counts
