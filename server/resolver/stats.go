@@ -112,6 +112,8 @@ type Counts struct {
 	// Latency counts the Flights by their time: per bucket of
 	// LatencyBounds (not cumulative), the last one past every bound.
 	Latency [NumLatencyBuckets]uint64
+	// CacheEntries and CacheBytes are the cache's size now.
+	CacheEntries, CacheBytes int
 }
 
 // Counts returns the counters since New. Each is read atomically; they
@@ -133,6 +135,9 @@ func (r *Resolver) Counts() Counts {
 	}
 	for i := range r.st.latencyHist {
 		c.Latency[i] = r.st.latencyHist[i].Load()
+	}
+	if r.cache != nil {
+		c.CacheEntries, c.CacheBytes = r.cache.len()
 	}
 	return c
 }
@@ -173,6 +178,8 @@ func (r *Resolver) Stats() Stats {
 		TCPFallbacks: c.TCPFallbacks,
 		Flights:      c.Flights,
 		LatencySum:   c.LatencySum,
+		CacheEntries: c.CacheEntries,
+		CacheBytes:   c.CacheBytes,
 	}
 	for i := range r.st.queries {
 		s.Queries[TypeNames[i]] = r.st.queries[i].Load()
@@ -181,9 +188,6 @@ func (r *Resolver) Stats() Stats {
 		for res, n := range byResult {
 			s.Results[ResultNames[res]] += n
 		}
-	}
-	if r.cache != nil {
-		s.CacheEntries, s.CacheBytes = r.cache.len()
 	}
 	return s
 }
