@@ -60,6 +60,8 @@ type authChecker struct {
 	quarantineAction        string
 	spfReject               bool
 	junk                    string
+
+	stats authStats // results and actions, for the metrics
 }
 
 // authSession is one session's part: the connection's iprev and the
@@ -151,6 +153,7 @@ func (a *authChecker) Mail(i *Info, from proto.Address, _ proto.MailParams) *che
 			if r.Status != auth.Fail {
 				return check.Verdict{}
 			}
+			a.stats.add(authSPF, r.Status) // the transaction ends here: decide never sees it
 			a.log.Info().Str("sid", sid).Stringer("remote", ip).Str("action", ActionReject).
 				Str("spf", string(r.Status)).Str("domain", r.Domain).Msg("refused: SPF fail")
 			return check.Verdict{Reply: ReplySPFFail}
@@ -346,6 +349,7 @@ func (a *authChecker) decide(st *authSession, ip netip.Addr, m dkimOut, recs []a
 			}
 		}
 	}
+	a.stats.count(&res)
 	v.Headers = auth.FormatResults(a.id, res)
 	return v
 }
@@ -366,6 +370,7 @@ func (a *authChecker) act(v check.Verdict, sid string, ip netip.Addr, r auth.DMA
 	case ActionJunk:
 		v.Folder = a.junk
 	}
+	a.stats.action(action)
 	ev := a.log.Info().Str("sid", sid).Stringer("remote", ip).Str("action", action).
 		Str("domain", r.Domain).Str("dmarc", string(r.Status)).Str("policy", string(r.Policy)).
 		Str("spf", string(spf.Status)).Str("spf_domain", spf.Domain)

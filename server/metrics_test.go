@@ -21,6 +21,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/nanomx/nanomx/proto"
+	"github.com/nanomx/nanomx/server/metrics"
+	"github.com/nanomx/nanomx/server/resolver/dnstest"
 )
 
 // scraped is one scrape of /metrics, parsed by Prometheus' own parser.
@@ -456,7 +458,8 @@ func BenchmarkHotPath(b *testing.B) {
 }
 
 // TestREADMEListsEveryMetric: the README's metrics table names every
-// family the server registers.
+// family the server registers, with every check on (and the scanner
+// hook rspamd's check uses).
 func TestREADMEListsEveryMetric(t *testing.T) {
 	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
 	if err != nil {
@@ -465,8 +468,20 @@ func TestREADMEListsEveryMetric(t *testing.T) {
 	p := newTestPKI(t)
 	cfg := tlsServerConfig(t, p)
 	cfg.MetricsAddr = freePort(t)
-	start(t, cfg)
-	for name := range scrape(t, cfg.MetricsAddr) {
+	cfg.DNSServers = []string{dnstest.New(t, dnsblZone).Addr()}
+	cfg.DNSTimeout = 300 * time.Millisecond
+	cfg.SPF, cfg.DKIM, cfg.DMARC, cfg.IPRev = true, true, true, true
+	cfg.DNSBLSites = []string{"bl.example"}
+	cfg.MaxConnectionsPerMinute = 100
+	r := start(t, cfg)
+	r.srv.registerScanner("rspamd", func() scanStats { return scanStats{} }, metrics.NewDurationHistogram(time.Second))
+	fams := scrape(t, cfg.MetricsAddr)
+	for _, name := range []string{"nanomx_auth_results_total", "nanomx_dnsbl_queries_total", "nanomx_rate_limited_total", "nanomx_check_duration_seconds", "nanomx_dns_query_duration_seconds"} {
+		if fams[name] == nil {
+			t.Errorf("no %s with every check on", name)
+		}
+	}
+	for name := range fams {
 		if !regexp.MustCompile("(?m)^\\| `" + regexp.QuoteMeta(name) + "[`{]").Match(readme) {
 			t.Errorf("README.md's metrics table has no row for %s", name)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -80,6 +81,7 @@ type screener struct {
 	dnsbl     *screen.DNSBL // nil: no lists
 	atConnect bool          // dnsbl_action = "connect"
 	log       zerolog.Logger
+	limited   [3]atomic.Uint64 // refusals by screen.Kind, for the metrics
 }
 
 // screenState is one session's screening: the DNS lists' verdict, started
@@ -140,6 +142,7 @@ func (sc *screener) Connect(i *Info) *check.Result {
 		return nil
 	}
 	if sc.rates != nil && !sc.rates.Allow(ipKey(i.IP), screen.Connections, time.Now()) {
+		sc.limited[screen.Connections].Add(1)
 		return rateConnections
 	}
 	if sc.dnsbl == nil {
@@ -174,6 +177,7 @@ func (sc *screener) Mail(i *Info, _ proto.Address, _ proto.MailParams) *check.Re
 		return nil
 	}
 	if !sc.rates.Allow(ipKey(i.IP), screen.Messages, time.Now()) {
+		sc.limited[screen.Messages].Add(1)
 		return rateMessages
 	}
 	return nil
@@ -195,6 +199,7 @@ func (sc *screener) Rcpt(i *Info, rcpt proto.Address) *check.Result {
 		return nil
 	}
 	if sc.rates != nil && !sc.rates.Allow(ipKey(i.IP), screen.Recipients, time.Now()) {
+		sc.limited[screen.Recipients].Add(1)
 		return rateRecipients
 	}
 	if st == nil || st.dnsbl == nil || sc.atConnect || strings.EqualFold(rcpt.Local, "postmaster") {

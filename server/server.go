@@ -252,6 +252,7 @@ func New(cfg Config) (*Server, error) {
 		s.auth, s.dropField = a, a.dropField()
 		s.cfg.checks = append(s.cfg.checks, a)
 	}
+	s.registerCheckMetrics()
 	return s, nil
 }
 

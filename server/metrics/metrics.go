@@ -89,6 +89,7 @@ type series struct {
 	uf     func() uint64
 	gf     func() float64
 	h      *Histogram
+	hf     *funcHistogram
 }
 
 // New returns an empty registry.
@@ -120,6 +121,32 @@ func (r *Registry) GaugeFunc(name, help string, f func() float64, labels ...stri
 // Histogram registers h.
 func (r *Registry) Histogram(name, help string, h *Histogram, labels ...string) {
 	r.add(name, help, KindHistogram, series{h: h}, labels)
+}
+
+// HistogramFunc registers a histogram whose buckets another package
+// counts (one that does not import this one): bounds are the upper
+// bounds, ascending, as exported (seconds, say), and read, called at each
+// scrape, fills counts (len(bounds)+1 of them: per bucket, not
+// cumulative, the last past every bound) and returns the sum of the
+// observations, in the same unit.
+func (r *Registry) HistogramFunc(name, help string, bounds []float64, read func(counts []uint64) (sum float64), labels ...string) {
+	h := &funcHistogram{read: read, counts: make([]uint64, len(bounds)+1)}
+	for i, ub := range bounds {
+		if i > 0 && ub <= bounds[i-1] {
+			panic("metrics: histogram bounds must ascend")
+		}
+		h.les = append(h.les, string(appendFloat(nil, ub)))
+	}
+	h.les = append(h.les, "+Inf")
+	r.add(name, help, KindHistogram, series{hf: h}, labels)
+}
+
+// funcHistogram is a histogram of HistogramFunc; counts is read's
+// scratch, used under the registry's lock.
+type funcHistogram struct {
+	les    []string
+	counts []uint64
+	read   func([]uint64) float64
 }
 
 // Collect registers series of a counter or gauge family that f writes at
@@ -288,6 +315,11 @@ func (s *series) appendTo(b []byte, name string) []byte {
 	if s.h != nil {
 		return s.h.appendTo(b, name, s.labels)
 	}
+	if s.hf != nil {
+		clear(s.hf.counts)
+		sum := s.hf.read(s.hf.counts)
+		return appendBuckets(b, name, s.labels, s.hf.les, s.hf.counts, sum)
+	}
 	b = appendName(b, name, "", s.labels)
 	switch {
 	case s.u != nil:
@@ -430,9 +462,21 @@ func (h *Histogram) Count() uint64 {
 // and summed here, so the buckets ascend and _count equals the +Inf
 // bucket even while observations land.
 func (h *Histogram) appendTo(b []byte, name, labels string) []byte {
-	var cum uint64
+	var counts [32]uint64 // most histograms: no allocation
+	c := counts[:0]
 	for i := range h.counts {
-		cum += h.counts[i].Load()
+		c = append(c, h.counts[i].Load())
+	}
+	return appendBuckets(b, name, labels, h.les, c, float64(h.sum.Load())*h.scale)
+}
+
+// appendBuckets writes a histogram's cumulative buckets, sum and count
+// from per-bucket counts, so that the buckets ascend and _count equals
+// the +Inf bucket.
+func appendBuckets(b []byte, name, labels string, les []string, counts []uint64, sum float64) []byte {
+	var cum uint64
+	for i, n := range counts {
+		cum += n
 		b = append(b, name...)
 		b = append(b, "_bucket{"...)
 		if labels != "" {
@@ -440,13 +484,13 @@ func (h *Histogram) appendTo(b []byte, name, labels string) []byte {
 			b = append(b, ',')
 		}
 		b = append(b, `le="`...)
-		b = append(b, h.les[i]...)
+		b = append(b, les[i]...)
 		b = append(b, `"} `...)
 		b = strconv.AppendUint(b, cum, 10)
 		b = append(b, '\n')
 	}
 	b = appendName(b, name, "_sum", labels)
-	b = appendFloat(b, float64(h.sum.Load())*h.scale)
+	b = appendFloat(b, sum)
 	b = append(b, '\n')
 	b = appendName(b, name, "_count", labels)
 	b = strconv.AppendUint(b, cum, 10)

@@ -131,6 +131,7 @@ func TestScrapeAllocs(t *testing.T) {
 	h.Observe(3)
 	r.Histogram("h", "h", h)
 	r.Collect("c_total", "h", KindCounter, func(e *Emitter) { e.Uint(v.Load(), "code", "550", "reason", "x") })
+	r.HistogramFunc("hf", "h", []float64{0.5, 1}, func(c []uint64) float64 { c[2] = v.Load(); return 1 })
 	r.WriteTo(io.Discard)
 	if n := testing.AllocsPerRun(100, func() { v.Add(1); r.WriteTo(io.Discard) }); n != 0 {
 		t.Errorf("a scrape allocates %v times", n)
@@ -240,4 +241,51 @@ func TestServe(t *testing.T) {
 	if res, err := http.Post(base+"/metrics", "text/plain", nil); err != nil || res.StatusCode != 405 {
 		t.Errorf("POST /metrics: %v %v", res.Status, err)
 	}
+}
+
+// TestHistogramFunc: a histogram another package counts is written like
+// one of ours: cumulative buckets from per-bucket counts, the sum as
+// read returns it, _count the +Inf bucket; each scrape starts from zero
+// counts; descending bounds panic.
+func TestHistogramFunc(t *testing.T) {
+	r := New()
+	var mu sync.Mutex
+	counts := []uint64{2, 0, 3, 1}
+	sum := 4.25
+	r.HistogramFunc("q_seconds", "Queries.", []float64{0.001, 0.01, 0.1}, func(c []uint64) float64 {
+		mu.Lock()
+		defer mu.Unlock()
+		for i, n := range counts {
+			c[i] += n // += : the registry must clear its scratch between scrapes
+		}
+		return sum
+	}, "type", "MX")
+	want := `# HELP q_seconds Queries.
+# TYPE q_seconds histogram
+q_seconds_bucket{type="MX",le="0.001"} 2
+q_seconds_bucket{type="MX",le="0.01"} 2
+q_seconds_bucket{type="MX",le="0.1"} 5
+q_seconds_bucket{type="MX",le="+Inf"} 6
+q_seconds_sum{type="MX"} 4.25
+q_seconds_count{type="MX"} 6
+`
+	for range 2 {
+		if got := text(t, r); got != want {
+			t.Errorf("got:\n%s\nwant:\n%s", got, want)
+		}
+	}
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(strings.NewReader(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hs := fams["q_seconds"].GetMetric()[0].GetHistogram(); hs.GetSampleCount() != 6 || hs.GetSampleSum() != 4.25 {
+		t.Errorf("parsed %v", hs)
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("descending bounds: no panic")
+		}
+	}()
+	r.HistogramFunc("bad_seconds", "h", []float64{1, 0.5}, func([]uint64) float64 { return 0 })
 }

@@ -248,12 +248,12 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (*entr
 	r.st.query(qtype)
 	k, ok := makeKey(name, qtype)
 	if !ok {
-		r.st.result(resNotFound)
+		r.st.result(qtype, resNotFound)
 		return nil, &net.DNSError{Err: errNoSuchHost, Name: name, IsNotFound: true}
 	}
 	if e := r.fromCache(k); e != nil {
 		r.st.cacheHits.Add(1)
-		return e, r.entryErr(e, name)
+		return e, r.entryErr(e, k.qtype, name)
 	}
 	e, err := r.miss(ctx, k, name)
 	return e, err
@@ -269,12 +269,12 @@ func (r *Resolver) fromCache(k key) *entry {
 
 // entryErr is the error that goes with an entry: nil for a positive one,
 // not found for a negative one.
-func (r *Resolver) entryErr(e *entry, name string) error {
+func (r *Resolver) entryErr(e *entry, qtype uint16, name string) error {
 	if e.rcode == dns.RcodeSuccess && len(e.rrs) > 0 {
-		r.st.result(resOK)
+		r.st.result(qtype, resOK)
 		return nil
 	}
-	r.st.result(resNotFound)
+	r.st.result(qtype, resNotFound)
 	return &net.DNSError{Err: errNoSuchHost, Name: name, Server: e.server, IsNotFound: true}
 }
 
@@ -289,7 +289,7 @@ func (r *Resolver) miss(ctx context.Context, k key, name string) (*entry, error)
 		select {
 		case r.sem <- struct{}{}:
 		case <-ctx.Done():
-			r.st.result(resTimeout)
+			r.st.result(k.qtype, resTimeout)
 			return nil, ctxErr(ctx, name, "")
 		}
 		r.mu.Lock()
@@ -299,7 +299,7 @@ func (r *Resolver) miss(ctx context.Context, k key, name string) (*entry, error)
 				r.mu.Unlock()
 				<-r.sem
 				r.st.cacheHits.Add(1)
-				return e, r.entryErr(e, name)
+				return e, r.entryErr(e, k.qtype, name)
 			}
 			f = &flight{done: make(chan struct{})}
 			r.flights[k] = f
@@ -317,14 +317,14 @@ func (r *Resolver) miss(ctx context.Context, k key, name string) (*entry, error)
 	select {
 	case <-f.done:
 	case <-ctx.Done():
-		r.st.result(resTimeout)
+		r.st.result(k.qtype, resTimeout)
 		return nil, ctxErr(ctx, name, "")
 	}
 	if f.err != nil {
-		r.st.resultOf(f.err)
+		r.st.resultOf(k.qtype, f.err)
 		return nil, withName(f.err, name)
 	}
-	return f.ans, r.entryErr(f.ans, name)
+	return f.ans, r.entryErr(f.ans, k.qtype, name)
 }
 
 // fly asks the servers on its own deadline (so that callers giving up do

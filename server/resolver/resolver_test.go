@@ -496,3 +496,64 @@ func BenchmarkCachedLookup(b *testing.B) {
 		}
 	}
 }
+
+// TestCounts: each lookup is counted once under its type and result (a
+// cache hit too), and each query asked of the servers once in the
+// latency buckets, in the bucket its time falls in.
+func TestCounts(t *testing.T) {
+	s, r, _ := setup(t)
+	s.Servfail("broken.example.test")
+	ctx := context.Background()
+	r.LookupMX(ctx, "example.test")                 // MX ok
+	r.LookupMX(ctx, "example.test")                 // MX ok, from the cache
+	r.LookupTXT(ctx, "nosuch.example.test")         // TXT notfound
+	r.Lookup(ctx, "broken.example.test", dns.TypeA) // A error
+	r.Lookup(ctx, "mx1.example.test", dns.TypeSRV)  // other notfound (NODATA)
+	s.Delay(30 * time.Millisecond)
+	r.Lookup(ctx, "mx2.example.test", dns.TypeA) // A ok, 30 ms or more
+
+	c := r.Counts()
+	idx := func(names []string, name string) int {
+		i := slices.Index(names, name)
+		if i < 0 {
+			t.Fatalf("no %q in %v", name, names)
+		}
+		return i
+	}
+	want := map[[2]string]uint64{
+		{"MX", "ok"}: 2, {"TXT", "notfound"}: 1, {"A", "error"}: 1, {"other", "notfound"}: 1, {"A", "ok"}: 1,
+	}
+	var total uint64
+	for ti, byResult := range c.Lookups {
+		for ri, n := range byResult {
+			k := [2]string{TypeNames[ti], ResultNames[ri]}
+			if n != want[k] {
+				t.Errorf("lookups %v = %d, want %d", k, n, want[k])
+			}
+			total += n
+		}
+	}
+	if total != 6 || c.Lookups[idx(TypeNames[:], "MX")][idx(ResultNames[:], "ok")] != 2 {
+		t.Errorf("%d lookups counted, want 6", total)
+	}
+	if c.CacheHits != 1 || c.CacheMisses != 5 || c.Flights != 5 {
+		t.Errorf("hits %d, misses %d, flights %d; want 1, 5, 5", c.CacheHits, c.CacheMisses, c.Flights)
+	}
+	var inBuckets, slow uint64
+	for i, n := range c.Latency {
+		inBuckets += n
+		if i == len(LatencyBounds) || LatencyBounds[i] > 25*time.Millisecond {
+			slow += n
+		}
+	}
+	if inBuckets != c.Flights || slow < 1 || c.LatencySum < 30*time.Millisecond {
+		t.Errorf("latency buckets %v (sum %v): %d counted of %d flights, %d over 25 ms, want 1", c.Latency, c.LatencySum, inBuckets, c.Flights, slow)
+	}
+	st := r.Stats()
+	if st.Results["ok"] != 3 || st.Results["notfound"] != 2 || st.Results["error"] != 1 || st.Queries["A"] != 2 {
+		t.Errorf("Stats %+v", st)
+	}
+	if n := testing.AllocsPerRun(10, func() { _ = r.Counts() }); n != 0 {
+		t.Errorf("Counts allocates %v times", n)
+	}
+}

@@ -14,6 +14,13 @@ var statTypes = [...]uint16{dns.TypeA, dns.TypeAAAA, dns.TypeMX, dns.TypeTXT, dn
 
 const nTypes = len(statTypes) + 1
 
+// NumTypes is the number of query types Counts tells apart.
+const NumTypes = nTypes
+
+// TypeNames name Counts' query types: "A", "AAAA", "MX", "TXT", "PTR",
+// "other".
+var TypeNames = [nTypes]string{"A", "AAAA", "MX", "TXT", "PTR", "other"}
+
 // Results of a lookup as counted.
 const (
 	resOK       = iota // records
@@ -23,12 +30,32 @@ const (
 	nResults
 )
 
-var resultNames = [nResults]string{"ok", "notfound", "timeout", "error"}
+// NumResults is the number of lookup results Counts tells apart.
+const NumResults = nResults
+
+// ResultNames name Counts' results: "ok", "notfound" (NXDOMAIN or
+// NODATA), "timeout", "error" (SERVFAIL, REFUSED and other temporary
+// failures).
+var ResultNames = [nResults]string{"ok", "notfound", "timeout", "error"}
+
+// LatencyBounds are the upper bounds of the buckets Counts.Latency counts
+// the servers' answering times in: a resolver on the host answers from
+// its cache in well under a millisecond, a recursion takes tens to
+// hundreds, and a lookup that times out takes its retries.
+var LatencyBounds = [...]time.Duration{
+	500 * time.Microsecond, time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
+	10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
+	250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2500 * time.Millisecond,
+	5 * time.Second, 10 * time.Second,
+}
+
+// NumLatencyBuckets is LatencyBounds' buckets and the one past them.
+const NumLatencyBuckets = len(LatencyBounds) + 1
 
 // stats are the resolver's counters, all atomic.
 type stats struct {
 	queries     [nTypes]atomic.Uint64
-	results     [nResults]atomic.Uint64
+	results     [nTypes][nResults]atomic.Uint64
 	cacheHits   atomic.Uint64
 	cacheMisses atomic.Uint64
 	collapsed   atomic.Uint64
@@ -36,6 +63,7 @@ type stats struct {
 	tcp         atomic.Uint64
 	flights     atomic.Uint64
 	latencyNs   atomic.Uint64
+	latencyHist [NumLatencyBuckets]atomic.Uint64
 }
 
 func typeIndex(qtype uint16) int {
@@ -47,21 +75,71 @@ func typeIndex(qtype uint16) int {
 	return len(statTypes)
 }
 
-func (s *stats) query(qtype uint16) { s.queries[typeIndex(qtype)].Add(1) }
-func (s *stats) result(r int)       { s.results[r].Add(1) }
+func (s *stats) query(qtype uint16)         { s.queries[typeIndex(qtype)].Add(1) }
+func (s *stats) result(qtype uint16, r int) { s.results[typeIndex(qtype)][r].Add(1) }
 
-func (s *stats) resultOf(err error) {
+func (s *stats) resultOf(qtype uint16, err error) {
 	var de *net.DNSError
 	if errors.As(err, &de) && de.IsTimeout {
-		s.result(resTimeout)
+		s.result(qtype, resTimeout)
 		return
 	}
-	s.result(resError)
+	s.result(qtype, resError)
 }
 
 func (s *stats) latency(d time.Duration) {
 	s.flights.Add(1)
 	s.latencyNs.Add(uint64(d))
+	i := 0
+	for i < len(LatencyBounds) && d > LatencyBounds[i] {
+		i++
+	}
+	s.latencyHist[i].Add(1)
+}
+
+// Counts are a Resolver's counters as plain arrays, indexed as TypeNames
+// and ResultNames name them: what Stats holds, without its maps, for a
+// reader that must not allocate (the metrics endpoint).
+type Counts struct {
+	// Lookups by query type and result; each lookup asked of the
+	// Resolver ends as one result, cache hits included.
+	Lookups [NumTypes][NumResults]uint64
+	// As in Stats.
+	CacheHits, CacheMisses, Collapsed uint64
+	Exchanges, TCPFallbacks           uint64
+	Flights                           uint64
+	LatencySum                        time.Duration
+	// Latency counts the Flights by their time: per bucket of
+	// LatencyBounds (not cumulative), the last one past every bound.
+	Latency [NumLatencyBuckets]uint64
+	// CacheEntries and CacheBytes are the cache's size now.
+	CacheEntries, CacheBytes int
+}
+
+// Counts returns the counters since New. Each is read atomically; they
+// are not one consistent snapshot while lookups run.
+func (r *Resolver) Counts() Counts {
+	c := Counts{
+		CacheHits:    r.st.cacheHits.Load(),
+		CacheMisses:  r.st.cacheMisses.Load(),
+		Collapsed:    r.st.collapsed.Load(),
+		Exchanges:    r.st.exchanges.Load(),
+		TCPFallbacks: r.st.tcp.Load(),
+		Flights:      r.st.flights.Load(),
+		LatencySum:   time.Duration(r.st.latencyNs.Load()),
+	}
+	for t := range r.st.results {
+		for res := range r.st.results[t] {
+			c.Lookups[t][res] = r.st.results[t][res].Load()
+		}
+	}
+	for i := range r.st.latencyHist {
+		c.Latency[i] = r.st.latencyHist[i].Load()
+	}
+	if r.cache != nil {
+		c.CacheEntries, c.CacheBytes = r.cache.len()
+	}
+	return c
 }
 
 // Stats is a snapshot of a Resolver's counters since New.
@@ -89,29 +167,27 @@ type Stats struct {
 
 // Stats returns a snapshot of the counters.
 func (r *Resolver) Stats() Stats {
+	c := r.Counts()
 	s := Stats{
 		Queries:      make(map[string]uint64, nTypes),
 		Results:      make(map[string]uint64, nResults),
-		CacheHits:    r.st.cacheHits.Load(),
-		CacheMisses:  r.st.cacheMisses.Load(),
-		Collapsed:    r.st.collapsed.Load(),
-		Exchanges:    r.st.exchanges.Load(),
-		TCPFallbacks: r.st.tcp.Load(),
-		Flights:      r.st.flights.Load(),
-		LatencySum:   time.Duration(r.st.latencyNs.Load()),
+		CacheHits:    c.CacheHits,
+		CacheMisses:  c.CacheMisses,
+		Collapsed:    c.Collapsed,
+		Exchanges:    c.Exchanges,
+		TCPFallbacks: c.TCPFallbacks,
+		Flights:      c.Flights,
+		LatencySum:   c.LatencySum,
+		CacheEntries: c.CacheEntries,
+		CacheBytes:   c.CacheBytes,
 	}
 	for i := range r.st.queries {
-		name := "other"
-		if i < len(statTypes) {
-			name = dns.TypeToString[statTypes[i]]
+		s.Queries[TypeNames[i]] = r.st.queries[i].Load()
+	}
+	for _, byResult := range c.Lookups {
+		for res, n := range byResult {
+			s.Results[ResultNames[res]] += n
 		}
-		s.Queries[name] = r.st.queries[i].Load()
-	}
-	for i := range r.st.results {
-		s.Results[resultNames[i]] = r.st.results[i].Load()
-	}
-	if r.cache != nil {
-		s.CacheEntries, s.CacheBytes = r.cache.len()
 	}
 	return s
 }
