@@ -141,6 +141,15 @@ func (s *Server) registerCheckMetrics() {
 			r.Counter("nanomx_dmarc_actions_total", "Actions taken on messages failing DMARC (dmarc_reject_action, dmarc_quarantine_action; p=none: header).", &a.stats.actions[i], "action", act)
 		}
 	}
+	for _, ch := range s.cfg.checks {
+		if rc, ok := ch.(*rspamdCheck); ok {
+			s.registerScanner("rspamd", func() scanStats {
+				sn := rc.client.Stats()
+				return scanStats{sn.OK, sn.Failed, sn.Timeouts, sn.Busy}
+			}, rc.latency)
+			s.m.reg.Counter("nanomx_rspamd_skipped_total", "Messages delivered without an rspamd scan: spilled to disk or larger than rspamd_max_size.", &rc.skipped)
+		}
+	}
 	var sc *screener
 	for _, ch := range s.cfg.checks {
 		if c, ok := ch.(*screener); ok {

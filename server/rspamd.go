@@ -8,6 +8,7 @@ import (
 
 	"github.com/nanomx/nanomx/proto"
 	"github.com/nanomx/nanomx/server/check"
+	"github.com/nanomx/nanomx/server/metrics"
 	"github.com/nanomx/nanomx/server/rspamd"
 )
 
@@ -44,9 +45,10 @@ type rspamdCheck struct {
 	folder  string        // for spam; "" keeps it in the inbox
 	log     zerolog.Logger
 
-	skipped  atomic.Uint64 // not scanned: spilled or larger than maxSize
-	lastWarn atomic.Int64  // unix nanos of the last error logged
-	quiet    atomic.Uint64 // errors not logged since
+	skipped  atomic.Uint64      // not scanned: spilled or larger than maxSize
+	latency  *metrics.Histogram // scan durations, request to reply or failure
+	lastWarn atomic.Int64       // unix nanos of the last error logged
+	quiet    atomic.Uint64      // errors not logged since
 }
 
 func newRspamdCheck(cfg Config) (*rspamdCheck, error) {
@@ -58,7 +60,8 @@ func newRspamdCheck(cfg Config) (*rspamdCheck, error) {
 	if err != nil {
 		return nil, &ConfigError{Key: "rspamd_url", Err: err}
 	}
-	r := &rspamdCheck{client: client, maxSize: int(cfg.RspamdMaxSize), log: cfg.Log}
+	r := &rspamdCheck{client: client, maxSize: int(cfg.RspamdMaxSize), log: cfg.Log,
+		latency: metrics.NewDurationHistogram(scanBuckets...)}
 	if r.maxSize <= 0 || int64(r.maxSize) > cfg.SpillThreshold {
 		r.maxSize = int(cfg.SpillThreshold)
 	}
@@ -98,7 +101,9 @@ func (r *rspamdCheck) Data(i *Info, body []byte) *check.Result {
 	}
 	res := check.New()
 	qid := i.QueueID
+	start := time.Now()
 	err := r.client.Go(req, body, func(rep *rspamd.Reply, msg []byte, err error) {
+		r.latency.ObserveDuration(time.Since(start))
 		res.Complete(r.verdict(qid, rep, msg, err))
 	})
 	if err != nil { // busy
@@ -106,6 +111,15 @@ func (r *rspamdCheck) Data(i *Info, body []byte) *check.Result {
 		return check.Now(r.onError)
 	}
 	return res
+}
+
+// scanBuckets are the upper bounds of nanomx_check_duration_seconds:
+// rspamd takes tens of milliseconds for an ordinary message, seconds when
+// its own DNS work waits.
+var scanBuckets = []time.Duration{
+	5 * time.Millisecond, 10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
+	100 * time.Millisecond, 250 * time.Millisecond, 500 * time.Millisecond,
+	time.Second, 2500 * time.Millisecond, 5 * time.Second, 10 * time.Second,
 }
 
 // verdict is what rspamd's reply (or failure) means for the message.

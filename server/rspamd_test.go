@@ -57,6 +57,7 @@ func TestRspamd(t *testing.T) {
 	cfg.RspamdURL = rs.URL
 	cfg.RspamdJunk = true
 	cfg.RspamdOnError = RspamdOnErrorTempfail // a failure must not pass for a verdict
+	cfg.MetricsAddr = freePort(t)
 	r := start(t, cfg)
 	c := session(t, r.addr)
 
@@ -162,6 +163,18 @@ func TestRspamd(t *testing.T) {
 	c.expect("QUIT", "221")
 	if s := rspamdOf(t, r.srv).client.Stats(); s.OK != 7 || s.Failed+s.Timeouts+s.Busy != 0 || s.P99 <= 0 {
 		t.Errorf("stats %+v, want 7 scans, no failure", s)
+	}
+	// The metrics say the same: 7 requests answered, 7 durations, the
+	// spilled message skipped.
+	m := scrape(t, cfg.MetricsAddr)
+	checkValues(t, m, "nanomx_check_requests_total", map[string]float64{
+		"check=rspamd,result=ok": 7, "check=rspamd,result=failed": 0, "check=rspamd,result=timeout": 0, "check=rspamd,result=busy": 0,
+	})
+	if h := m.metric(t, "nanomx_check_duration_seconds", "check", "rspamd").GetHistogram(); h.GetSampleCount() != 7 {
+		t.Errorf("nanomx_check_duration_seconds count %d, want 7", h.GetSampleCount())
+	}
+	if v := m.value(t, "nanomx_rspamd_skipped_total"); v != 1 {
+		t.Errorf("nanomx_rspamd_skipped_total %v, want 1", v)
 	}
 }
 
