@@ -87,6 +87,13 @@ bench-hardening: build
 # mailboxes, medians and spreads, into bench/PEERS.md. About 15 minutes.
 bench-peers: build
 	bash bench/peers.sh
+.PHONY: bench-lmtp
+# bench-lmtp: 50 sessions x 10 KB for 8 s each (NANOMX_BENCH_SECONDS),
+# Maildir delivery and LMTP to a private Dovecot alternating for
+# NANOMX_BENCH_ROUNDS rounds (default 2), in one run.
+bench-lmtp:
+	go test -run '^$$' -bench LMTP -benchtime 1x ./server/
+
 .PHONY: bench-rspamd
 # bench-rspamd: 50 sessions x 10 KB for 10 s each (NANOMX_BENCH_SECONDS,
 # at most 20) against a server with rspamd off, then on, one private

@@ -1,0 +1,93 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nanomx/nanomx/bench"
+	"github.com/nanomx/nanomx/server/lmtp/dovecottest"
+)
+
+// BenchmarkLMTP is the LMTP scenario of issue 13: 50 sessions sending
+// 10 KB messages for a fixed time (NANOMX_BENCH_SECONDS, default 8)
+// through the project's load generator, against a server delivering to
+// its own Maildirs (group commit, fsync on) and one delivering over LMTP
+// to a private Dovecot (dovecottest: Dovecot fsyncs each message itself),
+// alternating for NANOMX_BENCH_ROUNDS rounds (default 2), in one run.
+// Maildirs and Dovecot's store are on the same disk (the temp directory).
+//
+//	go test -run '^$' -bench LMTP -benchtime 1x ./server/
+func BenchmarkLMTP(b *testing.B) {
+	secs, rounds := 8, 2
+	if s, err := strconv.Atoi(os.Getenv("NANOMX_BENCH_SECONDS")); err == nil && s > 0 && s <= 20 {
+		secs = s
+	}
+	if s, err := strconv.Atoi(os.Getenv("NANOMX_BENCH_ROUNDS")); err == nil && s > 0 && s <= 5 {
+		rounds = s
+	}
+	d := dovecottest.Start(b, "bob@example.test")
+	for round := 1; round <= rounds; round++ {
+		for _, lmtp := range []bool{false, true} {
+			name := fmt.Sprintf("maildir/round=%d", round)
+			if lmtp {
+				name = fmt.Sprintf("lmtp/round=%d", round)
+			}
+			b.Run(name, func(b *testing.B) {
+				cfg := Defaults()
+				cfg.Hostname = "mx.example.test"
+				l, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					b.Fatal(err)
+				}
+				cfg.Listen = []string{l.Addr().String()}
+				l.Close()
+				dir, err := os.MkdirTemp("", "nanomx-bench-") // the disk Dovecot's store is on
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer os.RemoveAll(dir)
+				cfg.MaildirRoot = dir
+				cfg.Domains = []string{"example.test"}
+				cfg.Mailboxes = []string{"bob@example.test"}
+				cfg.Postmaster = "bob@example.test"
+				cfg.MaxConnectionsPerIP = 200
+				if lmtp {
+					cfg.Delivery = DeliveryLMTP
+					cfg.LMTP = d.Addr
+					cfg.LMTPTimeout = 30 * time.Second
+				}
+				r := start(b, cfg)
+				size, _ := bench.ParseSize("10KB")
+				var res *bench.Result
+				for i := 0; i < b.N; i++ {
+					res, err = bench.Run(context.Background(), bench.Config{
+						Target:        r.addr,
+						Conns:         50,
+						Duration:      time.Duration(secs) * time.Second,
+						MaxDuration:   time.Duration(secs+30) * time.Second,
+						Size:          size,
+						From:          "alice@example.org",
+						To:            []string{"bob@example.test"},
+						SpreadSources: true,
+					})
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				e := res.Latency.EndOfData
+				b.Logf("%s: %d delivered, %d failed in %.1fs: %.0f msg/s; end of data p50 %.1f ms p99 %.1f ms",
+					name, res.Delivered, res.Failed, res.Elapsed, res.MsgsPerSec, e.P50, e.P99)
+				if res.Delivered == 0 {
+					b.Errorf("%s delivered nothing: %v", name, res.Errors)
+				}
+				b.ReportMetric(res.MsgsPerSec, "msgs/s")
+				b.ReportMetric(e.P99, "eod-p99-ms")
+			})
+		}
+	}
+}
