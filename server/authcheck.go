@@ -140,7 +140,11 @@ func (a *authChecker) Mail(i *Info, from proto.Address, _ proto.MailParams) *che
 	st.spf = nil
 	if a.spf {
 		ip, helo, sender := i.IP, i.Helo, from.String()
-		st.spf = runOn(a.pool, a.bound, auth.SPFResult{Status: auth.TempError, Reason: "timed out"},
+		// The fallback names the domain: DMARC must read a timed-out SPF
+		// as temperror for it, not as no SPF at all (a fail).
+		fallback := auth.SPFIdentity(helo, sender)
+		fallback.Status, fallback.Reason = auth.TempError, "timed out"
+		st.spf = runOn(a.pool, a.bound, fallback,
 			func(ctx context.Context) auth.SPFResult { return auth.CheckSPF(ctx, a.r, ip, helo, sender) })
 	}
 	var waits []*check.Result

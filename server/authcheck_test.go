@@ -6,13 +6,18 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
+	"github.com/emersion/go-msgauth/dmarc"
 
+	"github.com/nanomx/nanomx/proto"
+	"github.com/nanomx/nanomx/server/auth"
+	"github.com/nanomx/nanomx/server/check"
 	"github.com/nanomx/nanomx/server/resolver/dnstest"
 )
 
@@ -269,5 +274,62 @@ func TestAuthOffUnchanged(t *testing.T) {
 	f := newFiles(t, cfg.MaildirRoot, "example.test", "bob")[0]
 	if !regexp.MustCompile(`Received: from c\.sender\.test \(\[127\.0\.0\.2\]\)\n`).MatchString(f) || !strings.Contains(f, "\nAuthentication-Results: mx.example.test; spf=pass\n") {
 		t.Errorf("checks off:\n%s", f)
+	}
+}
+
+// TestAuthSPFTimeoutNotDMARCFail: an SPF evaluation that outlives the
+// checks' bound (a chain of slow includes) is temperror, and so must be
+// DMARC for the MAIL FROM domain it would have aligned with: a p=reject
+// domain whose DNS is slow must not see its mail refused with a 550.
+func TestAuthSPFTimeoutNotDMARCFail(t *testing.T) {
+	zone := "slow.test. TXT \"v=spf1 include:i1.slow.test -all\"\n" +
+		"_dmarc.slow.test. TXT \"v=DMARC1; p=reject\"\n"
+	for i := 1; i < 9; i++ {
+		zone += fmt.Sprintf("i%d.slow.test. TXT \"v=spf1 include:i%d.slow.test -all\"\n", i, i+1)
+	}
+	zone += "i9.slow.test. TXT \"v=spf1 ip4:127.0.0.3 -all\"\n"
+	dns := dnstest.New(t, zone)
+	dns.Delay(200 * time.Millisecond) // 10 SPF lookups: 2 s, past the 900 ms bound
+	cfg := testServerConfig(t)
+	cfg.DNSServers = []string{dns.Addr()}
+	cfg.DNSTimeout = 300 * time.Millisecond
+	cfg.SPF, cfg.DKIM, cfg.DMARC = true, true, true
+	r := start(t, cfg)
+	c := dialFrom(t, "127.0.0.3", r.addr)
+	c.reply()
+	c.expect("EHLO mail.slow.test", "250")
+	got := sendMsg(t, c, "alice@slow.test", "bob@example.test", "From: alice@slow.test\r\nSubject: s\r\n\r\nslow\r\n")
+	if !strings.HasPrefix(got, "250") {
+		t.Fatalf("end of data: %q, want 250 (SPF timed out: DMARC temperror)", got)
+	}
+	files := newFiles(t, cfg.MaildirRoot, "example.test", "bob")
+	if len(files) != 1 || !strings.Contains(files[0], "\tspf=temperror") || !strings.Contains(files[0], "\tdmarc=temperror") {
+		t.Fatalf("stored: %q", files)
+	}
+}
+
+// TestAuthSPFFallbackDomain: when SPF gets no answer in time (here: no
+// room on the pool, the same fallback as a deadline) its temperror still
+// names the MAIL FROM domain, and DMARC for that domain under p=reject
+// is temperror without a refusal, deterministically.
+func TestAuthSPFFallbackDomain(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.SPF, cfg.DMARC = true, true
+	a := newAuthChecker(cfg, nil)
+	a.pool = check.NewPool(0, 0) // every task falls back at once
+	i := &Info{IP: netip.MustParseAddr("192.0.2.1"), Helo: "mail.slow.test"}
+	a.Mail(i, proto.Address{Local: "alice", Domain: "slow.test"}, proto.MailParams{})
+	spf, ok := i.auth.spf.get()
+	if !ok || spf.Status != auth.TempError || spf.Domain != "slow.test" {
+		t.Fatalf("SPF fallback %+v, want temperror for slow.test", spf)
+	}
+	rec, err := dmarc.Parse("v=DMARC1; p=reject")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := a.decide(i.auth, i.IP, dkimOut{read: true, from: auth.FromDomains{Domains: []string{"slow.test"}}},
+		[]auth.DMARCRecord{{Status: auth.Pass, Domain: "slow.test", At: "slow.test", Record: rec}})
+	if v.Reply != nil || !strings.Contains(string(v.Headers), "dmarc=temperror") {
+		t.Fatalf("verdict %v, headers %q: want no refusal, dmarc=temperror", v.Reply, v.Headers)
 	}
 }
