@@ -34,6 +34,11 @@ var (
 	// ReplySPFFail refuses a sender whose SPF result is fail (RFC 7372
 	// 3.2: 5.7.23), with spf_fail_action = "reject".
 	ReplySPFFail = proto.NewReply(550, "5.7.23", "SPF validation failed for the sender")
+	// ReplyHeaderTooLong refuses, with the checks on, a message whose
+	// header section is longer than spill_threshold: forged
+	// Authentication-Results past that point could not be removed (as
+	// Exim refuses headers past header_maxsize).
+	ReplyHeaderTooLong = proto.NewReply(552, "5.3.4", "Message header section too large")
 )
 
 // authPoolQueue bounds the checks waiting for a pool goroutine; past it a

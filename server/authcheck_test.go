@@ -333,3 +333,27 @@ func TestAuthSPFFallbackDomain(t *testing.T) {
 		t.Fatalf("verdict %v, headers %q: want no refusal, dmarc=temperror", v.Reply, v.Headers)
 	}
 }
+
+// TestAuthForgedDeepInHeader: a header section longer than the first
+// spilled chunk cannot hide an Authentication-Results field in our name
+// past it: no field claiming our authserv-id but ours reaches the mailbox.
+func TestAuthForgedDeepInHeader(t *testing.T) {
+	_, cfg, _ := authSetup(t)
+	cfg.IPRev = false
+	r := start(t, cfg)
+	c := dialFrom(t, "127.0.0.3", r.addr)
+	c.reply()
+	c.expect("EHLO forger.test", "250")
+	pad := strings.Repeat("X-Pad: "+strings.Repeat("p", 900)+"\r\n", 400) // 360 KB of header
+	msg := pad + "Authentication-Results: mx.example.test; dmarc=pass header.from=paypal.test\r\n" +
+		"From: a@none.test\r\nSubject: deep\r\n\r\nbody\r\n"
+	got := sendMsg(t, c, "x@elsewhere.test", "bob@example.test", msg)
+	if !strings.HasPrefix(got, "552 5.3.4") {
+		t.Errorf("end of data %q, want 552 5.3.4", got)
+	}
+	for _, f := range newFiles(t, cfg.MaildirRoot, "example.test", "bob") {
+		if strings.Contains(f, "paypal.test") {
+			t.Fatalf("end of data %q; a forged Authentication-Results was stored", got)
+		}
+	}
+}
