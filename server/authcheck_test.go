@@ -357,3 +357,27 @@ func TestAuthForgedDeepInHeader(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthBrokenFromStillDMARC: a From field net/mail cannot parse, but
+// that mail readers show as the address in it, does not escape the
+// domain's DMARC policy: the domains in it are still evaluated, and a
+// forgery of a p=reject domain is refused.
+func TestAuthBrokenFromStillDMARC(t *testing.T) {
+	_, cfg, _ := authSetup(t)
+	cfg.IPRev = false
+	r := start(t, cfg)
+	c := dialFrom(t, "127.0.0.3", r.addr)
+	c.reply()
+	c.expect("EHLO forger.test", "250")
+	for _, from := range []string{
+		`"PayPal" <service@sender.test> x`,
+		`PayPal [Service] <service@sender.test>`,
+		`Pay"Pal <service@sender.test>`,
+		`service@sender.test (PayPal`,
+	} {
+		msg := "From: " + from + "\r\nSubject: pay\r\n\r\nsend money\r\n"
+		if got := sendMsg(t, c, "x@elsewhere.test", "bob@example.test", msg); !strings.HasPrefix(got, "550 5.7.1") {
+			t.Errorf("From: %s: %q, want 550 5.7.1", from, got)
+		}
+	}
+}

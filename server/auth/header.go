@@ -75,9 +75,19 @@ func fromDomains(fs []field) FromDomains {
 			continue
 		}
 		fields++
-		list, err := mail.ParseAddressList(unfold(f.value))
+		v := unfold(f.value)
+		list, err := mail.ParseAddressList(v)
 		if err != nil {
+			// Mail readers still show an address from such a field: its
+			// domains stay under DMARC, or a broken From would escape
+			// the policy.
 			d.Problem = "From field does not parse"
+			for _, dom := range lenientDomains(v) {
+				addrs++
+				if !containsStr(d.Domains, dom) && len(d.Domains) < maxFromDomains {
+					d.Domains = append(d.Domains, dom)
+				}
+			}
 			continue
 		}
 		for _, a := range list {
@@ -103,6 +113,30 @@ func fromDomains(fs []field) FromDomains {
 		d.Problem = "several From addresses"
 	}
 	return d
+}
+
+// lenientDomains returns the domain names that follow an '@' in v, a
+// From value that does not parse, lowercased, without a final dot.
+func lenientDomains(v string) []string {
+	var out []string
+	for i := 0; i < len(v) && len(out) < maxFromDomains; i++ {
+		if v[i] != '@' {
+			continue
+		}
+		j := i + 1
+		for j < len(v) {
+			c := v[j]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c >= 0x80) {
+				break
+			}
+			j++
+		}
+		if dom := strings.TrimSuffix(strings.ToLower(v[i+1:j]), "."); isDomainName(dom) {
+			out = append(out, dom)
+		}
+		i = j - 1
+	}
+	return out
 }
 
 func containsStr(l []string, s string) bool {
