@@ -381,3 +381,19 @@ func TestAuthBrokenFromStillDMARC(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthFromAfterManyFields: a From field after a thousand others is
+// still the From field DMARC evaluates: a forgery of a p=reject domain
+// cannot hide its From past the fields looked at.
+func TestAuthFromAfterManyFields(t *testing.T) {
+	_, cfg, _ := authSetup(t)
+	cfg.IPRev = false
+	r := start(t, cfg)
+	c := dialFrom(t, "127.0.0.3", r.addr)
+	c.reply()
+	c.expect("EHLO forger.test", "250")
+	msg := strings.Repeat("X-A: a\r\n", 1200) + "From: PayPal <service@sender.test>\r\nSubject: pay\r\n\r\nsend money\r\n"
+	if got := sendMsg(t, c, "x@elsewhere.test", "bob@example.test", msg); !strings.HasPrefix(got, "550 5.7.1") {
+		t.Fatalf("end of data %q, want 550 5.7.1", got)
+	}
+}

@@ -13,16 +13,22 @@ type field struct {
 	value []byte
 }
 
-// maxHeaderFields bounds the fields looked at; a header with more is
-// judged on its first ones.
+// maxHeaderFields bounds the fields kept; a header with more is judged
+// on its first ones.
 const maxHeaderFields = 1000
 
 // headerFields splits the header section of msg (up to the first empty
 // line) into fields. Lines before the first field and lines without a
 // colon are skipped.
-func headerFields(msg []byte) []field {
+func headerFields(msg []byte) []field { return fieldsNamed(msg, "") }
+
+// fieldsNamed is headerFields keeping only the fields named name (any
+// case; "" keeps all). The whole header section is scanned, so that a
+// field cannot hide behind maxHeaderFields others.
+func fieldsNamed(msg []byte, name string) []field {
 	var fs []field
 	off := 0
+	kept := false // the last field seen was kept
 	for off < len(msg) && len(fs) < maxHeaderFields {
 		end := len(msg)
 		if i := bytes.IndexByte(msg[off:], '\n'); i >= 0 {
@@ -33,15 +39,21 @@ func headerFields(msg []byte) []field {
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if n := len(fs); n > 0 {
+			if n := len(fs); n > 0 && kept {
 				f := &fs[n-1]
 				f.value = f.value[:len(f.value)+len(line)] // lines are adjacent in msg
 			}
 		} else if colon := bytes.IndexByte(line, ':'); colon > 0 {
-			fs = append(fs, field{
-				name:  string(bytes.TrimRight(line[:colon], " \t")),
-				value: msg[off+colon+1 : end : len(msg)],
-			})
+			n := bytes.TrimRight(line[:colon], " \t")
+			kept = name == "" || strings.EqualFold(string(n), name)
+			if kept {
+				fs = append(fs, field{
+					name:  string(n),
+					value: msg[off+colon+1 : end : len(msg)],
+				})
+			}
+		} else {
+			kept = false
 		}
 		off = end
 	}
