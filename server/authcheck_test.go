@@ -397,3 +397,21 @@ func TestAuthFromAfterManyFields(t *testing.T) {
 		t.Fatalf("end of data %q, want 550 5.7.1", got)
 	}
 }
+
+// TestAuthFromDomainsConcurrent: the DMARC records of several From
+// domains are looked up at once, so slow domains listed first cannot
+// push the lookup of a p=reject domain past the checks' deadline (a
+// temperror, accepted).
+func TestAuthFromDomainsConcurrent(t *testing.T) {
+	dns, cfg, _ := authSetup(t)
+	cfg.IPRev = false
+	dns.Delay(200 * time.Millisecond) // two lookups per domain: 400 ms; three in a row pass the 900 ms bound
+	r := start(t, cfg)
+	c := dialFrom(t, "127.0.0.3", r.addr)
+	c.reply()
+	c.expect("EHLO forger.test", "250")
+	msg := "From: a@x1.a.test, b@x2.b.test, c@x3.c.test, PayPal <service@sender.test>\r\nSubject: pay\r\n\r\nsend money\r\n"
+	if got := sendMsg(t, c, "x@elsewhere.test", "bob@example.test", msg); !strings.HasPrefix(got, "550 5.7.1") {
+		t.Fatalf("end of data %q, want 550 5.7.1", got)
+	}
+}
