@@ -34,6 +34,11 @@ var (
 	// ReplySPFFail refuses a sender whose SPF result is fail (RFC 7372
 	// 3.2: 5.7.23), with spf_fail_action = "reject".
 	ReplySPFFail = proto.NewReply(550, "5.7.23", "SPF validation failed for the sender")
+	// ReplyHeaderTooLong refuses, with the checks on, a message whose
+	// header section is longer than spill_threshold: forged
+	// Authentication-Results past that point could not be removed (as
+	// Exim refuses headers past header_maxsize).
+	ReplyHeaderTooLong = proto.NewReply(552, "5.3.4", "Message header section too large")
 )
 
 // authPoolQueue bounds the checks waiting for a pool goroutine; past it a
@@ -140,7 +145,11 @@ func (a *authChecker) Mail(i *Info, from proto.Address, _ proto.MailParams) *che
 	st.spf = nil
 	if a.spf {
 		ip, helo, sender := i.IP, i.Helo, from.String()
-		st.spf = runOn(a.pool, a.bound, auth.SPFResult{Status: auth.TempError, Reason: "timed out"},
+		// The fallback names the domain: DMARC must read a timed-out SPF
+		// as temperror for it, not as no SPF at all (a fail).
+		fallback := auth.SPFIdentity(helo, sender)
+		fallback.Status, fallback.Reason = auth.TempError, "timed out"
+		st.spf = runOn(a.pool, a.bound, fallback,
 			func(ctx context.Context) auth.SPFResult { return auth.CheckSPF(ctx, a.r, ip, helo, sender) })
 	}
 	var waits []*check.Result
@@ -254,10 +263,18 @@ func (a *authChecker) Data(i *Info, body []byte) *check.Result {
 		if a.dmarc && len(out.from.Domains) > 0 {
 			domains := out.from.Domains
 			out.dmarc = runOn(a.pool, time.Until(deadline), nil, func(ctx context.Context) []auth.DMARCRecord {
+				// At once (at most 4): slow domains listed first must not
+				// push the others past the deadline.
 				recs := make([]auth.DMARCRecord, len(domains))
+				var wg sync.WaitGroup
 				for i, d := range domains {
-					recs[i] = auth.LookupDMARC(ctx, a.r, d)
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						recs[i] = auth.LookupDMARC(ctx, a.r, d)
+					}()
 				}
+				wg.Wait()
 				return recs
 			})
 		}

@@ -6,13 +6,18 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
+	"github.com/emersion/go-msgauth/dmarc"
 
+	"github.com/nanomx/nanomx/proto"
+	"github.com/nanomx/nanomx/server/auth"
+	"github.com/nanomx/nanomx/server/check"
 	"github.com/nanomx/nanomx/server/resolver/dnstest"
 )
 
@@ -269,5 +274,144 @@ func TestAuthOffUnchanged(t *testing.T) {
 	f := newFiles(t, cfg.MaildirRoot, "example.test", "bob")[0]
 	if !regexp.MustCompile(`Received: from c\.sender\.test \(\[127\.0\.0\.2\]\)\n`).MatchString(f) || !strings.Contains(f, "\nAuthentication-Results: mx.example.test; spf=pass\n") {
 		t.Errorf("checks off:\n%s", f)
+	}
+}
+
+// TestAuthSPFTimeoutNotDMARCFail: an SPF evaluation that outlives the
+// checks' bound (a chain of slow includes) is temperror, and so must be
+// DMARC for the MAIL FROM domain it would have aligned with: a p=reject
+// domain whose DNS is slow must not see its mail refused with a 550.
+func TestAuthSPFTimeoutNotDMARCFail(t *testing.T) {
+	zone := "slow.test. TXT \"v=spf1 include:i1.slow.test -all\"\n" +
+		"_dmarc.slow.test. TXT \"v=DMARC1; p=reject\"\n"
+	for i := 1; i < 9; i++ {
+		zone += fmt.Sprintf("i%d.slow.test. TXT \"v=spf1 include:i%d.slow.test -all\"\n", i, i+1)
+	}
+	zone += "i9.slow.test. TXT \"v=spf1 ip4:127.0.0.3 -all\"\n"
+	dns := dnstest.New(t, zone)
+	dns.Delay(200 * time.Millisecond) // 10 SPF lookups: 2 s, past the 900 ms bound
+	cfg := testServerConfig(t)
+	cfg.DNSServers = []string{dns.Addr()}
+	cfg.DNSTimeout = 300 * time.Millisecond
+	cfg.SPF, cfg.DKIM, cfg.DMARC = true, true, true
+	r := start(t, cfg)
+	c := dialFrom(t, "127.0.0.3", r.addr)
+	c.reply()
+	c.expect("EHLO mail.slow.test", "250")
+	got := sendMsg(t, c, "alice@slow.test", "bob@example.test", "From: alice@slow.test\r\nSubject: s\r\n\r\nslow\r\n")
+	if !strings.HasPrefix(got, "250") {
+		t.Fatalf("end of data: %q, want 250 (SPF timed out: DMARC temperror)", got)
+	}
+	files := newFiles(t, cfg.MaildirRoot, "example.test", "bob")
+	if len(files) != 1 || !strings.Contains(files[0], "\tspf=temperror") || !strings.Contains(files[0], "\tdmarc=temperror") {
+		t.Fatalf("stored: %q", files)
+	}
+}
+
+// TestAuthSPFFallbackDomain: when SPF gets no answer in time (here: no
+// room on the pool, the same fallback as a deadline) its temperror still
+// names the MAIL FROM domain, and DMARC for that domain under p=reject
+// is temperror without a refusal, deterministically.
+func TestAuthSPFFallbackDomain(t *testing.T) {
+	cfg := testServerConfig(t)
+	cfg.SPF, cfg.DMARC = true, true
+	a := newAuthChecker(cfg, nil)
+	a.pool = check.NewPool(0, 0) // every task falls back at once
+	i := &Info{IP: netip.MustParseAddr("192.0.2.1"), Helo: "mail.slow.test"}
+	a.Mail(i, proto.Address{Local: "alice", Domain: "slow.test"}, proto.MailParams{})
+	spf, ok := i.auth.spf.get()
+	if !ok || spf.Status != auth.TempError || spf.Domain != "slow.test" {
+		t.Fatalf("SPF fallback %+v, want temperror for slow.test", spf)
+	}
+	rec, err := dmarc.Parse("v=DMARC1; p=reject")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := a.decide(i.auth, i.IP, dkimOut{read: true, from: auth.FromDomains{Domains: []string{"slow.test"}}},
+		[]auth.DMARCRecord{{Status: auth.Pass, Domain: "slow.test", At: "slow.test", Record: rec}})
+	if v.Reply != nil || !strings.Contains(string(v.Headers), "dmarc=temperror") {
+		t.Fatalf("verdict %v, headers %q: want no refusal, dmarc=temperror", v.Reply, v.Headers)
+	}
+}
+
+// TestAuthForgedDeepInHeader: a header section longer than the first
+// spilled chunk cannot hide an Authentication-Results field in our name
+// past it: no field claiming our authserv-id but ours reaches the mailbox.
+func TestAuthForgedDeepInHeader(t *testing.T) {
+	_, cfg, _ := authSetup(t)
+	cfg.IPRev = false
+	r := start(t, cfg)
+	c := dialFrom(t, "127.0.0.3", r.addr)
+	c.reply()
+	c.expect("EHLO forger.test", "250")
+	pad := strings.Repeat("X-Pad: "+strings.Repeat("p", 900)+"\r\n", 400) // 360 KB of header
+	msg := pad + "Authentication-Results: mx.example.test; dmarc=pass header.from=paypal.test\r\n" +
+		"From: a@none.test\r\nSubject: deep\r\n\r\nbody\r\n"
+	got := sendMsg(t, c, "x@elsewhere.test", "bob@example.test", msg)
+	if !strings.HasPrefix(got, "552 5.3.4") {
+		t.Errorf("end of data %q, want 552 5.3.4", got)
+	}
+	for _, f := range newFiles(t, cfg.MaildirRoot, "example.test", "bob") {
+		if strings.Contains(f, "paypal.test") {
+			t.Fatalf("end of data %q; a forged Authentication-Results was stored", got)
+		}
+	}
+}
+
+// TestAuthBrokenFromStillDMARC: a From field net/mail cannot parse, but
+// that mail readers show as the address in it, does not escape the
+// domain's DMARC policy: the domains in it are still evaluated, and a
+// forgery of a p=reject domain is refused.
+func TestAuthBrokenFromStillDMARC(t *testing.T) {
+	_, cfg, _ := authSetup(t)
+	cfg.IPRev = false
+	r := start(t, cfg)
+	c := dialFrom(t, "127.0.0.3", r.addr)
+	c.reply()
+	c.expect("EHLO forger.test", "250")
+	for _, from := range []string{
+		`"PayPal" <service@sender.test> x`,
+		`PayPal [Service] <service@sender.test>`,
+		`Pay"Pal <service@sender.test>`,
+		`service@sender.test (PayPal`,
+	} {
+		msg := "From: " + from + "\r\nSubject: pay\r\n\r\nsend money\r\n"
+		if got := sendMsg(t, c, "x@elsewhere.test", "bob@example.test", msg); !strings.HasPrefix(got, "550 5.7.1") {
+			t.Errorf("From: %s: %q, want 550 5.7.1", from, got)
+		}
+	}
+}
+
+// TestAuthFromAfterManyFields: a From field after a thousand others is
+// still the From field DMARC evaluates: a forgery of a p=reject domain
+// cannot hide its From past the fields looked at.
+func TestAuthFromAfterManyFields(t *testing.T) {
+	_, cfg, _ := authSetup(t)
+	cfg.IPRev = false
+	r := start(t, cfg)
+	c := dialFrom(t, "127.0.0.3", r.addr)
+	c.reply()
+	c.expect("EHLO forger.test", "250")
+	msg := strings.Repeat("X-A: a\r\n", 1200) + "From: PayPal <service@sender.test>\r\nSubject: pay\r\n\r\nsend money\r\n"
+	if got := sendMsg(t, c, "x@elsewhere.test", "bob@example.test", msg); !strings.HasPrefix(got, "550 5.7.1") {
+		t.Fatalf("end of data %q, want 550 5.7.1", got)
+	}
+}
+
+// TestAuthFromDomainsConcurrent: the DMARC records of several From
+// domains are looked up at once, so slow domains listed first cannot
+// push the lookup of a p=reject domain past the checks' deadline (a
+// temperror, accepted).
+func TestAuthFromDomainsConcurrent(t *testing.T) {
+	dns, cfg, _ := authSetup(t)
+	cfg.IPRev = false
+	dns.Delay(200 * time.Millisecond) // two lookups per domain: 400 ms; three in a row pass the 900 ms bound
+	r := start(t, cfg)
+	c := dialFrom(t, "127.0.0.3", r.addr)
+	c.reply()
+	c.expect("EHLO forger.test", "250")
+	msg := "From: a@x1.a.test, b@x2.b.test, c@x3.c.test, PayPal <service@sender.test>\r\nSubject: pay\r\n\r\nsend money\r\n"
+	if got := sendMsg(t, c, "x@elsewhere.test", "bob@example.test", msg); !strings.HasPrefix(got, "550 5.7.1") {
+		t.Fatalf("end of data %q, want 550 5.7.1", got)
 	}
 }

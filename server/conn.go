@@ -587,6 +587,8 @@ func replyFor(err error) *proto.Reply {
 		return proto.ReplyNoSpace
 	case errors.Is(err, spool.ErrMailLoop):
 		return proto.ReplyMailLoop
+	case errors.Is(err, spool.ErrHeaderTooLong):
+		return ReplyHeaderTooLong
 	case errors.Is(err, addrbook.ErrUnknownUser):
 		return proto.ReplyUnknownUser
 	case errors.Is(err, addrbook.ErrNotLocal):

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"os"
 	"strings"
@@ -115,4 +116,31 @@ func TestWrittenAfterFailure(t *testing.T) {
 	}
 	w.sp.Abort()
 	w.waitWritten(t)
+}
+
+// TestDropFieldHeaderPastFirstChunk: with DropField set, a spilled
+// message whose header section does not end inside the first chunk is
+// refused with ErrHeaderTooLong: the fields after the chunk are never
+// scanned, so one DropField would report (a forged field) would be kept.
+// Without DropField such a message is stored as before.
+func TestDropFieldHeaderPastFirstChunk(t *testing.T) {
+	s := newTestSpool(t, nil)
+	pad := strings.Repeat("X-Pad: 0123456789abcdef\n", 15000) // ~360 KB of header
+	for _, drop := range []bool{true, false} {
+		env := testMessage()
+		if drop {
+			env.DropField = dropForged
+		}
+		w := &writer{sp: s.NewSpill(env)}
+		w.write(pad)
+		w.write("X-Forged: deep\nSubject: s\n\nbody\n")
+		err := wait(t, submitSpilled(t, s, w.sp, "tail\n"))
+		w.waitWritten(t)
+		if drop && !errors.Is(err, ErrHeaderTooLong) {
+			t.Fatalf("with DropField: %v, want ErrHeaderTooLong", err)
+		}
+		if !drop && err != nil {
+			t.Fatalf("without DropField: %v", err)
+		}
+	}
 }

@@ -19,6 +19,11 @@ var (
 	ErrMailLoop = errors.New("spool: mail loop: too many Received headers")
 	// ErrClosed means Submit was called after Close.
 	ErrClosed = errors.New("spool: closed")
+	// ErrHeaderTooLong means a spilled message with Message.DropField set
+	// has a header section that does not end inside its first chunk: the
+	// fields past it are never scanned, so a field DropField would drop
+	// (a forged one) could not be. It is permanent.
+	ErrHeaderTooLong = errors.New("spool: header section longer than the first spilled chunk")
 )
 
 // Errors for a message the caller built wrong; both are temporary, as every

@@ -136,6 +136,9 @@ func fileHeadCut(trace, body []byte, partial bool, cut []span, drop func([]byte)
 	if partial {
 		scan, open = headerPart(body)
 	}
+	if open && drop != nil {
+		return nil, headLayout{}, ErrHeaderTooLong
+	}
 	received, returnPaths := scanHeader(scan, drop)
 	if n := len(returnPaths); open && n > 0 && returnPaths[n-1].end == len(scan) {
 		returnPaths = returnPaths[:n-1]

@@ -86,7 +86,7 @@ func (rd *msgReader) release() {
 }
 
 // From returns the message's RFC 5322.From domains.
-func (m *Message) From() FromDomains { return fromDomains(headerFields(m.Head)) }
+func (m *Message) From() FromDomains { return fromDomains(fieldsNamed(m.Head, "from")) }
 
 // VerifyDKIM is the function VerifyDKIM for m; it reads the body, once.
 func (m *Message) VerifyDKIM(ctx context.Context, r Resolver) []DKIMResult {
@@ -97,7 +97,7 @@ func (m *Message) VerifyDKIM(ctx context.Context, r Resolver) []DKIMResult {
 		m.rd = nil
 	}
 	var sigs []DKIMResult
-	for _, f := range headerFields(head) {
+	for _, f := range fieldsNamed(head, "dkim-signature") {
 		if strings.EqualFold(f.name, "dkim-signature") && len(sigs) < MaxSignatures {
 			tags := parseTags(unfold(f.value))
 			sigs = append(sigs, DKIMResult{Domain: strings.ToLower(tags["d"]), Selector: tags["s"], Algorithm: tags["a"], Identifier: tags["i"]})

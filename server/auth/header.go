@@ -13,16 +13,22 @@ type field struct {
 	value []byte
 }
 
-// maxHeaderFields bounds the fields looked at; a header with more is
-// judged on its first ones.
+// maxHeaderFields bounds the fields kept; a header with more is judged
+// on its first ones.
 const maxHeaderFields = 1000
 
 // headerFields splits the header section of msg (up to the first empty
 // line) into fields. Lines before the first field and lines without a
 // colon are skipped.
-func headerFields(msg []byte) []field {
+func headerFields(msg []byte) []field { return fieldsNamed(msg, "") }
+
+// fieldsNamed is headerFields keeping only the fields named name (any
+// case; "" keeps all). The whole header section is scanned, so that a
+// field cannot hide behind maxHeaderFields others.
+func fieldsNamed(msg []byte, name string) []field {
 	var fs []field
 	off := 0
+	kept := false // the last field seen was kept
 	for off < len(msg) && len(fs) < maxHeaderFields {
 		end := len(msg)
 		if i := bytes.IndexByte(msg[off:], '\n'); i >= 0 {
@@ -33,15 +39,21 @@ func headerFields(msg []byte) []field {
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if n := len(fs); n > 0 {
+			if n := len(fs); n > 0 && kept {
 				f := &fs[n-1]
 				f.value = f.value[:len(f.value)+len(line)] // lines are adjacent in msg
 			}
 		} else if colon := bytes.IndexByte(line, ':'); colon > 0 {
-			fs = append(fs, field{
-				name:  string(bytes.TrimRight(line[:colon], " \t")),
-				value: msg[off+colon+1 : end : len(msg)],
-			})
+			n := bytes.TrimRight(line[:colon], " \t")
+			kept = name == "" || strings.EqualFold(string(n), name)
+			if kept {
+				fs = append(fs, field{
+					name:  string(n),
+					value: msg[off+colon+1 : end : len(msg)],
+				})
+			}
+		} else {
+			kept = false
 		}
 		off = end
 	}
@@ -75,9 +87,19 @@ func fromDomains(fs []field) FromDomains {
 			continue
 		}
 		fields++
-		list, err := mail.ParseAddressList(unfold(f.value))
+		v := unfold(f.value)
+		list, err := mail.ParseAddressList(v)
 		if err != nil {
+			// Mail readers still show an address from such a field: its
+			// domains stay under DMARC, or a broken From would escape
+			// the policy.
 			d.Problem = "From field does not parse"
+			for _, dom := range lenientDomains(v) {
+				addrs++
+				if !containsStr(d.Domains, dom) && len(d.Domains) < maxFromDomains {
+					d.Domains = append(d.Domains, dom)
+				}
+			}
 			continue
 		}
 		for _, a := range list {
@@ -103,6 +125,30 @@ func fromDomains(fs []field) FromDomains {
 		d.Problem = "several From addresses"
 	}
 	return d
+}
+
+// lenientDomains returns the domain names that follow an '@' in v, a
+// From value that does not parse, lowercased, without a final dot.
+func lenientDomains(v string) []string {
+	var out []string
+	for i := 0; i < len(v) && len(out) < maxFromDomains; i++ {
+		if v[i] != '@' {
+			continue
+		}
+		j := i + 1
+		for j < len(v) {
+			c := v[j]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c >= 0x80) {
+				break
+			}
+			j++
+		}
+		if dom := strings.TrimSuffix(strings.ToLower(v[i+1:j]), "."); isDomainName(dom) {
+			out = append(out, dom)
+		}
+		i = j - 1
+	}
+	return out
 }
 
 func containsStr(l []string, s string) bool {

@@ -28,16 +28,7 @@ type SPFResult struct {
 // when from is null (RFC 7208 2.3). The 10-lookup and 2-void-lookup limits
 // of RFC 7208 4.6.4 apply (blitiri.com.ar/go/spf).
 func CheckSPF(ctx context.Context, r Resolver, ip netip.Addr, helo, from string) SPFResult {
-	res := SPFResult{Identity: from}
-	if from == "" {
-		res.Helo, res.Identity = true, helo
-	}
-	if at := strings.LastIndexByte(res.Identity, '@'); at >= 0 {
-		res.Domain = strings.ToLower(res.Identity[at+1:])
-	} else {
-		res.Domain = strings.ToLower(res.Identity)
-	}
-	res.Domain = strings.TrimSuffix(res.Domain, ".")
+	res := SPFIdentity(helo, from)
 	if !isDomainName(res.Domain) {
 		// An address literal, or no HELO at all: nothing to check (RFC
 		// 7208 2.3, 4.3).
@@ -54,6 +45,25 @@ func CheckSPF(ctx context.Context, r Resolver, ip netip.Addr, helo, from string)
 	if err != nil && st != spf.Pass {
 		res.Reason = err.Error()
 	}
+	return res
+}
+
+// SPFIdentity is the result CheckSPF starts from, Status not yet set:
+// the identity checked and its domain. A caller that gives up on CheckSPF
+// (a deadline) fills in a temperror on it, so that DMARC still sees the
+// domain SPF was about (a temperror for an aligned domain is a DMARC
+// temperror, never a fail).
+func SPFIdentity(helo, from string) SPFResult {
+	res := SPFResult{Identity: from}
+	if from == "" {
+		res.Helo, res.Identity = true, helo
+	}
+	if at := strings.LastIndexByte(res.Identity, '@'); at >= 0 {
+		res.Domain = strings.ToLower(res.Identity[at+1:])
+	} else {
+		res.Domain = strings.ToLower(res.Identity)
+	}
+	res.Domain = strings.TrimSuffix(res.Domain, ".")
 	return res
 }
 
