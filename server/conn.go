@@ -471,8 +471,8 @@ func (c *conn) message(env proto.Envelope) *outgoing {
 		t.Rcpts[i] = address(m.rcpts[i])
 	}
 	m.Message = &spool.Message{ID: t.ID, Mailboxes: c.rcpts.Mailboxes(), Trace: traceFields(&t, c.lv.host)}
-	if c.srv.auth != nil {
-		m.DropField = c.srv.dropField // forged Authentication-Results go
+	if c.srv.dropField != nil {
+		m.DropField = c.srv.dropField // forged Authentication-Results, X-Spam-* go
 	}
 	return m
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"sync/atomic"
 	"time"
 
@@ -166,4 +167,30 @@ func (r *rspamdCheck) trouble(qid string, err error) {
 	}
 	r.log.Warn().Str("id", qid).Err(err).Str("on_error", policy).Uint64("not_logged", r.quiet.Swap(0)).
 		Msg("rspamd scan failed")
+}
+
+// rspamdField reports whether a header field is one the rspamd check
+// writes (X-Spam, X-Spam-Action, X-Spam-Score): a client's copy is
+// removed from every message, as the spool's DropField.
+func rspamdField(field []byte) bool {
+	name, _, ok := bytes.Cut(field, []byte(":"))
+	if !ok {
+		return false
+	}
+	name = bytes.TrimRight(name, " \t")
+	for _, f := range []string{rspamd.FieldSpam, rspamd.FieldAction, rspamd.FieldScore} {
+		if bytes.EqualFold(name, []byte(f)) {
+			return true
+		}
+	}
+	return false
+}
+
+// orDrop is a DropField rule dropping what either a (may be nil) or b
+// drops.
+func orDrop(a, b func([]byte) bool) func([]byte) bool {
+	if a == nil {
+		return b
+	}
+	return func(f []byte) bool { return a(f) || b(f) }
 }

@@ -209,7 +209,10 @@ func TestRspamdUnreachable(t *testing.T) {
 			cfg.RspamdURL, cfg.RspamdOnError = url, tc.onError
 			r := start(t, cfg)
 			c := session(t, r.addr)
-			if got := send(t, c, ordinary("")); !strings.HasPrefix(got, tc.want) {
+			// A client's own X-Spam-* fields go even when nothing is
+			// scanned: a Sieve rule must not trust a forged score.
+			forged := "X-Spam: No\r\nx-spam-score: -100\r\nX-Spam-Action: no action\r\n"
+			if got := send(t, c, ordinary(forged)); !strings.HasPrefix(got, tc.want) {
 				t.Fatalf("%q, want %q", got, tc.want)
 			}
 			files := newFiles(t, cfg.MaildirRoot, "example.test", "bob")

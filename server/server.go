@@ -252,6 +252,11 @@ func New(cfg Config) (*Server, error) {
 		s.auth, s.dropField = a, a.dropField()
 		s.cfg.checks = append(s.cfg.checks, a)
 	}
+	if cfg.RspamdURL != "" {
+		// The client's X-Spam-* fields go from every message, scanned or
+		// not (spilled, too large, rspamd failing with on_error accept).
+		s.dropField = orDrop(s.dropField, rspamdField)
+	}
 	s.registerCheckMetrics()
 	return s, nil
 }
