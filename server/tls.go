@@ -76,6 +76,7 @@ func (c *conn) StartTLS() *proto.Reply {
 		c.srv.stats.TLSRefused.Add(1)
 		return proto.ReplyTLSUnavailable
 	}
+	c.srv.raiseProcs()
 	return nil
 }
 
