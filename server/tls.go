@@ -247,18 +247,12 @@ func (c *conn) waitAnswer() {
 	}
 }
 
-// idleBufBytes is what a detached session's read buffer starts at: an
-// idle TLS session should hold little (crypto/tls has its own record
-// buffer).
-const idleBufBytes = 2 << 10
-
 // serveBlocking drives the session over a blocking connection: the
-// detached twin of OnTraffic. buf holds input received before (a
+// detached twin of OnTraffic. pending holds input received before (a
 // half-closed session's pipelined commands).
-func (c *conn) serveBlocking(nc net.Conn, buf []byte) {
-	if buf == nil {
-		buf = make([]byte, 0, idleBufBytes)
-	}
+func (c *conn) serveBlocking(nc net.Conn, pending []byte) {
+	buf := newReadBuf(pending) // readbuf.go
+	defer buf.free()
 	write := func(out []byte) error {
 		// A client that does not read blocks this goroutine, not the
 		// server, until the command deadline: the write is bounded by
@@ -268,23 +262,23 @@ func (c *conn) serveBlocking(nc net.Conn, buf []byte) {
 		return err
 	}
 	for {
-		n, nx := c.step(buf, write, never)
-		buf = buf[:copy(buf, buf[n:])]
+		n, nx := c.step(buf.b, write, never)
+		buf.consume(n)
 		switch nx {
 		case nextWait:
+			buf.release()
 			c.waitAnswer()
 			continue
 		case nextClose, nextTLS: // no STARTTLS is offered over TLS
 			return
 		}
-		_ = nc.SetReadDeadline(time.Unix(0, c.deadline.Load()))
-		if cap(buf)-len(buf) < 1024 {
-			// Only a partial command line stays unconsumed (Feed drops
-			// over-long ones), so this grows to a few KiB at most.
-			buf = append(buf, make([]byte, min(cap(buf), 32<<10))...)[:len(buf)]
+		if !c.sess.InTransfer() {
+			buf.release() // between commands: nothing big is coming yet
 		}
-		n, err := nc.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
+		_ = nc.SetReadDeadline(time.Unix(0, c.deadline.Load()))
+		space := buf.space()
+		n, err := nc.Read(space)
+		buf.read(n, space)
 		if err != nil {
 			var ne net.Error
 			switch {
