@@ -25,7 +25,6 @@ package server
 // client trickling bytes is still cut off; the drain interrupts idle reads.
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -145,9 +144,21 @@ func (c *conn) serveDetached(fd int, rest []byte) {
 // 4.3.0 like the loop's, the connection is closed (a TLS one with a
 // close_notify alert first, RFC 8446 6.1, under a write deadline) and the
 // slots are released.
-func (c *conn) endDetached(w *net.Conn, isTLS bool) {
+func (c *conn) endDetached(w *net.Conn, isTLS bool) { c.end(recover(), w, isTLS) }
+
+// endHandshake ends the handshake's goroutine: as endDetached, unless the
+// session went on (up) on a goroutine of its own.
+func (c *conn) endHandshake(w *net.Conn, up *bool) {
+	p := recover()
+	if p == nil && *up {
+		return
+	}
+	c.end(p, w, true)
+}
+
+func (c *conn) end(p any, w *net.Conn, isTLS bool) {
 	s := c.srv
-	if p := recover(); p != nil {
+	if p != nil {
 		c.log().Error().Interface("panic", p).Bytes("stack", debug.Stack()).Msg("session panic")
 		c.reason = "internal error"
 		if *w != nil {
@@ -183,11 +194,16 @@ func fileConn(fd int) (net.Conn, error) {
 	return nc, err
 }
 
-// serveTLS is the goroutine of a detached session.
+// serveTLS is the goroutine of a detached session's handshake. The
+// session then goes on on a goroutine of its own: the handshake grows a
+// goroutine's stack to 16–32 KiB (the key exchange's arithmetic), which an
+// idle session would keep until enough collections shrank it; a fresh
+// goroutine's stack holds only what reading and answering need.
 func (c *conn) serveTLS(fd int) {
 	s := c.srv
 	var w net.Conn
-	defer c.endDetached(&w, true)
+	up := false
+	defer c.endHandshake(&w, &up)
 	nc, err := fileConn(fd)
 	if err != nil {
 		c.reason = "STARTTLS: " + err.Error()
@@ -196,18 +212,16 @@ func (c *conn) serveTLS(fd int) {
 	w = nc
 	c.bc.Store(&nc)
 
-	handshakeEnd := time.Now().Add(c.lv.cfg.TLSHandshakeTimeout)
-	_ = nc.SetWriteDeadline(handshakeEnd)
+	// The deadline bounds the 220 and every read and write of the
+	// handshake (a context would cost a goroutine per handshake).
+	_ = nc.SetDeadline(time.Now().Add(c.lv.cfg.TLSHandshakeTimeout))
 	if _, err := nc.Write(proto.ReplyReadyTLS.Bytes()); err != nil {
 		c.reason = "STARTTLS: " + err.Error()
 		return
 	}
 	s.m.countReplies(proto.ReplyReadyTLS.Bytes())
 	tc := tls.Server(nc, c.lv.tls)
-	ctx, cancel := context.WithDeadline(context.Background(), handshakeEnd)
-	err = tc.HandshakeContext(ctx)
-	cancel()
-	if err != nil {
+	if err := tc.Handshake(); err != nil {
 		s.stats.TLSFailed.Add(1)
 		c.reason = "TLS handshake: " + err.Error()
 		return
@@ -220,6 +234,14 @@ func (c *conn) serveTLS(fd int) {
 	s.stats.TLSSessions.Add(1)
 	s.m.tlsSession(st.Version)
 	c.sess.TLSStarted()
+	up = true
+	go c.serveTLSSession(tc)
+}
+
+// serveTLSSession is the goroutine of a detached session once TLS is up.
+func (c *conn) serveTLSSession(tc *tls.Conn) {
+	var w net.Conn = tc
+	defer c.endDetached(&w, true)
 	c.serveBlocking(tc, nil)
 }
 
