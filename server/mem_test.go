@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nanomx/nanomx/bench/smtpc"
 )
@@ -105,5 +106,49 @@ func testIdleConnMemory(t *testing.T, rcpts int) {
 	// gnet's own conn is ~0.7 KB of RSS; ours must stay small next to it.
 	if server > 1536 {
 		t.Errorf("an idle session holds ~%.0f B of heap on the server, want <= 1.5 KB", server)
+	}
+}
+
+// TestIdleTLSMemory bounds the goroutine stack an idle TLS session holds
+// (after EHLO over TLS): the handshake, which grows its goroutine's stack
+// to 16–32 KiB, runs on a goroutine of its own, and the session goes on
+// on a fresh one (tls.go serveTLS). The heap it holds is logged, with the
+// client's (in this process too) included.
+func TestIdleTLSMemory(t *testing.T) {
+	const n = 200
+	p := newTestPKI(t)
+	cfg := tlsServerConfig(t, p)
+	cfg.MaxConnections = 2 * n
+	cfg.MaxConnectionsPerIP = 2 * n
+	cfg.MaxTLSSessions = 2 * n
+	r := start(t, cfg)
+	mem := func() (heap, stack uint64) {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc, m.StackInuse
+	}
+	open := func(k int) {
+		for range k {
+			c := dial(t, r.addr)
+			c.reply() // greeting
+			c.expect("EHLO client.example.org", "250")
+			c.starttls(t, p.Client()).expect("EHLO client.example.org", "250")
+		}
+	}
+	open(10) // warm-up: the pools, the ticket keys
+	heap0, stack0 := mem()
+	open(n)
+	// The sessions' goroutines start reading once they answered EHLO;
+	// let the last ones get there.
+	for deadline := time.Now().Add(5 * time.Second); r.srv.Stats().TLSSessions.Load() < n+10 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	heap1, stack1 := mem()
+	perStack := float64(stack1-stack0) / n
+	t.Logf("per idle TLS session: stack %.0f B, heap %.0f B (server and client)", perStack, float64(heap1-heap0)/n)
+	if limit := float64(raceStack * 6 << 10); perStack > limit {
+		t.Errorf("an idle TLS session holds ~%.0f B of goroutine stack, want <= %.0f", perStack, limit)
 	}
 }

@@ -25,7 +25,6 @@ package server
 // client trickling bytes is still cut off; the drain interrupts idle reads.
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -76,6 +75,7 @@ func (c *conn) StartTLS() *proto.Reply {
 		c.srv.stats.TLSRefused.Add(1)
 		return proto.ReplyTLSUnavailable
 	}
+	c.srv.raiseProcs()
 	return nil
 }
 
@@ -144,9 +144,21 @@ func (c *conn) serveDetached(fd int, rest []byte) {
 // 4.3.0 like the loop's, the connection is closed (a TLS one with a
 // close_notify alert first, RFC 8446 6.1, under a write deadline) and the
 // slots are released.
-func (c *conn) endDetached(w *net.Conn, isTLS bool) {
+func (c *conn) endDetached(w *net.Conn, isTLS bool) { c.end(recover(), w, isTLS) }
+
+// endHandshake ends the handshake's goroutine: as endDetached, unless the
+// session went on (up) on a goroutine of its own.
+func (c *conn) endHandshake(w *net.Conn, up *bool) {
+	p := recover()
+	if p == nil && *up {
+		return
+	}
+	c.end(p, w, true)
+}
+
+func (c *conn) end(p any, w *net.Conn, isTLS bool) {
 	s := c.srv
-	if p := recover(); p != nil {
+	if p != nil {
 		c.log().Error().Interface("panic", p).Bytes("stack", debug.Stack()).Msg("session panic")
 		c.reason = "internal error"
 		if *w != nil {
@@ -182,11 +194,16 @@ func fileConn(fd int) (net.Conn, error) {
 	return nc, err
 }
 
-// serveTLS is the goroutine of a detached session.
+// serveTLS is the goroutine of a detached session's handshake. The
+// session then goes on on a goroutine of its own: the handshake grows a
+// goroutine's stack to 16–32 KiB (the key exchange's arithmetic), which an
+// idle session would keep until enough collections shrank it; a fresh
+// goroutine's stack holds only what reading and answering need.
 func (c *conn) serveTLS(fd int) {
 	s := c.srv
 	var w net.Conn
-	defer c.endDetached(&w, true)
+	up := false
+	defer c.endHandshake(&w, &up)
 	nc, err := fileConn(fd)
 	if err != nil {
 		c.reason = "STARTTLS: " + err.Error()
@@ -195,18 +212,16 @@ func (c *conn) serveTLS(fd int) {
 	w = nc
 	c.bc.Store(&nc)
 
-	handshakeEnd := time.Now().Add(c.lv.cfg.TLSHandshakeTimeout)
-	_ = nc.SetWriteDeadline(handshakeEnd)
+	// The deadline bounds the 220 and every read and write of the
+	// handshake (a context would cost a goroutine per handshake).
+	_ = nc.SetDeadline(time.Now().Add(c.lv.cfg.TLSHandshakeTimeout))
 	if _, err := nc.Write(proto.ReplyReadyTLS.Bytes()); err != nil {
 		c.reason = "STARTTLS: " + err.Error()
 		return
 	}
 	s.m.countReplies(proto.ReplyReadyTLS.Bytes())
 	tc := tls.Server(nc, c.lv.tls)
-	ctx, cancel := context.WithDeadline(context.Background(), handshakeEnd)
-	err = tc.HandshakeContext(ctx)
-	cancel()
-	if err != nil {
+	if err := tc.Handshake(); err != nil {
 		s.stats.TLSFailed.Add(1)
 		c.reason = "TLS handshake: " + err.Error()
 		return
@@ -219,6 +234,14 @@ func (c *conn) serveTLS(fd int) {
 	s.stats.TLSSessions.Add(1)
 	s.m.tlsSession(st.Version)
 	c.sess.TLSStarted()
+	up = true
+	go c.serveTLSSession(tc)
+}
+
+// serveTLSSession is the goroutine of a detached session once TLS is up.
+func (c *conn) serveTLSSession(tc *tls.Conn) {
+	var w net.Conn = tc
+	defer c.endDetached(&w, true)
 	c.serveBlocking(tc, nil)
 }
 
@@ -246,18 +269,12 @@ func (c *conn) waitAnswer() {
 	}
 }
 
-// idleBufBytes is what a detached session's read buffer starts at: an
-// idle TLS session should hold little (crypto/tls has its own record
-// buffer).
-const idleBufBytes = 2 << 10
-
 // serveBlocking drives the session over a blocking connection: the
-// detached twin of OnTraffic. buf holds input received before (a
+// detached twin of OnTraffic. pending holds input received before (a
 // half-closed session's pipelined commands).
-func (c *conn) serveBlocking(nc net.Conn, buf []byte) {
-	if buf == nil {
-		buf = make([]byte, 0, idleBufBytes)
-	}
+func (c *conn) serveBlocking(nc net.Conn, pending []byte) {
+	buf := newReadBuf(pending) // readbuf.go
+	defer buf.free()
 	write := func(out []byte) error {
 		// A client that does not read blocks this goroutine, not the
 		// server, until the command deadline: the write is bounded by
@@ -267,23 +284,23 @@ func (c *conn) serveBlocking(nc net.Conn, buf []byte) {
 		return err
 	}
 	for {
-		n, nx := c.step(buf, write, never)
-		buf = buf[:copy(buf, buf[n:])]
+		n, nx := c.step(buf.b, write, never)
+		buf.consume(n)
 		switch nx {
 		case nextWait:
+			buf.release()
 			c.waitAnswer()
 			continue
 		case nextClose, nextTLS: // no STARTTLS is offered over TLS
 			return
 		}
-		_ = nc.SetReadDeadline(time.Unix(0, c.deadline.Load()))
-		if cap(buf)-len(buf) < 1024 {
-			// Only a partial command line stays unconsumed (Feed drops
-			// over-long ones), so this grows to a few KiB at most.
-			buf = append(buf, make([]byte, min(cap(buf), 32<<10))...)[:len(buf)]
+		if !c.sess.InTransfer() {
+			buf.release() // between commands: nothing big is coming yet
 		}
-		n, err := nc.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
+		_ = nc.SetReadDeadline(time.Unix(0, c.deadline.Load()))
+		space := buf.space()
+		n, err := nc.Read(space)
+		buf.read(n, space)
 		if err != nil {
 			var ne net.Error
 			switch {

@@ -1,0 +1,6 @@
+//go:build !race
+
+package server
+
+// raceStack scales stack bounds: the race detector grows stacks.
+const raceStack = 1
