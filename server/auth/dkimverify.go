@@ -29,8 +29,8 @@ import (
 // sigTags are the tags of one DKIM-Signature, as needed here.
 type sigTags struct {
 	v, a, b, bh, d, h, s, i, c, q, t, x string
-	hasL, hasI, hasQ, hasT, hasX  bool
-	missing                       bool // a required tag is absent
+	hasL, hasI, hasQ, hasT, hasX        bool
+	missing                             bool // a required tag is absent
 }
 
 // dkimSig is one signature being verified.
