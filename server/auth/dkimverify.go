@@ -201,43 +201,57 @@ type dkimKey struct {
 	err     string   // a permerror text, "" when usable
 }
 
-// keyCacheEntries bounds the parsed keys kept; keyCacheText bounds the
-// record text of a cached key (an RSA-4096 record is under 800 bytes).
+// keyCacheEntries bounds the parsed records kept (keys, DMARC records);
+// keyCacheText bounds the text of a cached one (an RSA-4096 key record is
+// under 800 bytes).
 const (
 	keyCacheEntries = 1024
 	keyCacheText    = 4096
 )
 
 // keyCache maps a key record's text to its parsed key. The resolver
-// caches the text for its TTL; the parse (base64, ASN.1, the modulus) is
-// a pure function of the text, so it is kept here as long as the text is
-// asked for, within a bound (a full cache drops an arbitrary entry).
-var keyCache = struct {
-	sync.Mutex
-	m map[string]*dkimKey
-}{m: make(map[string]*dkimKey)}
+// caches the text for its TTL; the parse (base64, ASN.1) is a pure
+// function of the text, so it is kept here as long as the text is asked
+// for, within a bound.
+var keyCache = textCache[*dkimKey]{m: make(map[string]*dkimKey)}
 
 // parseKey returns the key of record txt, from the cache when it was seen.
 func parseKey(txt string) *dkimKey {
-	keyCache.Lock()
-	k := keyCache.m[txt]
-	keyCache.Unlock()
-	if k != nil {
+	if k, ok := keyCache.get(txt); ok {
 		return k
 	}
-	k = parseKeyRecord(txt)
-	if len(txt) <= keyCacheText {
-		keyCache.Lock()
-		if len(keyCache.m) >= keyCacheEntries {
-			for old := range keyCache.m {
-				delete(keyCache.m, old)
-				break
-			}
-		}
-		keyCache.m[txt] = k
-		keyCache.Unlock()
-	}
+	k := parseKeyRecord(txt)
+	keyCache.put(txt, k)
 	return k
+}
+
+// textCache is a bounded map from a DNS record's text to what it parses
+// to; a full cache drops an arbitrary entry. Safe for concurrent use.
+type textCache[V any] struct {
+	sync.Mutex
+	m map[string]V
+}
+
+func (c *textCache[V]) get(txt string) (V, bool) {
+	c.Lock()
+	v, ok := c.m[txt]
+	c.Unlock()
+	return v, ok
+}
+
+func (c *textCache[V]) put(txt string, v V) {
+	if len(txt) > keyCacheText {
+		return
+	}
+	c.Lock()
+	if len(c.m) >= keyCacheEntries {
+		for old := range c.m {
+			delete(c.m, old)
+			break
+		}
+	}
+	c.m[txt] = v
+	c.Unlock()
 }
 
 // parseKeyRecord parses a DKIM key record.

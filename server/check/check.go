@@ -159,14 +159,24 @@ func combine(vs []Verdict) Verdict {
 var ErrBusy = errors.New("check: pool busy")
 
 // Pool runs checks that must block (a library without a callback API) on
-// a fixed number of goroutines, never one per session.
+// a bounded number of goroutines, never one per session: a fixed set
+// (NewPool), or goroutines started as checks come, up to a bound
+// (NewPoolOnDemand), for checks that mostly wait on the network.
 type Pool struct {
 	q chan task
+
+	// On demand: the goroutines running (at most max); mu guards
+	// running and the hand-over of the queue, so that a check queued as
+	// the last goroutine leaves is never stranded.
+	mu      sync.Mutex
+	running int
+	max     int
 }
 
 type task struct {
 	ctx    context.Context
 	cancel context.CancelFunc
+	stop   func() bool // stops the deadline's completion
 	fn     func(context.Context) Verdict
 	r      *Result
 	policy Verdict
@@ -181,16 +191,70 @@ func NewPool(workers, queue int) *Pool {
 	return p
 }
 
+// NewPoolOnDemand returns a pool that starts a goroutine for a check
+// when fewer than max are running (each takes the queued checks when it
+// is done, then ends), and queues at most queue checks past them. It
+// holds no goroutine while idle; at most max goroutines at once.
+func NewPoolOnDemand(max, queue int) *Pool {
+	return &Pool{q: make(chan task, queue), max: max}
+}
+
 func (p *Pool) work() {
 	for t := range p.q {
-		if t.ctx.Err() == nil {
-			v := t.fn(t.ctx)
-			if t.ctx.Err() != nil {
-				v = t.policy // what a check says past its deadline does not count
-			}
-			t.r.Complete(v)
+		t.run()
+	}
+}
+
+// runOnDemand runs t, then the queued checks, until the queue is empty.
+func (p *Pool) runOnDemand(t task) {
+	for {
+		t.run()
+		p.mu.Lock()
+		select {
+		case t = <-p.q:
+			p.mu.Unlock()
+		default:
+			p.running--
+			p.mu.Unlock()
+			return
 		}
-		t.cancel()
+	}
+}
+
+func (t *task) run() {
+	if t.ctx.Err() == nil {
+		v := t.fn(t.ctx)
+		if t.ctx.Err() != nil {
+			v = t.policy // what a check says past its deadline does not count
+		}
+		t.r.Complete(v)
+	}
+	t.stop()
+	t.cancel()
+}
+
+// submit queues t or starts a goroutine for it; false when full.
+func (p *Pool) submit(t task) bool {
+	if p.max == 0 {
+		select {
+		case p.q <- t:
+			return true
+		default:
+			return false
+		}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.running < p.max {
+		p.running++
+		go p.runOnDemand(t)
+		return true
+	}
+	select {
+	case p.q <- t:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -200,15 +264,21 @@ func (p *Pool) work() {
 func (p *Pool) Go(timeout time.Duration, policy Verdict, fn func(context.Context) Verdict) *Result {
 	r := New()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	select {
-	case p.q <- task{ctx, cancel, fn, r, policy}:
-	default:
+	// The deadline completes r even while fn ignores its context; one
+	// timer (the context's) serves both, stopped when fn returns.
+	stop := context.AfterFunc(ctx, func() { r.Complete(policy) })
+	if !p.submit(task{ctx, cancel, stop, fn, r, policy}) {
+		stop()
 		cancel()
 		r.Complete(policy)
-		return r
 	}
-	return Timeout(r, timeout, policy)
+	return r
 }
 
-// Close stops the workers once the queue is drained.
-func (p *Pool) Close() { close(p.q) }
+// Close stops the workers once the queue is drained (a pool on demand
+// has none to stop). No check may be started after it.
+func (p *Pool) Close() {
+	if p.max == 0 {
+		close(p.q)
+	}
+}
