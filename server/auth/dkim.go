@@ -130,6 +130,15 @@ func (rd *msgReader) release() {
 	readers.Put(rd)
 }
 
+// Close releases m's buffers, unless VerifyDKIM did: Head is no longer
+// valid after it.
+func (m *Message) Close() {
+	if m.rd != nil {
+		m.rd.release()
+	}
+	m.rd, m.Head, m.fields, m.pre, m.rest = nil, nil, nil, nil, nil
+}
+
 // fieldsOf returns the message's header fields, split once.
 func (m *Message) fieldsOf() []field {
 	if m.fields == nil {
@@ -148,10 +157,7 @@ func (m *Message) VerifyDKIM(ctx context.Context, r Resolver) []DKIMResult {
 	if rd == nil {
 		return nil // used already
 	}
-	defer func() {
-		m.rd, m.Head, m.fields, m.pre, m.rest = nil, nil, nil, nil, nil
-		rd.release()
-	}()
+	defer m.Close()
 	fs := m.fieldsOf()
 	var sigs []dkimSig
 	var res []DKIMResult
