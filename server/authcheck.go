@@ -36,12 +36,14 @@ var (
 	ReplySPFFail = proto.NewReply(550, "5.7.23", "SPF validation failed for the sender")
 )
 
-// authPoolMax bounds the goroutines of the checks at once. Most of a
+// authPoolKeep goroutines wait for checks; authPoolMax bounds the ones
+// started when those are busy. Most of a
 // check is waiting on DNS, and a slow DNS must not make the checks wait
 // for each other (a goroutine costs a few KB and only while it runs);
 // the CPU work runs GOMAXPROCS at a time anyway. authPoolQueue bounds the
 // checks waiting past it; past that a check yields temperror at once.
 const (
+	authPoolKeep  = 16
 	authPoolMax   = 4096
 	authPoolQueue = 1024
 )
@@ -90,7 +92,7 @@ func newAuthChecker(cfg Config, r auth.Resolver) *authChecker {
 	}
 	return &authChecker{
 		r:                r,
-		pool:             check.NewPoolOnDemand(authPoolMax, authPoolQueue),
+		pool:             check.NewPoolOnDemand(authPoolKeep, authPoolMax, authPoolQueue),
 		spfCache:         spfCache{m: make(map[spfKey]spfEntry)},
 		bound:            3 * dnsTimeout(&cfg),
 		id:               id,

@@ -171,6 +171,9 @@ type Pool struct {
 	mu      sync.Mutex
 	running int
 	max     int
+	// idle hands a check to a resident goroutine waiting for one (they
+	// keep their grown stacks; one started for a check begins small).
+	idle chan task
 }
 
 type task struct {
@@ -191,12 +194,21 @@ func NewPool(workers, queue int) *Pool {
 	return p
 }
 
-// NewPoolOnDemand returns a pool that starts a goroutine for a check
-// when fewer than max are running (each takes the queued checks when it
-// is done, then ends), and queues at most queue checks past them. It
-// holds no goroutine while idle; at most max goroutines at once.
-func NewPoolOnDemand(max, queue int) *Pool {
-	return &Pool{q: make(chan task, queue), max: max}
+// NewPoolOnDemand returns a pool of keep resident goroutines that, when
+// they are all busy, starts a goroutine for a check while fewer than max
+// of those are running (each takes the queued checks when it is done,
+// then ends), and queues at most queue checks past them: at most
+// keep+max goroutines at once, keep while idle.
+func NewPoolOnDemand(keep, max, queue int) *Pool {
+	p := &Pool{q: make(chan task, queue), max: max, idle: make(chan task)}
+	for range keep {
+		go func() {
+			for t := range p.idle {
+				t.run()
+			}
+		}()
+	}
+	return p
 }
 
 func (p *Pool) work() {
@@ -243,6 +255,11 @@ func (p *Pool) submit(t task) bool {
 			return false
 		}
 	}
+	select {
+	case p.idle <- t: // a resident goroutine was waiting
+		return true
+	default:
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.running < p.max {
@@ -275,10 +292,12 @@ func (p *Pool) Go(timeout time.Duration, policy Verdict, fn func(context.Context
 	return r
 }
 
-// Close stops the workers once the queue is drained (a pool on demand
-// has none to stop). No check may be started after it.
+// Close stops the workers once the queue is drained (and a pool on
+// demand's resident ones). No check may be started after it.
 func (p *Pool) Close() {
 	if p.max == 0 {
 		close(p.q)
+	} else {
+		close(p.idle)
 	}
 }

@@ -74,7 +74,8 @@ func TestAllOrder(t *testing.T) {
 // the policy and sees its context cancelled.
 func TestPoolBounded(t *testing.T) {
 	t.Run("fixed", func(t *testing.T) { testPoolBounded(t, NewPool(2, 1)) })
-	t.Run("on demand", func(t *testing.T) { testPoolBounded(t, NewPoolOnDemand(2, 1)) })
+	t.Run("on demand", func(t *testing.T) { testPoolBounded(t, NewPoolOnDemand(0, 2, 1)) })
+	t.Run("on demand, resident", func(t *testing.T) { testPoolBounded(t, NewPoolOnDemand(1, 1, 1)) })
 }
 
 func testPoolBounded(t *testing.T, p *Pool) {
@@ -132,10 +133,11 @@ func testPoolBounded(t *testing.T, p *Pool) {
 
 // TestPoolOnDemand: a pool on demand runs every one of many short checks
 // submitted from several goroutines (none stranded in the queue as its
-// last goroutine leaves), and holds no goroutine once idle.
+// last goroutine leaves), and holds only its resident goroutines once
+// idle.
 func TestPoolOnDemand(t *testing.T) {
 	before := runtime.NumGoroutine()
-	p := NewPoolOnDemand(4, 10000)
+	p := NewPoolOnDemand(2, 4, 10000)
 	var wg sync.WaitGroup
 	var done atomic.Int32
 	for range 8 {
@@ -155,10 +157,11 @@ func TestPoolOnDemand(t *testing.T) {
 		t.Fatalf("%d of %d checks ran", done.Load(), 8*500)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if n := runtime.NumGoroutine(); n > before {
-		t.Fatalf("%d goroutines left running, %d before", n, before)
+	if n := runtime.NumGoroutine(); n > before+2 {
+		t.Fatalf("%d goroutines left running, %d before and 2 resident", n, before)
 	}
+	p.Close()
 }
