@@ -15,12 +15,14 @@
 # bench/nanode.sh; about 100 s with the defaults.
 #
 # Environment: AUTH_DURATION (default 10s), AUTH_ROUNDS (3), AUTH_FSYNC
-# ("true": durable, as users run it; "true false" adds fsync off).
+# ("true": durable, as users run it; "true false" adds fsync off),
+# AUTH_SERVER_BIN (the nanomx that serves; default bin/nanomx).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=$ROOT/bin/nanomx
+SERVER_BIN=${AUTH_SERVER_BIN:-$BIN} # another build's server, to compare
 OUTMD=${1:-$ROOT/bench/AUTH.md}
 DURATION=${AUTH_DURATION:-10s}
 ROUNDS=${AUTH_ROUNDS:-3}
@@ -101,7 +103,7 @@ dkim = $checks
 dmarc = $checks
 iprev = $checks
 EOF
-	taskset -c $SERVER_CPU env GOMAXPROCS=1 GOMEMLIMIT=700MiB "$BIN" serve -config "$WORK/n$N.toml" >"$WORK/s$N.log" 2>&1 &
+	taskset -c $SERVER_CPU env GOMAXPROCS=1 GOMEMLIMIT=700MiB "$SERVER_BIN" serve -config "$WORK/n$N.toml" >"$WORK/s$N.log" 2>&1 &
 	local pid=$!
 	PIDS+=($pid)
 	wait_port "$PORT" || die "nanomx did not start: $(cat "$WORK/s$N.log")"
