@@ -146,7 +146,7 @@ json_num() { sed -n "s/.*\"$2\":\([0-9.eE+-]*\).*/\1/p" "$1" | head -n 1; }
 median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 cpu() {
 	for f in "${ALL[@]}"; do
-		grep -q "\"label\":\"$1\"" "$f" && json_num "$f" cpu_ms_per_msg
+		if grep -q "\"label\":\"$1\"" "$f"; then json_num "$f" cpu_ms_per_msg; fi
 	done | median
 }
 EXTRA=
