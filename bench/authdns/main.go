@@ -92,4 +92,3 @@ func fail(msg string) {
 	fmt.Fprintln(os.Stderr, "authdns:", msg)
 	os.Exit(2)
 }
-
