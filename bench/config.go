@@ -60,6 +60,12 @@ type Config struct {
 	// TIME_WAIT does not use up the ephemeral ports of one address. It has
 	// no effect on other targets.
 	SpreadSources bool `json:"spread_sources"`
+	// DKIMKey is a PEM private key file (RSA or Ed25519) that DKIM-signs
+	// every message for the domain of From, with selector DKIMSelector
+	// (default DefaultDKIMSelector): for the sender authentication
+	// checks. Each signature is made once per recipient and body length.
+	DKIMKey      string `json:"dkim_key,omitempty"`
+	DKIMSelector string `json:"dkim_selector,omitempty"`
 
 	// TLS upgrades every session, the idle and slow ones included, with
 	// STARTTLS (RFC 3207) after the first EHLO, with a full handshake (no

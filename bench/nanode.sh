@@ -15,8 +15,10 @@
 # (sessions reused; a connection and full handshake per message with an
 # ECDSA P-256 certificate; the same with session resumption offered), the
 # internet profile (-profile internet) and an open-loop search for the
-# highest rate whose p99 stays within 100 ms (-rate -slo). About 15
-# minutes with the defaults.
+# highest rate whose p99 stays within 100 ms (-rate -slo), and the
+# sender authentication rows (bench/auth.sh: checks off / on / on with a
+# DNS server answering after 500 ms, about 100 s). About 17 minutes with
+# the defaults.
 #
 # Environment: BENCH_DURATION (default 10s per scenario), BENCH_ROUNDS (3),
 # BENCH_IDLE (default 10000 idle sessions), BENCH_AGREE_REPS (default 3),
@@ -259,6 +261,11 @@ AGREE_ROWS=
 agree "smtp-sink" "$SINK_PORT" 30000
 agree "nanomx" "$PORT" 10000
 
+# Sender authentication (issue 10): servers of its own, one per run.
+log "sender authentication: bench/auth.sh"
+bash "$ROOT/bench/auth.sh" "$WORK/auth.md" || FAILED+=("sender authentication (bench/auth.sh)")
+AUTH_TEXT=$(cat "$WORK/auth.md" 2>/dev/null || echo "## Sender authentication (issue 10)"$'\n\n'"bench/auth.sh failed.")
+
 "$BIN" bench -chart "$OUT/throughput.svg" -ref "$REF" \
 	-title "nanomx on one CPU, fsync on: delivered msgs/s vs concurrent sessions" "${MATRIX[@]}"
 CELLS=$("$BIN" bench -cells "${ALL[@]}")
@@ -385,6 +392,8 @@ bench ÷ smtp-source (the target is agreement within 15 %, a ratio of
 | server | messages | nanomx bench msgs/s | smtp-source msgs/s | bench median | source median | bench ÷ source, median of pairs |
 |---|--:|---|---|--:|--:|--:|
 $AGREE_ROWS
+$AUTH_TEXT
+
 ## Commands
 
 \`\`\`sh

@@ -39,6 +39,7 @@ type runner struct {
 	arrivals chan arrival
 	pool     bodyPool
 	date     string
+	dkim     *signer // signs every message with -dkim-key; nil without
 
 	// Precomputed commands: they do not change within a run.
 	mailCmd  []byte
@@ -110,6 +111,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		plain.tls = nil
 		r.dialPlain = &plain
 		r.prof = newProfileState(cfg.Seed)
+	}
+	if cfg.DKIMKey != "" {
+		if r.dkim, err = newSigner(cfg.DKIMKey, cfg.DKIMSelector, cfg.From); err != nil {
+			return nil, fmt.Errorf("dkim key: %w", err)
+		}
 	}
 	r.mailCmd = []byte("MAIL FROM:<" + cfg.From + ">\r\n")
 	for _, to := range cfg.To {
@@ -262,7 +268,14 @@ func (r *runner) message(hdr []byte, seq int64) ([]byte, []byte) {
 	cfg := &r.cfg
 	to := cfg.To[(seq-1)*int64(cfg.Rcpts)%int64(len(cfg.To))]
 	hdr = appendHeader(hdr, cfg.RunID, seq, cfg.From, to, r.date)
-	return hdr, r.pool.body(cfg.Size.Of(cfg.Seed, seq), len(hdr))
+	if r.dkim == nil {
+		return hdr, r.pool.body(cfg.Size.Of(cfg.Seed, seq), len(hdr))
+	}
+	// Signed: the DKIM-Signature field goes last in the header (the
+	// Message-ID line stays first, for -verify-maildir).
+	body := r.pool.body(cfg.Size.Of(cfg.Seed, seq), len(hdr)+r.dkim.size)
+	hdr = append(append(hdr[:len(hdr)-2], r.dkim.field(to, r.date, body)...), "\r\n"...)
+	return hdr, body
 }
 
 // expected is what VerifyMaildir must find of the acked messages: each

@@ -41,9 +41,17 @@ var (
 	ReplyHeaderTooLong = proto.NewReply(552, "5.3.4", "Message header section too large")
 )
 
-// authPoolQueue bounds the checks waiting for a pool goroutine; past it a
-// check yields temperror at once.
-const authPoolQueue = 1024
+// authPoolKeep goroutines wait for checks; authPoolMax bounds the ones
+// started when those are busy. Most of a
+// check is waiting on DNS, and a slow DNS must not make the checks wait
+// for each other (a goroutine costs a few KB and only while it runs);
+// the CPU work runs GOMAXPROCS at a time anyway. authPoolQueue bounds the
+// checks waiting past it; past that a check yields temperror at once.
+const (
+	authPoolKeep  = 16
+	authPoolMax   = 4096
+	authPoolQueue = 1024
+)
 
 // authChecker is sender authentication (server/auth) on the check stage:
 // iprev starts at connect, SPF at MAIL (its DNS overlaps the rest of the
@@ -59,6 +67,8 @@ type authChecker struct {
 	bound time.Duration
 	id    string // authserv-id
 	log   zerolog.Logger
+
+	spfCache spfCache
 
 	spf, dkim, dmarc, iprev bool
 	rejectAction            string
@@ -87,12 +97,10 @@ func newAuthChecker(cfg Config, r auth.Resolver) *authChecker {
 	if id == "" {
 		id = cfg.Hostname
 	}
-	// Most of a check is waiting on DNS: a waiting goroutine costs ~8 KB,
-	// and the CPU work runs GOMAXPROCS at a time anyway.
-	workers := max(128, 8*cfg.Workers)
 	return &authChecker{
 		r:                r,
-		pool:             check.NewPool(workers, authPoolQueue),
+		pool:             check.NewPoolOnDemand(authPoolKeep, authPoolMax, authPoolQueue),
+		spfCache:         spfCache{m: make(map[spfKey]spfEntry)},
 		bound:            3 * dnsTimeout(&cfg),
 		id:               id,
 		log:              cfg.Log,
@@ -145,12 +153,21 @@ func (a *authChecker) Mail(i *Info, from proto.Address, _ proto.MailParams) *che
 	st.spf = nil
 	if a.spf {
 		ip, helo, sender := i.IP, i.Helo, from.String()
-		// The fallback names the domain: DMARC must read a timed-out SPF
-		// as temperror for it, not as no SPF at all (a fail).
-		fallback := auth.SPFIdentity(helo, sender)
-		fallback.Status, fallback.Reason = auth.TempError, "timed out"
-		st.spf = runOn(a.pool, a.bound, fallback,
-			func(ctx context.Context) auth.SPFResult { return auth.CheckSPF(ctx, a.r, ip, helo, sender) })
+		k := spfKey{ip, helo, sender}
+		if r, ok := a.spfCache.get(k, time.Now()); ok {
+			st.spf = &outcome[auth.SPFResult]{done: true, v: r}
+		} else {
+			// The fallback names the domain: DMARC must read a timed-out
+			// SPF as temperror for it, not as no SPF at all (a fail).
+			fallback := auth.SPFIdentity(helo, sender)
+			fallback.Status, fallback.Reason = auth.TempError, "timed out"
+			st.spf = runOn(a.pool, a.bound, fallback,
+				func(ctx context.Context) auth.SPFResult {
+					r := auth.CheckSPF(ctx, a.r, ip, helo, sender)
+					a.spfCache.put(k, r, time.Now())
+					return r
+				})
+		}
 	}
 	var waits []*check.Result
 	if st.iprev != nil {
@@ -194,17 +211,19 @@ func (st *authSession) clientName() string {
 }
 
 // dkimOut is what the message task found: the From domains, the DKIM
-// results, and the DMARC records being looked up.
+// results and the DMARC records.
 type dkimOut struct {
 	from   auth.FromDomains
 	read   bool // the header was read
 	dkim   []auth.DKIMResult
 	reason string
-	dmarc  *outcome[[]auth.DMARCRecord]
+	dmarc  []auth.DMARCRecord // nil: not looked up, or not in time
 }
 
 // Data verifies DKIM and looks up DMARC for a complete message, then
-// decides with the SPF and iprev results.
+// decides with the SPF and iprev results. It is one task on the pool: the
+// DMARC lookups run beside the DKIM key lookups and verification, on a
+// goroutine of their own.
 func (a *authChecker) Data(i *Info, body []byte) *check.Result {
 	st := a.session(i)
 	if !a.dkim && !a.dmarc {
@@ -248,7 +267,6 @@ func (a *authChecker) Data(i *Info, body []byte) *check.Result {
 			}{io.MultiReader(f, g.reader(tail)), f}, nil
 		}
 	}
-	deadline := time.Now().Add(a.bound)
 	msg := runOn(a.pool, a.bound, dkimOut{reason: "timed out"}, func(ctx context.Context) dkimOut {
 		rc, err := open(ctx)
 		if err != nil {
@@ -260,26 +278,39 @@ func (a *authChecker) Data(i *Info, body []byte) *check.Result {
 			return dkimOut{reason: "reading message: " + err.Error()}
 		}
 		out := dkimOut{read: true, from: m.From()}
+		var recs []auth.DMARCRecord
+		var looked chan struct{}
 		if a.dmarc && len(out.from.Domains) > 0 {
 			domains := out.from.Domains
-			out.dmarc = runOn(a.pool, time.Until(deadline), nil, func(ctx context.Context) []auth.DMARCRecord {
+			looked = make(chan struct{})
+			go func() {
+				defer close(looked)
 				// At once (at most 4): slow domains listed first must not
 				// push the others past the deadline.
-				recs := make([]auth.DMARCRecord, len(domains))
+				res := make([]auth.DMARCRecord, len(domains))
 				var wg sync.WaitGroup
 				for i, d := range domains {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						recs[i] = auth.LookupDMARC(ctx, a.r, d)
+						res[i] = auth.LookupDMARC(ctx, a.r, d)
 					}()
 				}
 				wg.Wait()
-				return recs
-			})
+				recs = res
+			}()
 		}
 		if a.dkim {
 			out.dkim = m.VerifyDKIM(ctx, a.r)
+		} else {
+			m.Close()
+		}
+		if looked != nil {
+			select {
+			case <-looked:
+				out.dmarc = recs
+			case <-ctx.Done():
+			}
 		}
 		return out
 	})
@@ -306,13 +337,7 @@ func (a *authChecker) finish(st *authSession, ip netip.Addr, msg *outcome[dkimOu
 			decide(dkimOut{}, nil)
 			return
 		}
-		msg.then(func(m dkimOut) {
-			if m.dmarc == nil {
-				decide(m, nil)
-				return
-			}
-			m.dmarc.then(func(recs []auth.DMARCRecord) { decide(m, recs) })
-		})
+		msg.then(func(m dkimOut) { decide(m, m.dmarc) })
 	}
 	if st.spf != nil {
 		st.spf.then(func(auth.SPFResult) { afterMsg() })
@@ -397,6 +422,68 @@ func (a *authChecker) act(v check.Verdict, sid string, ip netip.Addr, r auth.DMA
 	}
 	ev.Strs("dkim", dk).Msg("DMARC fail")
 	return v
+}
+
+// spfCacheTTL is how long an SPF result is reused for the same client,
+// HELO name and reverse-path (a sender's session sends many messages;
+// its DNS answers are cached for their TTLs anyway); spfCacheEntries
+// bounds the results kept. DNS trouble (temperror) is not kept.
+const (
+	spfCacheTTL     = 10 * time.Second
+	spfCacheEntries = 4096
+)
+
+// spfKey is what an SPF result depends on: the client, the HELO name
+// (the identity for a null sender; %{h} in macros) and the reverse-path
+// (its local part is %{l}).
+type spfKey struct {
+	ip         netip.Addr
+	helo, from string
+}
+
+type spfEntry struct {
+	r     auth.SPFResult
+	until time.Time
+}
+
+// spfCache holds recent SPF results; get is cheap enough for the event
+// loop (a map under a lock held for the lookup only).
+type spfCache struct {
+	mu sync.Mutex
+	m  map[spfKey]spfEntry
+}
+
+func (c *spfCache) get(k spfKey, now time.Time) (auth.SPFResult, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[k]
+	if !ok || !now.Before(e.until) {
+		return auth.SPFResult{}, false
+	}
+	return e.r, true
+}
+
+func (c *spfCache) put(k spfKey, r auth.SPFResult, now time.Time) {
+	if r.Status == auth.TempError {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= spfCacheEntries {
+		// Full: drop the expired, or else any one.
+		for old, e := range c.m {
+			if !now.Before(e.until) {
+				delete(c.m, old)
+			}
+		}
+		for old := range c.m {
+			if len(c.m) < spfCacheEntries {
+				break
+			}
+			delete(c.m, old)
+		}
+	}
+	c.m[k] = spfEntry{r, now.Add(spfCacheTTL)}
 }
 
 // outcome is a value known later, with any number of waiters (a

@@ -62,7 +62,7 @@ func BenchmarkAuth(b *testing.B) {
 		name  string
 		on    bool
 		delay time.Duration
-	}{{"checks=off", false, 0}, {"checks=on", true, 0}, {"checks=on/dns=500ms", true, 500 * time.Millisecond}} {
+	}{{"checks=off", false, 0}, {"checks=on", true, 0}, {"checks=on,dns=500ms", true, 500 * time.Millisecond}} {
 		b.Run(tc.name, func(b *testing.B) {
 			dns.Delay(tc.delay)
 			var cpu time.Duration

@@ -6,15 +6,18 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/emersion/go-msgauth/dmarc"
 
+	"github.com/nanomx/nanomx/bench/smtpc"
 	"github.com/nanomx/nanomx/proto"
 	"github.com/nanomx/nanomx/server/auth"
 	"github.com/nanomx/nanomx/server/check"
@@ -413,5 +416,102 @@ func TestAuthFromDomainsConcurrent(t *testing.T) {
 	msg := "From: a@x1.a.test, b@x2.b.test, c@x3.c.test, PayPal <service@sender.test>\r\nSubject: pay\r\n\r\nsend money\r\n"
 	if got := sendMsg(t, c, "x@elsewhere.test", "bob@example.test", msg); !strings.HasPrefix(got, "550 5.7.1") {
 		t.Fatalf("end of data %q, want 550 5.7.1", got)
+	}
+}
+
+// TestAuthSlowDNSManySessions: with a DNS server answering after 300 ms,
+// 400 sessions at once from 400 addresses each wait about one round trip
+// for their iprev check at MAIL (no PTR record): the checks do not queue for each other's DNS waits (a
+// fixed pool of 128 goroutines made the last ones wait four rounds).
+func TestAuthSlowDNSManySessions(t *testing.T) {
+	dns, cfg, _ := authSetup(t)
+	cfg.DNSTimeout = 2 * time.Second
+	cfg.MaxConnectionsPerIP = 1000
+	cfg.MaxConnections = 1000
+	const sessions = 400
+	dns.Delay(300 * time.Millisecond)
+	r := start(t, cfg)
+	errs := make(chan error, sessions)
+	took := make(chan time.Duration, sessions)
+	ready := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range sessions {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Each from an address of its own: its PTR lookup is its own.
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 1, byte(1+i/250), byte(1+i%250))}}
+			nc, err := d.Dial("tcp", r.addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			c := smtpc.New(nc)
+			c.Timeout = 10 * time.Second
+			defer c.Close()
+			if err := c.Greeting(); err != nil {
+				errs <- err
+				return
+			}
+			if err := c.Ehlo("c.sender.test"); err != nil {
+				errs <- err
+				return
+			}
+			<-ready
+			begin := time.Now()
+			if err := c.Mail("alice@sender.test"); err != nil {
+				errs <- fmt.Errorf("MAIL: %v %s", err, c.Text())
+				return
+			}
+			took <- time.Since(begin)
+		}()
+	}
+	close(ready) // every session has its greeting: iprev started for all
+	wg.Wait()
+	close(errs)
+	close(took)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	var worst time.Duration
+	for d := range took {
+		worst = max(worst, d)
+	}
+	if worst > 900*time.Millisecond {
+		t.Errorf("slowest MAIL took %v with a 300 ms DNS: checks waited for each other", worst)
+	}
+	t.Logf("slowest MAIL: %v", worst)
+}
+
+// TestSPFCache: a result is reused for the same client, HELO name and
+// sender until spfCacheTTL passes; another sender, HELO or client is
+// not; temperror is never kept; the cache stays within its bound.
+func TestSPFCache(t *testing.T) {
+	c := spfCache{m: make(map[spfKey]spfEntry)}
+	now := time.Now()
+	ip := netip.MustParseAddr("192.0.2.1")
+	k := spfKey{ip, "h.test", "a@s.test"}
+	c.put(k, auth.SPFResult{Status: auth.Pass}, now)
+	if r, ok := c.get(k, now.Add(spfCacheTTL-time.Second)); !ok || r.Status != auth.Pass {
+		t.Fatalf("cached: %v %v", r, ok)
+	}
+	for _, other := range []spfKey{{ip, "h.test", "b@s.test"}, {ip, "x.test", "a@s.test"}, {netip.MustParseAddr("192.0.2.2"), "h.test", "a@s.test"}} {
+		if _, ok := c.get(other, now); ok {
+			t.Errorf("%v answered from %v's result", other, k)
+		}
+	}
+	if _, ok := c.get(k, now.Add(spfCacheTTL)); ok {
+		t.Error("reused past its TTL")
+	}
+	t2 := spfKey{ip, "h.test", "temp@s.test"}
+	c.put(t2, auth.SPFResult{Status: auth.TempError}, now)
+	if _, ok := c.get(t2, now); ok {
+		t.Error("temperror kept")
+	}
+	for i := range 2 * spfCacheEntries {
+		c.put(spfKey{ip, "h.test", fmt.Sprintf("%d@s.test", i)}, auth.SPFResult{Status: auth.Fail}, now)
+	}
+	if len(c.m) > spfCacheEntries {
+		t.Errorf("%d entries, bound %d", len(c.m), spfCacheEntries)
 	}
 }

@@ -70,6 +70,8 @@ func newBenchFlags(out io.Writer) *benchFlags {
 	fs.Int64Var(&c.Seed, "seed", 1, "`seed` of the body text and of the mix sizes")
 	fs.StringVar(&c.RunID, "run-id", "", "marker prefix of this run (default random)")
 	fs.DurationVar(&c.Timeout, "timeout", bench.DefaultTimeout, "bound on each connect, greeting, EHLO and transaction")
+	fs.StringVar(&c.DKIMKey, "dkim-key", "", "DKIM-sign every message (relaxed/relaxed, for the domain of -from) with the PEM private key in `file`")
+	fs.StringVar(&c.DKIMSelector, "dkim-selector", bench.DefaultDKIMSelector, "with -dkim-key: the `selector`")
 	fs.BoolVar(&c.SpreadSources, "spread-sources", true, "bind connections to 127.0.0.2-127.0.255.254 in turn when the target is on 127.0.0.0/8")
 	fs.IntVar(&c.PID, "pid", 0, "`pid` of a local server: report its CPU per message and its RSS")
 	fs.IntVar(&c.Idle, "idle", 0, "hold `n` idle sessions open (after EHLO) during the run")

@@ -143,6 +143,44 @@ v6.good.test. AAAA 2001:db8::1
 	}
 }
 
+// TestIPRevConcurrent: the forward lookups of several PTR names run at
+// once, so with a DNS server answering after 150 ms a client with four
+// names (only the last confirming) is confirmed in about two round trips,
+// not five; the first confirming name in PTR order is the one reported.
+func TestIPRevConcurrent(t *testing.T) {
+	s, r := setup(t, `
+9.2.0.192.in-addr.arpa. PTR a.multi.test.
+9.2.0.192.in-addr.arpa. PTR b.multi.test.
+9.2.0.192.in-addr.arpa. PTR c.multi.test.
+9.2.0.192.in-addr.arpa. PTR d.multi.test.
+a.multi.test. A 198.51.100.1
+b.multi.test. A 198.51.100.2
+d.multi.test. A 192.0.2.9
+8.2.0.192.in-addr.arpa. PTR x.multi.test.
+8.2.0.192.in-addr.arpa. PTR y.multi.test.
+x.multi.test. A 192.0.2.8
+y.multi.test. A 192.0.2.8
+`)
+	s.Delay(150 * time.Millisecond)
+	start := time.Now()
+	got := CheckIPRev(ctx(t), r, netip.MustParseAddr("192.0.2.9"))
+	if got.Status != Pass || got.Name != "d.multi.test" {
+		t.Fatalf("%s %q (%s), want pass d.multi.test", got.Status, got.Name, got.Reason)
+	}
+	if d := time.Since(start); d > 600*time.Millisecond {
+		t.Errorf("four names took %v: forward lookups one after another", d)
+	}
+	if s.MaxConcurrent() < 4 {
+		t.Errorf("at most %d queries at once", s.MaxConcurrent())
+	}
+	// Both names confirm: whichever answers first, the first is reported.
+	for range 3 {
+		if got := CheckIPRev(ctx(t), r, netip.MustParseAddr("192.0.2.8")); got.Name != "x.multi.test" {
+			t.Fatalf("%s %q, want x.multi.test", got.Status, got.Name)
+		}
+	}
+}
+
 // keys are a test's DKIM keys and their DNS records.
 type keys struct {
 	rsa  *rsa.PrivateKey

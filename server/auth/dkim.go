@@ -1,14 +1,13 @@
 package auth
 
 import (
-	"bufio"
+	"bytes"
 	"context"
-	"errors"
+	"crypto/sha256"
 	"io"
 	"strings"
 	"sync"
-
-	"github.com/emersion/go-msgauth/dkim"
+	"time"
 )
 
 // MaxSignatures bounds the DKIM signatures verified per message: each
@@ -44,138 +43,250 @@ func VerifyDKIM(ctx context.Context, r Resolver, msg io.Reader) []DKIMResult {
 
 // Message is a message being checked, its header section read.
 type Message struct {
-	// Head is the header section, CRLF line endings, through the empty
-	// line.
-	Head []byte
-	rest io.Reader
-	rd   *msgReader // pooled; returned by VerifyDKIM
+	// Head is the header section as read (LF or CRLF line endings),
+	// through the empty line. It is valid until VerifyDKIM returns.
+	Head   []byte
+	fields []field
+	pre    []byte // the body bytes read with the header
+	rest   io.Reader
+	rd     *msgReader // pooled; returned by VerifyDKIM
 }
 
-// msgReader is the buffered LF-to-CRLF reader of one message, pooled:
-// its 40 KB would otherwise be allocated (and zeroed) for every message.
+// msgReader holds the buffers of one message being read, pooled: the
+// header (and the first body bytes read with it), a chunk of the body,
+// and the canonicalized output waiting to be hashed.
 type msgReader struct {
-	c  crlfReader
-	br *bufio.Reader
+	head  []byte
+	chunk [32 << 10]byte
+	out   [2][]byte
+	hdr   []byte // a canonicalized header field
 }
 
-var readers = sync.Pool{New: func() any {
-	m := &msgReader{}
-	m.br = bufio.NewReaderSize(&m.c, 16<<10)
-	return m
-}}
+var readers = sync.Pool{New: func() any { return &msgReader{head: make([]byte, 0, 32<<10)} }}
 
 // ReadMessage reads the header section of msg (LF or CRLF line endings;
 // at most 1 MiB of it is looked at); the body is read later, by
 // VerifyDKIM.
 func ReadMessage(msg io.Reader) (*Message, error) {
 	rd := readers.Get().(*msgReader)
-	rd.c.r, rd.c.prevCR, rd.c.out = msg, false, nil
-	rd.br.Reset(&rd.c)
-	head, err := readHead(rd.br, maxHeadBytes)
-	if err != nil {
-		rd.release()
-		return nil, err
+	head := rd.head[:0]
+	end := -1
+	for end < 0 && len(head) < maxHeadBytes {
+		if cap(head)-len(head) < 16<<10 {
+			head = append(head, make([]byte, 32<<10)...)[:len(head)]
+		}
+		n, err := msg.Read(head[len(head):cap(head)])
+		from := max(0, len(head)-2)
+		head = head[:len(head)+n]
+		end = headEnd(head, from)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			rd.head = head
+			rd.release()
+			return nil, err
+		}
 	}
-	return &Message{Head: head, rest: rd.br, rd: rd}, nil
+	rd.head = head
+	if end < 0 {
+		end = min(len(head), maxHeadBytes)
+	}
+	return &Message{Head: head[:end:end], pre: head[end:], rest: msg, rd: rd}, nil
+}
+
+// headEnd returns the end of the header section in b (after the empty
+// line), looking at line ends from from on, or -1.
+func headEnd(b []byte, from int) int {
+	if from == 0 {
+		// No header at all: the message starts with the empty line.
+		if len(b) > 0 && b[0] == '\n' {
+			return 1
+		}
+		if len(b) > 1 && b[0] == '\r' && b[1] == '\n' {
+			return 2
+		}
+	}
+	for i := from; i < len(b); {
+		j := bytes.IndexByte(b[i:], '\n')
+		if j < 0 {
+			return -1
+		}
+		i += j + 1
+		switch {
+		case i < len(b) && b[i] == '\n':
+			return i + 1
+		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
+			return i + 2
+		}
+	}
+	return -1
 }
 
 func (rd *msgReader) release() {
-	rd.c.r = nil
-	rd.br.Reset(nil)
+	if cap(rd.head) > 64<<10 {
+		rd.head = make([]byte, 0, 32<<10) // do not keep a huge header
+	}
 	readers.Put(rd)
 }
 
+// Close releases m's buffers, unless VerifyDKIM did: Head is no longer
+// valid after it.
+func (m *Message) Close() {
+	if m.rd != nil {
+		m.rd.release()
+	}
+	m.rd, m.Head, m.fields, m.pre, m.rest = nil, nil, nil, nil, nil
+}
+
+// fieldsOf returns the message's header fields, split once.
+func (m *Message) fieldsOf() []field {
+	if m.fields == nil {
+		m.fields = headerFields(m.Head)
+	}
+	return m.fields
+}
+
 // From returns the message's RFC 5322.From domains.
+// The whole header section is searched (fieldsNamed), so that a From
+// cannot hide behind maxHeaderFields other fields.
 func (m *Message) From() FromDomains { return fromDomains(fieldsNamed(m.Head, "from")) }
 
-// VerifyDKIM is the function VerifyDKIM for m; it reads the body, once.
+// VerifyDKIM is the function VerifyDKIM for m; it reads the body, once,
+// and releases m's buffers: m is not to be used after it.
 func (m *Message) VerifyDKIM(ctx context.Context, r Resolver) []DKIMResult {
-	head, br := m.Head, m.rest
-	m.rest = strings.NewReader("")
-	if m.rd != nil {
-		defer m.rd.release()
-		m.rd = nil
+	rd := m.rd
+	if rd == nil {
+		return nil // used already
 	}
-	var sigs []DKIMResult
-	for _, f := range fieldsNamed(head, "dkim-signature") {
-		if strings.EqualFold(f.name, "dkim-signature") && len(sigs) < MaxSignatures {
-			tags := parseTags(unfold(f.value))
-			sigs = append(sigs, DKIMResult{Domain: strings.ToLower(tags["d"]), Selector: tags["s"], Algorithm: tags["a"], Identifier: tags["i"]})
+	defer m.Close()
+	fs := m.fieldsOf()
+	var sigs []dkimSig
+	var res []DKIMResult
+	for _, f := range fieldsNamed(m.Head, "dkim-signature") {
+		if len(sigs) == MaxSignatures {
+			break
+		}
+		if strings.EqualFold(f.name, "dkim-signature") {
+			sigs = append(sigs, dkimSig{field: f})
 		}
 	}
 	if len(sigs) == 0 {
 		return nil
 	}
-	lookup := func(name string) ([]string, error) {
-		txt, err := r.LookupTXT(ctx, name)
-		return txt, normalizeErr(name, err)
-	}
-	vs, err := dkim.VerifyWithOptions(io.MultiReader(strings.NewReader(string(head)), br),
-		&dkim.VerifyOptions{LookupTXT: lookup, MaxVerifications: MaxSignatures})
-	if err != nil && !errors.Is(err, dkim.ErrTooManySignatures) {
-		for i := range sigs {
-			sigs[i].Status, sigs[i].Reason = PermError, err.Error()
-		}
-		return sigs
-	}
+	res = make([]DKIMResult, len(sigs))
+	now := time.Now()
+	var lookups []int
 	for i := range sigs {
-		if i >= len(vs) {
-			sigs[i].Status, sigs[i].Reason = PermError, "not verified"
+		s := &sigs[i]
+		s.res = &res[i]
+		bad := parseSigTags(unfold(s.field.value), &s.tags)
+		t := &s.tags
+		*s.res = DKIMResult{Domain: strings.ToLower(stripWS(t.d)), Selector: stripWS(t.s), Algorithm: stripWS(t.a), Identifier: stripWS(t.i)}
+		if bad == "" {
+			bad = t.check(now)
+		}
+		if bad != "" {
+			s.res.Status, s.res.Reason = PermError, "dkim: "+bad
 			continue
 		}
-		v := vs[i]
-		if v.Domain != "" {
-			sigs[i].Domain = strings.ToLower(v.Domain)
+		lookups = append(lookups, i)
+	}
+	// The key lookups run at once, each bounded by ctx.
+	fetch := func(i int) {
+		s := &sigs[i]
+		s.key, s.res.Status, s.res.Reason = lookupKey(ctx, r, &s.tags)
+	}
+	if len(lookups) == 1 {
+		fetch(lookups[0])
+	} else if len(lookups) > 1 {
+		var wg sync.WaitGroup
+		for _, i := range lookups {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				fetch(i)
+			}()
 		}
-		sigs[i].Status, sigs[i].Reason = dkimStatus(v.Err)
-		if ctx.Err() != nil && sigs[i].Status != Pass {
-			sigs[i].Status, sigs[i].Reason = TempError, "deadline passed"
+		wg.Wait()
+	}
+	var need [2]bool
+	for _, i := range lookups {
+		s := &sigs[i]
+		if s.key == nil {
+			continue
+		}
+		if s.res.Status, s.res.Reason = s.withKey(); s.res.Status == "" {
+			need[s.body] = true
 		}
 	}
-	return sigs
+	if need[0] || need[1] {
+		sums, err := m.hashBody(rd, need)
+		for _, i := range lookups {
+			s := &sigs[i]
+			if s.key == nil || s.res.Status != "" {
+				continue
+			}
+			if err != nil {
+				s.res.Status, s.res.Reason = TempError, "reading message: "+err.Error()
+				continue
+			}
+			s.res.Status, s.res.Reason = s.finish(fs, sums[s.body], rd.hdr[:0])
+		}
+	}
+	for i := range res {
+		if ctx.Err() != nil && res[i].Status != Pass {
+			res[i].Status, res[i].Reason = TempError, "deadline passed"
+		}
+	}
+	return res
 }
 
-// dkimStatus maps a verification error to a result.
-func dkimStatus(err error) (Status, string) {
-	switch {
-	case err == nil:
-		return Pass, ""
-	case dkim.IsTempFail(err):
-		return TempError, err.Error()
-	case dkim.IsPermFail(err):
-		return PermError, err.Error()
-	case strings.Contains(err.Error(), "body length tag"):
-		return Policy, "l= tag: part of the body is unsigned"
+// hashBody streams the body through the canonicalizations needed (0
+// simple, 1 relaxed) and returns their SHA-256 sums.
+func (m *Message) hashBody(rd *msgReader, need [2]bool) ([2][]byte, error) {
+	var cs [2]bodyCanon
+	for i := range cs {
+		if need[i] {
+			if rd.out[i] == nil {
+				rd.out[i] = make([]byte, 0, 2*len(rd.chunk)+flushBytes)
+			}
+			cs[i].reset(sha256.New(), i == 1, rd.out[i])
+		}
 	}
-	return Fail, err.Error()
+	feed := func(p []byte) {
+		for i := range cs {
+			if need[i] {
+				cs[i].write(p)
+			}
+		}
+	}
+	feed(m.pre)
+	var err error
+	for m.rest != nil {
+		n, rerr := m.rest.Read(rd.chunk[:])
+		feed(rd.chunk[:n])
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			err = rerr
+			break
+		}
+	}
+	var sums [2][]byte
+	for i := range cs {
+		if need[i] {
+			sums[i] = cs[i].sum()
+			rd.out[i] = cs[i].out[:0]
+		}
+	}
+	return sums, err
 }
 
 // maxHeadBytes bounds the header section read; a longer one is treated
 // as if it ended there.
 const maxHeadBytes = 1 << 20
-
-// readHead returns the header section (through the empty line, if any)
-// from br, at most limit bytes.
-func readHead(br *bufio.Reader, limit int) ([]byte, error) {
-	var head []byte
-	for len(head) < limit {
-		line, err := br.ReadSlice('\n')
-		head = append(head, line...)
-		if err == bufio.ErrBufferFull {
-			continue
-		}
-		if err != nil {
-			if err == io.EOF {
-				return head, nil
-			}
-			return head, err
-		}
-		if len(line) <= 2 && strings.TrimRight(string(line), "\r\n") == "" {
-			return head, nil
-		}
-	}
-	return head, nil
-}
 
 // parseTags parses a tag=value list (RFC 6376 3.2); white space inside
 // values is removed.
@@ -189,35 +300,4 @@ func parseTags(s string) map[string]string {
 		m[strings.TrimSpace(k)] = strings.Join(strings.Fields(v), "")
 	}
 	return m
-}
-
-// crlfReader turns LF line endings into CRLF, which DKIM's canonical form
-// has (RFC 6376 3.4); CRLF stays as it is.
-type crlfReader struct {
-	r      io.Reader
-	prevCR bool
-	buf    [8 << 10]byte
-	outBuf [16 << 10]byte // a read of buf grows at most twice
-	out    []byte
-}
-
-func (c *crlfReader) Read(p []byte) (int, error) {
-	for len(c.out) == 0 {
-		n, err := c.r.Read(c.buf[:min(len(c.buf), max(len(p)/2, 1))])
-		o := c.outBuf[:0]
-		for _, b := range c.buf[:n] {
-			if b == '\n' && !c.prevCR {
-				o = append(o, '\r')
-			}
-			o = append(o, b)
-			c.prevCR = b == '\r'
-		}
-		c.out = o
-		if n == 0 && err != nil {
-			return 0, err
-		}
-	}
-	n := copy(p, c.out)
-	c.out = c.out[n:]
-	return n, nil
 }

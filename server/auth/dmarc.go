@@ -71,15 +71,14 @@ func LookupDMARC(ctx context.Context, r Resolver, domain string) DMARCRecord {
 			return rec
 		}
 		rec.At = d
-		parsed, err := dmarc.Parse(found[0])
-		if err != nil {
-			rec.Status, rec.Reason = PermError, err.Error()
+		p := parseDMARC(found[0])
+		if p.err != "" {
+			rec.Status, rec.Reason = PermError, p.err
 			return rec
 		}
-		rec.Status, rec.Record = Pass, parsed
-		switch p := dmarc.Policy(parseTags(found[0])["np"]); p {
-		case dmarc.PolicyNone, dmarc.PolicyQuarantine, dmarc.PolicyReject:
-			rec.NP = p
+		rec.Status, rec.Record = Pass, p.rec
+		if p.np != "" {
+			rec.NP = p.np
 			rec.Missing = rec.At != domain && !exists(ctx, r, domain)
 		}
 		return rec
@@ -170,4 +169,35 @@ func exists(ctx context.Context, r Resolver, d string) bool {
 	}
 	_, err := r.LookupMX(ctx, d)
 	return err == nil || !notFound(err)
+}
+
+// parsedDMARC is a parsed DMARC record: the record (shared: read only),
+// its DMARCbis np= policy, or the parse error.
+type parsedDMARC struct {
+	rec *dmarc.Record
+	np  dmarc.Policy
+	err string
+}
+
+// dmarcCache maps a record's text to its parse, as keyCache does keys.
+var dmarcCache = textCache[parsedDMARC]{m: make(map[string]parsedDMARC)}
+
+// parseDMARC parses a DMARC record, once per text.
+func parseDMARC(txt string) parsedDMARC {
+	if p, ok := dmarcCache.get(txt); ok {
+		return p
+	}
+	var p parsedDMARC
+	rec, err := dmarc.Parse(txt)
+	if err != nil {
+		p.err = err.Error()
+	} else {
+		p.rec = rec
+		switch np := dmarc.Policy(parseTags(txt)["np"]); np {
+		case dmarc.PolicyNone, dmarc.PolicyQuarantine, dmarc.PolicyReject:
+			p.np = np
+		}
+	}
+	dmarcCache.put(txt, p)
+	return p
 }

@@ -166,3 +166,19 @@ func TestFormatResults(t *testing.T) {
 		t.Errorf("no results: %q", got)
 	}
 }
+
+// TestDMARCParseCache: a record's text is parsed once (the same parse is
+// returned), and a changed record is parsed anew.
+func TestDMARCParseCache(t *testing.T) {
+	s, r := setup(t, `_dmarc.cached.test. TXT "v=DMARC1; p=reject; np=quarantine"`)
+	a, b := LookupDMARC(ctx(t), r, "cached.test"), LookupDMARC(ctx(t), r, "cached.test")
+	if a.Status != Pass || a.Record != b.Record || a.NP != "quarantine" {
+		t.Fatalf("%+v %+v: want one shared parse", a, b)
+	}
+	if err := s.Set(`_dmarc.cached.test. TXT "v=DMARC1; p=none"`); err != nil {
+		t.Fatal(err)
+	}
+	if c := LookupDMARC(ctx(t), r, "cached.test"); c.Record.Policy != "none" || c.NP != "" {
+		t.Fatalf("changed record: %+v", c.Record)
+	}
+}

@@ -10,6 +10,7 @@ import (
 // lines included, line ends kept).
 type field struct {
 	name  string
+	raw   []byte // the name as written, white space before the colon kept
 	value []byte
 }
 
@@ -49,6 +50,7 @@ func fieldsNamed(msg []byte, name string) []field {
 			if kept {
 				fs = append(fs, field{
 					name:  string(n),
+					raw:   line[:colon],
 					value: msg[off+colon+1 : end : len(msg)],
 				})
 			}
@@ -62,8 +64,17 @@ func fieldsNamed(msg []byte, name string) []field {
 
 // unfold joins a field value's lines (RFC 5322 2.2.3) and trims it.
 func unfold(v []byte) string {
-	s := strings.NewReplacer("\r\n", "", "\n", "", "\r", "").Replace(string(v))
-	return strings.TrimSpace(s)
+	v = bytes.TrimSpace(v)
+	if bytes.IndexAny(v, "\r\n") < 0 {
+		return string(v)
+	}
+	b := make([]byte, 0, len(v))
+	for _, c := range v {
+		if c != '\r' && c != '\n' {
+			b = append(b, c)
+		}
+	}
+	return string(bytes.TrimSpace(b))
 }
 
 // FromDomains are the RFC 5322.From domains of a message (RFC 7489 3.1):

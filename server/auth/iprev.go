@@ -36,23 +36,60 @@ func CheckIPRev(ctx context.Context, r Resolver, ip netip.Addr) IPRevResult {
 		res.Status, res.Reason = TempError, "PTR lookup: "+err.Error()
 		return res
 	}
-	temp := false
-	for i, name := range names {
-		if i == maxPTRNames {
-			break
-		}
-		name = strings.ToLower(strings.TrimSuffix(name, "."))
-		addrs, err := r.LookupIPAddr(ctx, name)
+	if len(names) > maxPTRNames {
+		names = names[:maxPTRNames]
+	}
+	// The forward lookups of all the names run at once (RFC 8601 3 asks
+	// for each): a slow DNS costs one round trip after the PTR, not one
+	// per name. The first name in PTR order that confirms wins.
+	type fwd struct{ pass, temp, done bool }
+	got := make([]fwd, len(names))
+	check := func(ctx context.Context, i int) fwd {
+		addrs, err := r.LookupIPAddr(ctx, normName(names[i]))
 		if err != nil {
-			temp = temp || !notFound(err)
-			continue
+			return fwd{temp: !notFound(err), done: true}
 		}
 		for _, a := range addrs {
 			if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
-				res.Status, res.Name = Pass, name
-				return res
+				return fwd{pass: true, done: true}
 			}
 		}
+		return fwd{done: true}
+	}
+	if len(names) == 1 {
+		got[0] = check(ctx, 0)
+	} else {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel() // a confirmed name stops the lookups still out
+		type answer struct {
+			i int
+			f fwd
+		}
+		answers := make(chan answer, len(names))
+		for i := range names {
+			go func() { answers <- answer{i, check(ctx, i)} }()
+		}
+	wait:
+		for range names {
+			a := <-answers
+			got[a.i] = a.f
+			for _, f := range got {
+				switch {
+				case f.pass:
+					break wait
+				case !f.done:
+					continue wait
+				}
+			}
+		}
+	}
+	temp := false
+	for i, f := range got {
+		if f.pass {
+			res.Status, res.Name = Pass, normName(names[i])
+			return res
+		}
+		temp = temp || f.temp
 	}
 	if temp {
 		res.Status, res.Reason = TempError, "forward lookup failed"
@@ -61,3 +98,6 @@ func CheckIPRev(ctx context.Context, r Resolver, ip netip.Addr) IPRevResult {
 	res.Status, res.Reason = Fail, "PTR name does not resolve to the address"
 	return res
 }
+
+// normName is a PTR name as iprev reports it: lowercase, no final dot.
+func normName(name string) string { return strings.ToLower(strings.TrimSuffix(name, ".")) }

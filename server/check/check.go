@@ -191,14 +191,27 @@ func MergeCuts(a, b [][2]int64) [][2]int64 {
 var ErrBusy = errors.New("check: pool busy")
 
 // Pool runs checks that must block (a library without a callback API) on
-// a fixed number of goroutines, never one per session.
+// a bounded number of goroutines, never one per session: a fixed set
+// (NewPool), or goroutines started as checks come, up to a bound
+// (NewPoolOnDemand), for checks that mostly wait on the network.
 type Pool struct {
 	q chan task
+
+	// On demand: the goroutines running (at most max); mu guards
+	// running and the hand-over of the queue, so that a check queued as
+	// the last goroutine leaves is never stranded.
+	mu      sync.Mutex
+	running int
+	max     int
+	// idle hands a check to a resident goroutine waiting for one (they
+	// keep their grown stacks; one started for a check begins small).
+	idle chan task
 }
 
 type task struct {
 	ctx    context.Context
 	cancel context.CancelFunc
+	stop   func() bool // stops the deadline's completion
 	fn     func(context.Context) Verdict
 	r      *Result
 	policy Verdict
@@ -213,16 +226,84 @@ func NewPool(workers, queue int) *Pool {
 	return p
 }
 
+// NewPoolOnDemand returns a pool of keep resident goroutines that, when
+// they are all busy, starts a goroutine for a check while fewer than max
+// of those are running (each takes the queued checks when it is done,
+// then ends), and queues at most queue checks past them: at most
+// keep+max goroutines at once, keep while idle.
+func NewPoolOnDemand(keep, max, queue int) *Pool {
+	p := &Pool{q: make(chan task, queue), max: max, idle: make(chan task)}
+	for range keep {
+		go func() {
+			for t := range p.idle {
+				t.run()
+			}
+		}()
+	}
+	return p
+}
+
 func (p *Pool) work() {
 	for t := range p.q {
-		if t.ctx.Err() == nil {
-			v := t.fn(t.ctx)
-			if t.ctx.Err() != nil {
-				v = t.policy // what a check says past its deadline does not count
-			}
-			t.r.Complete(v)
+		t.run()
+	}
+}
+
+// runOnDemand runs t, then the queued checks, until the queue is empty.
+func (p *Pool) runOnDemand(t task) {
+	for {
+		t.run()
+		p.mu.Lock()
+		select {
+		case t = <-p.q:
+			p.mu.Unlock()
+		default:
+			p.running--
+			p.mu.Unlock()
+			return
 		}
-		t.cancel()
+	}
+}
+
+func (t *task) run() {
+	if t.ctx.Err() == nil {
+		v := t.fn(t.ctx)
+		if t.ctx.Err() != nil {
+			v = t.policy // what a check says past its deadline does not count
+		}
+		t.r.Complete(v)
+	}
+	t.stop()
+	t.cancel()
+}
+
+// submit queues t or starts a goroutine for it; false when full.
+func (p *Pool) submit(t task) bool {
+	if p.max == 0 {
+		select {
+		case p.q <- t:
+			return true
+		default:
+			return false
+		}
+	}
+	select {
+	case p.idle <- t: // a resident goroutine was waiting
+		return true
+	default:
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.running < p.max {
+		p.running++
+		go p.runOnDemand(t)
+		return true
+	}
+	select {
+	case p.q <- t:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -232,15 +313,23 @@ func (p *Pool) work() {
 func (p *Pool) Go(timeout time.Duration, policy Verdict, fn func(context.Context) Verdict) *Result {
 	r := New()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	select {
-	case p.q <- task{ctx, cancel, fn, r, policy}:
-	default:
+	// The deadline completes r even while fn ignores its context; one
+	// timer (the context's) serves both, stopped when fn returns.
+	stop := context.AfterFunc(ctx, func() { r.Complete(policy) })
+	if !p.submit(task{ctx, cancel, stop, fn, r, policy}) {
+		stop()
 		cancel()
 		r.Complete(policy)
-		return r
 	}
-	return Timeout(r, timeout, policy)
+	return r
 }
 
-// Close stops the workers once the queue is drained.
-func (p *Pool) Close() { close(p.q) }
+// Close stops the workers once the queue is drained (and a pool on
+// demand's resident ones). No check may be started after it.
+func (p *Pool) Close() {
+	if p.max == 0 {
+		close(p.q)
+	} else {
+		close(p.idle)
+	}
+}

@@ -3,6 +3,7 @@ package check
 import (
 	"context"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -72,7 +73,12 @@ func TestAllOrder(t *testing.T) {
 // queue answers the policy at once, and a check past its timeout answers
 // the policy and sees its context cancelled.
 func TestPoolBounded(t *testing.T) {
-	p := NewPool(2, 1)
+	t.Run("fixed", func(t *testing.T) { testPoolBounded(t, NewPool(2, 1)) })
+	t.Run("on demand", func(t *testing.T) { testPoolBounded(t, NewPoolOnDemand(0, 2, 1)) })
+	t.Run("on demand, resident", func(t *testing.T) { testPoolBounded(t, NewPoolOnDemand(1, 1, 1)) })
+}
+
+func testPoolBounded(t *testing.T, p *Pool) {
 	defer p.Close()
 	policy := Verdict{Reply: proto.NewReply(451, "4.7.0", "busy or late")}
 	release := make(chan struct{})
@@ -139,4 +145,39 @@ func TestCutsCombine(t *testing.T) {
 			t.Fatalf("cuts %v, want %v", v.Cut, want)
 		}
 	}
+}
+
+// TestPoolOnDemand: a pool on demand runs every one of many short checks
+// submitted from several goroutines (none stranded in the queue as its
+// last goroutine leaves), and holds only its resident goroutines once
+// idle.
+func TestPoolOnDemand(t *testing.T) {
+	before := runtime.NumGoroutine()
+	p := NewPoolOnDemand(2, 4, 10000)
+	var wg sync.WaitGroup
+	var done atomic.Int32
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 500 {
+				r := p.Go(time.Minute, Verdict{Reply: proto.NewReply(451, "4.7.0", "busy")}, func(context.Context) Verdict { return Verdict{} })
+				if v := wait(t, r); v.Reply == nil {
+					done.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if done.Load() != 8*500 {
+		t.Fatalf("%d of %d checks ran", done.Load(), 8*500)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before+2 {
+		t.Fatalf("%d goroutines left running, %d before and 2 resident", n, before)
+	}
+	p.Close()
 }

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# auth.sh: issue 10's sender authentication scenario. nanomx pinned to CPU
+# 0 (GOMAXPROCS=1, as in bench/nanode.sh) receives 50 sessions × 10 KB,
+# every message DKIM-signed (rsa-sha256, 2048 bits, relaxed/relaxed) from
+# 127.0.0.2-51 (each with a confirming PTR name), with the checks off, on
+# against a local DNS server (bench/authdns, on CPU 1 with the load), and
+# on with that server answering every query after 500 ms. Each run starts a
+# fresh server (a cold DNS cache: each run pays the DNS latency for the
+# first messages, as after a restart), lasts AUTH_DURATION, and every acked
+# message is looked up in the Maildir. The variants alternate within each
+# of AUTH_ROUNDS rounds; the table gives medians, min-max and the ratios
+# to checks off, for each fsync setting in AUTH_FSYNC.
+#
+# Usage: bash bench/auth.sh OUT.md (make build first). Called by
+# bench/nanode.sh; about 100 s with the defaults.
+#
+# Environment: AUTH_DURATION (default 10s), AUTH_ROUNDS (3), AUTH_FSYNC
+# ("true": durable, as users run it; "true false" adds fsync off),
+# AUTH_SERVER_BIN (the nanomx that serves; default bin/nanomx).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=$ROOT/bin/nanomx
+SERVER_BIN=${AUTH_SERVER_BIN:-$BIN} # another build's server, to compare
+OUTMD=${1:-$ROOT/bench/AUTH.md}
+DURATION=${AUTH_DURATION:-10s}
+ROUNDS=${AUTH_ROUNDS:-3}
+FSYNCS=${AUTH_FSYNC:-true}
+SERVER_CPU=0
+LOAD_CPU=1
+
+log() { echo "auth: $*" >&2; }
+die() { log "$*"; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
+[ -x "$BIN" ] || die "$BIN missing: run make build"
+command -v taskset >/dev/null || die "taskset not found (util-linux)"
+
+WORK=$(mktemp -d "$ROOT/bench/.auth.XXXXXX")
+PIDS=()
+cleanup() {
+	local rc=$?
+	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+	for pid in "${PIDS[@]}"; do
+		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$pid" 2>/dev/null || true
+	done
+	rm -rf "$WORK"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+go build -o "$WORK/authdns" ./bench/authdns
+
+# Two DNS servers with the same zone and key: one prompt, one slow. They
+# run on the load CPU: the DNS server is the network, not the MX.
+start_dns() { # NAME DELAY
+	taskset -c $LOAD_CPU "$WORK/authdns" -key "$WORK/dkim-$1.pem" -delay "$2" >"$WORK/dns-$1.addr" 2>"$WORK/dns-$1.log" &
+	PIDS+=($!)
+	for _ in $(seq 100); do [ -s "$WORK/dns-$1.addr" ] && break; sleep 0.1; done
+	[ -s "$WORK/dns-$1.addr" ] || die "authdns $1 did not start: $(cat "$WORK/dns-$1.log")"
+}
+start_dns fast 0s
+start_dns slow 500ms
+DNS_FAST=$(cat "$WORK/dns-fast.addr")
+DNS_SLOW=$(cat "$WORK/dns-slow.addr")
+
+PORT=$(free_port 2801)
+RES=$WORK/results
+mkdir -p "$RES"
+ALL=()
+FAILED=()
+N=0
+
+# run FSYNC VARIANT: one fresh server, one bench run into a fresh Maildir.
+run() {
+	local fsync=$1 variant=$2 checks=false dns=$DNS_FAST key=$WORK/dkim-fast.pem
+	case $variant in
+	"checks on") checks=true ;;
+	"checks on (DNS 500 ms)") checks=true dns=$DNS_SLOW key=$WORK/dkim-slow.pem ;;
+	esac
+	N=$((N + 1))
+	local dir=$WORK/m$N
+	mkdir -p "$dir"
+	sync
+	fs_wait "$WORK/probe"
+	cat >"$WORK/n$N.toml" <<EOF
+hostname = "mx.bench.test"
+listen = ["127.0.0.1:$PORT"]
+maildir_root = "$dir"
+domains = ["bench.test"]
+postmaster = "bench@bench.test"
+mailboxes = ["bench@bench.test"]
+max_connections_per_ip = 20000
+fsync = $fsync
+log_level = "warn"
+dns_servers = ["$dns"]
+dns_timeout = "2s"
+spf = $checks
+dkim = $checks
+dmarc = $checks
+iprev = $checks
+EOF
+	taskset -c $SERVER_CPU env GOMAXPROCS=1 GOMEMLIMIT=700MiB "$SERVER_BIN" serve -config "$WORK/n$N.toml" >"$WORK/s$N.log" 2>&1 &
+	local pid=$!
+	PIDS+=($pid)
+	wait_port "$PORT" || die "nanomx did not start: $(cat "$WORK/s$N.log")"
+	local label="fsync $([ "$fsync" = true ] && echo on || echo off) · $variant"
+	local out="$RES/$N.json" rc=0
+	log "round $ROUND, $label"
+	taskset -c $LOAD_CPU "$BIN" bench -label "$label" -target "127.0.0.1:$PORT" -seed 1 \
+		-from alice@sender.test -to bench@bench.test -dkim-key "$key" \
+		-conns 50 -size 10KB -duration "$DURATION" -pid "$pid" \
+		-verify-maildir "$dir/bench.test/bench" -json >"$out" || rc=$?
+	[ $rc -le 1 ] && [ -s "$out" ] || die "$label failed (exit $rc)"
+	[ $rc -eq 0 ] || FAILED+=("$label (round $ROUND)")
+	if [ "$checks" = true ]; then
+		# The checks ran and passed: the last message stored says so.
+		local f
+		f=$(find "$dir/bench.test/bench/new" -type f -print -quit)
+		for want in spf=pass dkim=pass dmarc=pass iprev=pass; do
+			grep -q "$want" "$f" || FAILED+=("$label: no $want in a stored message (round $ROUND)")
+		done
+	fi
+	kill "$pid"
+	for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	ALL+=("$out")
+}
+
+T0=$(date +%s)
+for ROUND in $(seq "$ROUNDS"); do
+	for fsync in $FSYNCS; do
+		for variant in "checks off" "checks on" "checks on (DNS 500 ms)"; do
+			run "$fsync" "$variant"
+		done
+	done
+done
+T1=$(date +%s)
+
+MATRIX=$("$BIN" bench -matrix -ratios "checks on/checks off,checks on (DNS 500 ms)/checks off" "${ALL[@]}")
+CELLS=$("$BIN" bench -cells "${ALL[@]}")
+# cpu LABEL: the median over the rounds of the server's CPU ms per message.
+json_num() { sed -n "s/.*\"$2\":\([0-9.eE+-]*\).*/\1/p" "$1" | head -n 1; }
+median() { sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+cpu() {
+	for f in "${ALL[@]}"; do
+		if grep -q "\"label\":\"$1\"" "$f"; then json_num "$f" cpu_ms_per_msg; fi
+	done | median
+}
+EXTRA=
+for fsync in $FSYNCS; do
+	row="fsync $([ "$fsync" = true ] && echo on || echo off)"
+	off=$(cpu "$row · checks off")
+	on=$(cpu "$row · checks on")
+	EXTRA+="- $row: the checks cost $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.0f", 1000 * (a - b)}') µs of server CPU per message ($(awk -v a="$on" 'BEGIN {printf "%.0f", 1000 * a}') µs on, $(awk -v b="$off" 'BEGIN {printf "%.0f", 1000 * b}') µs off; medians)."$'\n'
+done
+{
+	cat <<EOF
+## Sender authentication (issue 10)
+
+50 sessions × 10 KB, every message DKIM-signed (rsa-sha256, 2048 bits,
+relaxed/relaxed) for sender.test from 127.0.0.2-51, each with a confirming
+PTR name: the checks off, all on (SPF, DKIM, DMARC, iprev) against a local
+DNS server, and all on with that server answering every query after
+500 ms. Each run ($DURATION) starts a fresh server on CPU $SERVER_CPU
+(GOMAXPROCS=1), so its DNS cache is cold: the first message of each
+session waits for iprev (PTR, then A/AAAA) and SPF, DKIM and DMARC lookups;
+the rest find them cached. The variants alternate within each of $ROUNDS
+rounds ($((T1 - T0)) s in all); every acked message was found in the
+Maildir, and the checks on said spf, dkim, dmarc and iprev pass. Server
+CPU per message is nanomx's own (\`bash bench/auth.sh\`; the DNS server
+and the load run on CPU $LOAD_CPU).
+
+$MATRIX
+
+$EXTRA
+$CELLS
+EOF
+} >"$OUTMD"
+[ ${#FAILED[@]} -eq 0 ] || die "failed: ${FAILED[*]}"
+log "wrote $OUTMD in $((T1 - T0)) s"
