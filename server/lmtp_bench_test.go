@@ -1,15 +1,12 @@
 package server
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"testing"
 	"time"
 
-	"github.com/nanomx/nanomx/bench"
 	"github.com/nanomx/nanomx/server/lmtp/dovecottest"
 )
 
@@ -38,47 +35,14 @@ func BenchmarkLMTP(b *testing.B) {
 				name = fmt.Sprintf("lmtp/round=%d", round)
 			}
 			b.Run(name, func(b *testing.B) {
-				cfg := Defaults()
-				cfg.Hostname = "mx.example.test"
-				l, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					b.Fatal(err)
-				}
-				cfg.Listen = []string{l.Addr().String()}
-				l.Close()
-				dir, err := os.MkdirTemp("", "nanomx-bench-") // the disk Dovecot's store is on
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer os.RemoveAll(dir)
-				cfg.MaildirRoot = dir
-				cfg.Domains = []string{"example.test"}
-				cfg.Mailboxes = []string{"bob@example.test"}
-				cfg.Postmaster = "bob@example.test"
-				cfg.MaxConnectionsPerIP = 200
+				cfg := loadConfig(b, "") // the disk Dovecot's store is on
 				if lmtp {
 					cfg.Delivery = DeliveryLMTP
 					cfg.LMTP = d.Addr
 					cfg.LMTPTimeout = 30 * time.Second
 				}
 				r := start(b, cfg)
-				size, _ := bench.ParseSize("10KB")
-				var res *bench.Result
-				for i := 0; i < b.N; i++ {
-					res, err = bench.Run(context.Background(), bench.Config{
-						Target:        r.addr,
-						Conns:         50,
-						Duration:      time.Duration(secs) * time.Second,
-						MaxDuration:   time.Duration(secs+30) * time.Second,
-						Size:          size,
-						From:          "alice@example.org",
-						To:            []string{"bob@example.test"},
-						SpreadSources: true,
-					})
-					if err != nil {
-						b.Fatal(err)
-					}
-				}
+				res := runLoad(b, r.addr, secs)
 				e := res.Latency.EndOfData
 				b.Logf("%s: %d delivered, %d failed in %.1fs: %.0f msg/s; end of data p50 %.1f ms p99 %.1f ms",
 					name, res.Delivered, res.Failed, res.Elapsed, res.MsgsPerSec, e.P50, e.P99)

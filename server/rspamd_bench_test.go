@@ -37,46 +37,13 @@ func BenchmarkRspamd(b *testing.B) {
 			name = "rspamd=on"
 		}
 		b.Run(name, func(b *testing.B) {
-			cfg := Defaults()
-			cfg.Hostname = "mx.example.test"
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				b.Fatal(err)
-			}
-			cfg.Listen = []string{l.Addr().String()}
-			l.Close()
-			dir, err := os.MkdirTemp(benchDir(), "nanomx-bench-")
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer os.RemoveAll(dir)
-			cfg.MaildirRoot = dir
-			cfg.Domains = []string{"example.test"}
-			cfg.Mailboxes = []string{"bob@example.test"}
-			cfg.Postmaster = "bob@example.test"
-			cfg.MaxConnectionsPerIP = 200
+			cfg := loadConfig(b, benchDir())
 			cfg.RspamdOnError = RspamdOnErrorTempfail // a failed scan shows as a failed message
 			if on {
 				cfg.RspamdURL = rs.URL
 			}
 			r := start(b, cfg)
-			size, _ := bench.ParseSize("10KB")
-			var res *bench.Result
-			for i := 0; i < b.N; i++ {
-				res, err = bench.Run(context.Background(), bench.Config{
-					Target:        r.addr,
-					Conns:         50,
-					Duration:      time.Duration(secs) * time.Second,
-					MaxDuration:   time.Duration(secs+30) * time.Second,
-					Size:          size,
-					From:          "alice@example.org",
-					To:            []string{"bob@example.test"},
-					SpreadSources: true,
-				})
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
+			res := runLoad(b, r.addr, secs)
 			e := res.Latency.EndOfData
 			line := fmt.Sprintf("%s: %d delivered, %d failed in %.1fs: %.0f msg/s; end of data p50 %.1f ms p99 %.1f ms",
 				name, res.Delivered, res.Failed, res.Elapsed, res.MsgsPerSec, e.P50, e.P99)
@@ -118,4 +85,54 @@ func groupRSS(pgid int) int64 {
 		total += pages * int64(os.Getpagesize())
 	}
 	return total
+}
+
+// loadConfig is the server of the load benchmarks: bob@example.test,
+// Maildirs in a fresh folder under dir ("" for the temp directory),
+// removed when b ends.
+func loadConfig(b *testing.B, dir string) Config {
+	cfg := Defaults()
+	cfg.Hostname = "mx.example.test"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.Listen = []string{l.Addr().String()}
+	l.Close()
+	root, err := os.MkdirTemp(dir, "nanomx-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(root) })
+	cfg.MaildirRoot = root
+	cfg.Domains = []string{"example.test"}
+	cfg.Mailboxes = []string{"bob@example.test"}
+	cfg.Postmaster = "bob@example.test"
+	cfg.MaxConnectionsPerIP = 200
+	return cfg
+}
+
+// runLoad sends 50 sessions of 10 KB messages to addr for secs seconds,
+// b.N times, through the project's load generator, and returns the last
+// result.
+func runLoad(b *testing.B, addr string, secs int) *bench.Result {
+	size, _ := bench.ParseSize("10KB")
+	var res *bench.Result
+	for i := 0; i < b.N; i++ {
+		var err error
+		res, err = bench.Run(context.Background(), bench.Config{
+			Target:        addr,
+			Conns:         50,
+			Duration:      time.Duration(secs) * time.Second,
+			MaxDuration:   time.Duration(secs+30) * time.Second,
+			Size:          size,
+			From:          "alice@example.org",
+			To:            []string{"bob@example.test"},
+			SpreadSources: true,
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return res
 }

@@ -93,21 +93,8 @@ func (s *Spool) build(m *Message, sync Syncer) (*delivery, error) {
 	if err != nil {
 		return nil, err
 	}
-	var body []byte
-	if m.Body != nil {
-		body = m.Body.B
-	}
-	// The file is the trace fields followed by the client's bytes minus any
-	// Return-Path it sent and the check's cuts, written with one writev.
-	trace := m.Trace
-	if len(m.Headers) > 0 {
-		trace = append(trace[:len(trace):len(trace)], m.Headers...)
-	}
-	cut, err := cutSpans(m.Cut, int64(len(body)))
-	if err != nil {
-		return nil, err
-	}
-	segs, _, err := fileHeadCut(trace, body, false, cut, m.DropField)
+	// The file is written with one writev.
+	segs, err := segments(m)
 	if err != nil {
 		return nil, err
 	}

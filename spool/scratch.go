@@ -28,6 +28,13 @@ func Content(m *Message) ([][]byte, error) {
 	if m == nil || m.Spill != nil {
 		return nil, errors.New("spool: Content needs a message in memory")
 	}
+	return segments(m)
+}
+
+// segments are the bytes of an in-memory message's file, in order: the
+// trace fields and the checks' fields, then the client's bytes minus any
+// Return-Path it sent, the checks' cuts and the fields DropField names.
+func segments(m *Message) ([][]byte, error) {
 	var body []byte
 	if m.Body != nil {
 		body = m.Body.B
