@@ -95,9 +95,6 @@ func Start(t testing.TB, build func(sock string) string) *Server {
 	}
 }
 
-// Output returns what HAProxy wrote to stdout and stderr so far.
-func (s *Server) Output() string { return s.out.String() }
-
 // Cmd sends one command to the stats socket and returns the answer.
 func (s *Server) Cmd(cmd string) (string, error) {
 	c, err := net.DialTimeout("unix", s.Sock, time.Second)

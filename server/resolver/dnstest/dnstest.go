@@ -202,14 +202,6 @@ func (s *Server) MaxConcurrent() int {
 	return s.peak
 }
 
-// ResetCounts sets Queries, Count and MaxConcurrent back to zero.
-func (s *Server) ResetCounts() {
-	s.mu.Lock()
-	s.queries, s.peak = 0, 0
-	clear(s.counts)
-	s.mu.Unlock()
-}
-
 func (s *Server) logf(format string, args ...any) {
 	if s.tb != nil {
 		s.tb.Logf(format, args...)

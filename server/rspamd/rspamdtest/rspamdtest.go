@@ -31,7 +31,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -263,30 +262,4 @@ rspamd_config:register_symbol({
 		}
 	}
 	return nil
-}
-
-// Post sends msg to in's /checkv2 with the given request headers and
-// returns the raw JSON reply: for tests that capture rspamd's real shapes.
-func (in *Instance) Post(tb testing.TB, msg string, header map[string]string) []byte {
-	tb.Helper()
-	req, err := http.NewRequest(http.MethodPost, in.URL+"/checkv2", strings.NewReader(msg))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	if _, err := b.ReadFrom(resp.Body); err != nil {
-		tb.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		tb.Fatalf("rspamd: HTTP %d: %s", resp.StatusCode, b.String())
-	}
-	return b.Bytes()
 }
