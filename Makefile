@@ -58,7 +58,7 @@ crashtest:
 # fuzz: every fuzz target of FUZZPKGS for FUZZTIME each (go test -fuzz
 # takes one target at a time). New crashers land in <pkg>/testdata/fuzz/.
 FUZZTIME ?= 60s
-FUZZPKGS ?= ./proto/ ./server/addrbook/ ./server/screen/ ./server/proxyproto/
+FUZZPKGS ?= ./proto/ ./server/addrbook/ ./server/screen/ ./server/proxyproto/ ./server/auth/
 fuzz:
 	@set -e; for pkg in $(FUZZPKGS); do \
 		for target in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \

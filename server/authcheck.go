@@ -41,14 +41,16 @@ var (
 	ReplyHeaderTooLong = proto.NewReply(552, "5.3.4", "Message header section too large")
 )
 
-// authPoolKeep goroutines wait for checks; authPoolMax bounds the ones
-// started when those are busy. Most of a
+// authPoolKeep goroutines wait for checks (enough for the end of data of
+// 50 sessions at once: a goroutine started for a check begins with a
+// small stack and grows it, copying, in DKIM's verification; a resident
+// one keeps it); authPoolMax bounds the ones started when those are busy. Most of a
 // check is waiting on DNS, and a slow DNS must not make the checks wait
 // for each other (a goroutine costs a few KB and only while it runs);
 // the CPU work runs GOMAXPROCS at a time anyway. authPoolQueue bounds the
 // checks waiting past it; past that a check yields temperror at once.
 const (
-	authPoolKeep  = 16
+	authPoolKeep  = 64
 	authPoolMax   = 4096
 	authPoolQueue = 1024
 )
@@ -285,9 +287,14 @@ func (a *authChecker) Data(i *Info, body []byte) *check.Result {
 			looked = make(chan struct{})
 			go func() {
 				defer close(looked)
+				res := make([]auth.DMARCRecord, len(domains))
+				if len(domains) == 1 { // most messages: no second goroutine
+					res[0] = auth.LookupDMARC(ctx, a.r, domains[0])
+					recs = res
+					return
+				}
 				// At once (at most 4): slow domains listed first must not
 				// push the others past the deadline.
-				res := make([]auth.DMARCRecord, len(domains))
 				var wg sync.WaitGroup
 				for i, d := range domains {
 					wg.Add(1)

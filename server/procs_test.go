@@ -5,10 +5,10 @@ import (
 	"testing"
 )
 
-// TestTLSRaisesProcs checks that a server with TLS runs with GOMAXPROCS of
-// at least 2 (procs.go: a thread in syncfs must not hold the only P), and
-// that a plaintext server leaves GOMAXPROCS as it was.
-func TestTLSRaisesProcs(t *testing.T) {
+// TestRaisesProcs checks that a server runs with GOMAXPROCS of at least 2
+// (procs.go: a thread in syncfs must not hold the only P), plaintext or
+// TLS, and leaves a larger GOMAXPROCS as it was.
+func TestRaisesProcs(t *testing.T) {
 	old := runtime.GOMAXPROCS(0)
 	defer func() {
 		runtime.GOMAXPROCS(old)
@@ -18,8 +18,8 @@ func TestTLSRaisesProcs(t *testing.T) {
 	procsRaised.Store(false)
 	runtime.GOMAXPROCS(1)
 	r := start(t, testServerConfig(t))
-	if n := runtime.GOMAXPROCS(0); n != 1 {
-		t.Errorf("plaintext server: GOMAXPROCS %d, want it left at 1", n)
+	if n := runtime.GOMAXPROCS(0); n != minProcs {
+		t.Errorf("plaintext server: GOMAXPROCS %d, want %d", n, minProcs)
 	}
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
@@ -29,19 +29,18 @@ func TestTLSRaisesProcs(t *testing.T) {
 	runtime.GOMAXPROCS(1)
 	p := newTestPKI(t)
 	r = start(t, tlsServerConfig(t, p))
-	defer r.stop()
-	if n := runtime.GOMAXPROCS(0); n != minTLSProcs {
-		t.Errorf("TLS server: GOMAXPROCS %d, want %d", n, minTLSProcs)
+	if n := runtime.GOMAXPROCS(0); n != minProcs {
+		t.Errorf("TLS server: GOMAXPROCS %d, want %d", n, minProcs)
+	}
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
 	}
 
-	// TLS enabled later (a reload): the first STARTTLS raises it.
 	procsRaised.Store(false)
-	runtime.GOMAXPROCS(1)
-	c := dial(t, r.addr)
-	c.reply() // greeting
-	c.expect("EHLO client.example.org", "250")
-	c.starttls(t, p.Client())
-	if n := runtime.GOMAXPROCS(0); n != minTLSProcs {
-		t.Errorf("after STARTTLS: GOMAXPROCS %d, want %d", n, minTLSProcs)
+	runtime.GOMAXPROCS(3)
+	r = start(t, testServerConfig(t))
+	defer r.stop()
+	if n := runtime.GOMAXPROCS(0); n != 3 {
+		t.Errorf("GOMAXPROCS 3 before: %d after start, want it left at 3", n)
 	}
 }

@@ -505,9 +505,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return fmt.Errorf("listen %s: %w", strings.Join(s.cfg.Listen, ", "), listenCause(err))
 	case <-s.booted:
 	}
-	if s.live.Load().tls != nil {
-		s.raiseProcs() // procs.go
-	}
+	s.raiseProcs() // procs.go
 	s.log.Info().Strs("listen", s.cfg.Listen).Str("hostname", s.cfg.Hostname).
 		Str("maildir_root", s.cfg.MaildirRoot).Msg("nanomx ready")
 	s.logProxyReady()

@@ -75,7 +75,6 @@ func (c *conn) StartTLS() *proto.Reply {
 		c.srv.stats.TLSRefused.Add(1)
 		return proto.ReplyTLSUnavailable
 	}
-	c.srv.raiseProcs()
 	return nil
 }
 

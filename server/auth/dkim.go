@@ -167,7 +167,7 @@ func (m *Message) VerifyDKIM(ctx context.Context, r Resolver) []DKIMResult {
 		if len(sigs) == MaxSignatures {
 			break
 		}
-		if strings.EqualFold(f.name, "dkim-signature") {
+		if nameIs(f.name, "dkim-signature") {
 			sigs = append(sigs, dkimSig{field: f})
 		}
 	}

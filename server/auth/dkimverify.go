@@ -437,7 +437,7 @@ func (s *dkimSig) finish(fs []field, bodyHash []byte, scratch []byte) (Status, s
 	var used []int
 	for _, name := range tagList(s.tags.h) {
 		for i := len(fs) - 1; i >= 0; i-- {
-			if !strings.EqualFold(fs[i].name, name) || containsInt(used, i) {
+			if !nameIs(fs[i].name, name) || containsInt(used, i) {
 				continue
 			}
 			used = append(used, i)
@@ -487,7 +487,12 @@ func canonHeader(dst []byte, f field, relaxed, emptyB bool) []byte {
 		dst = append(dst, ':')
 		return appendCRLF(dst, v)
 	}
-	dst = append(dst, strings.ToLower(strings.TrimRight(f.name, " \t"))...)
+	for _, c := range f.name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
 	dst = append(dst, ':')
 	// Unfold, turn white space runs into one space, trim both ends.
 	ws, any := false, false
@@ -574,6 +579,10 @@ func (b *bodyCanon) text(p []byte) {
 		}
 		return
 	}
+	if len(p) > 0 && bytes.IndexByte(p, '\t') < 0 && bytes.Index(p, doubleSpace) < 0 {
+		b.single(p)
+		return
+	}
 	for len(p) > 0 {
 		j := 0
 		for j < len(p) && (p[j] == ' ' || p[j] == '\t') {
@@ -598,6 +607,34 @@ func (b *bodyCanon) text(p []byte) {
 		p = p[k:]
 	}
 }
+
+// single appends relaxed line content whose every run of white space is
+// one SP already, as in most text: it goes out as it is, but for a space
+// that continues a pending run and a space at its end, which waits (it is
+// dropped if the line ends there).
+func (b *bodyCanon) single(p []byte) {
+	if b.ws && len(p) > 0 && p[0] == ' ' {
+		p = p[1:]
+	}
+	trailing := len(p) > 0 && p[len(p)-1] == ' '
+	if trailing {
+		p = p[:len(p)-1]
+	}
+	if len(p) > 0 {
+		b.lineStart()
+		if b.ws {
+			b.out = append(b.out, ' ')
+			b.ws = false
+		}
+		b.out = append(b.out, p...)
+	}
+	if trailing {
+		b.ws = true
+	}
+}
+
+// doubleSpace is the white space run the fast path of text looks for.
+var doubleSpace = []byte("  ")
 
 // lineStart writes the empty lines held back once the line has content.
 func (b *bodyCanon) lineStart() {
@@ -639,14 +676,20 @@ func (b *bodyCanon) write(p []byte) {
 			b.text([]byte{'\r'})
 		}
 	}
+	// When p as a whole has no tab and no two spaces in a row (most
+	// text), neither has any of its lines: they skip text's scans.
+	text := b.text
+	if b.relaxed && len(p) > 0 && bytes.IndexByte(p, '\t') < 0 && bytes.Index(p, doubleSpace) < 0 {
+		text = b.single
+	}
 	for len(p) > 0 {
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			if p[len(p)-1] == '\r' {
-				b.text(p[:len(p)-1])
+				text(p[:len(p)-1])
 				b.cr = true
 			} else {
-				b.text(p)
+				text(p)
 			}
 			break
 		}
@@ -654,7 +697,7 @@ func (b *bodyCanon) write(p []byte) {
 		if i > 0 && line[i-1] == '\r' {
 			line = line[:i-1]
 		}
-		b.text(line)
+		text(line)
 		b.eol()
 		p = p[i+1:]
 	}

@@ -166,3 +166,84 @@ type rawHash struct{ *bytes.Buffer }
 func (rawHash) Sum(b []byte) []byte { return b }
 func (rawHash) Size() int           { return 0 }
 func (rawHash) BlockSize() int      { return 1 }
+
+// FuzzBodyCanon checks the streaming canonicalizations, fed in chunks of
+// every size from 1 to 7 and whole, against refCanon, which applies RFC
+// 6376 3.4.3 and 3.4.4 to the whole body at once. The seeds cover the
+// relaxed fast path (text whose white space runs are single spaces) and
+// its edges: a space ending a chunk, a run split across chunks, tabs.
+func FuzzBodyCanon(f *testing.F) {
+	for _, s := range []string{
+		"", "a", " C \r\nD \t E\r\n\r\n\r\n", "one two three \nfour  five\tsix\n\n",
+		"lorem ipsum dolor sit \r\namet cons ectetur\r\n", "a \n b\n  \n\t\n", "x\r\ry \r\n", " \r\n", "a b",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		for relaxed := range 2 {
+			want := refCanon(in, relaxed == 1)
+			for chunk := 1; chunk <= len(in)+1 && chunk <= 8; chunk++ {
+				size := chunk
+				if chunk == 8 {
+					size = len(in) + 1 // whole
+				}
+				var got bytes.Buffer
+				var c bodyCanon
+				c.reset(rawHash{&got}, relaxed == 1, nil)
+				for p := []byte(in); len(p) > 0; {
+					n := min(size, len(p))
+					c.write(p[:n])
+					p = p[n:]
+				}
+				c.sum()
+				if got.String() != want {
+					t.Fatalf("%q relaxed=%d in chunks of %d: %q, want %q", in, relaxed, size, got.String(), want)
+				}
+			}
+		}
+	})
+}
+
+// refCanon canonicalizes a whole body: a line ends at LF, with the CR
+// before it (a lone CR is text); relaxed turns each run of SP and HTAB
+// into one SP and drops it at the end of a line; empty lines at the end go;
+// every line ends in CRLF; an empty body is CRLF in simple, nothing in
+// relaxed.
+func refCanon(in string, relaxed bool) string {
+	lines := strings.Split(in, "\n")
+	if strings.HasSuffix(in, "\n") || in == "" {
+		lines = lines[:len(lines)-1] // no line after the last LF
+	}
+	for i, l := range lines {
+		if i < len(lines)-1 || strings.HasSuffix(in, "\n") {
+			l = strings.TrimSuffix(l, "\r")
+		}
+		if relaxed {
+			var b strings.Builder
+			ws := false
+			for _, c := range []byte(l) {
+				if c == ' ' || c == '\t' {
+					ws = true
+					continue
+				}
+				if ws {
+					b.WriteByte(' ')
+					ws = false
+				}
+				b.WriteByte(c)
+			}
+			l = b.String()
+		}
+		lines[i] = l
+	}
+	for len(lines) > 0 && lines[len(lines)-1] == "" {
+		lines = lines[:len(lines)-1]
+	}
+	if len(lines) == 0 {
+		if relaxed {
+			return ""
+		}
+		return "\r\n"
+	}
+	return strings.Join(lines, "\r\n") + "\r\n"
+}

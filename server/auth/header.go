@@ -9,7 +9,7 @@ import (
 // field is one header field: its name and its raw value (continuation
 // lines included, line ends kept).
 type field struct {
-	name  string
+	name  []byte // white space before the colon trimmed
 	raw   []byte // the name as written, white space before the colon kept
 	value []byte
 }
@@ -28,6 +28,9 @@ func headerFields(msg []byte) []field { return fieldsNamed(msg, "") }
 // field cannot hide behind maxHeaderFields others.
 func fieldsNamed(msg []byte, name string) []field {
 	var fs []field
+	if name == "" {
+		fs = make([]field, 0, 16)
+	}
 	off := 0
 	kept := false // the last field seen was kept
 	for off < len(msg) && len(fs) < maxHeaderFields {
@@ -46,10 +49,10 @@ func fieldsNamed(msg []byte, name string) []field {
 			}
 		} else if colon := bytes.IndexByte(line, ':'); colon > 0 {
 			n := bytes.TrimRight(line[:colon], " \t")
-			kept = name == "" || strings.EqualFold(string(n), name)
+			kept = name == "" || nameIs(n, name)
 			if kept {
 				fs = append(fs, field{
-					name:  string(n),
+					name:  n,
 					raw:   line[:colon],
 					value: msg[off+colon+1 : end : len(msg)],
 				})
@@ -68,13 +71,36 @@ func unfold(v []byte) string {
 	if bytes.IndexAny(v, "\r\n") < 0 {
 		return string(v)
 	}
-	b := make([]byte, 0, len(v))
+	var b strings.Builder
+	b.Grow(len(v))
 	for _, c := range v {
 		if c != '\r' && c != '\n' {
-			b = append(b, c)
+			b.WriteByte(c)
 		}
 	}
-	return string(bytes.TrimSpace(b))
+	return strings.TrimSpace(b.String())
+}
+
+// nameIs reports whether the field name n is name, in any case. Field
+// names are printable US-ASCII (RFC 5322 2.2), so ASCII case folding is
+// the comparison (strings.EqualFold would also match the Kelvin sign).
+func nameIs(n []byte, name string) bool {
+	if len(n) != len(name) {
+		return false
+	}
+	for i := range len(n) {
+		a, b := n[i], name[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
 }
 
 // FromDomains are the RFC 5322.From domains of a message (RFC 7489 3.1):
@@ -94,7 +120,7 @@ func fromDomains(fs []field) FromDomains {
 	var d FromDomains
 	fields, addrs := 0, 0
 	for _, f := range fs {
-		if !strings.EqualFold(f.name, "from") {
+		if !nameIs(f.name, "from") {
 			continue
 		}
 		fields++

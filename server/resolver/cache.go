@@ -13,6 +13,7 @@ type entry struct {
 	key     key
 	name    string // canonical name
 	rrs     []dns.RR
+	txt     []string // for TXT: the strings of each record joined
 	rcode   int
 	ad, aa  bool
 	server  string

@@ -16,8 +16,16 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]string, 0, len(e.rrs))
-	for _, rr := range e.rrs {
+	if e.txt != nil {
+		return slices.Clone(e.txt), nil // the caller may modify its slice
+	}
+	return txtStrings(e.rrs), nil
+}
+
+// txtStrings returns the strings of each TXT record joined.
+func txtStrings(rrs []dns.RR) []string {
+	out := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
 		t := rr.(*dns.TXT)
 		var s string
 		if len(t.Txt) == 1 {
@@ -31,7 +39,7 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 		}
 		out = append(out, s)
 	}
-	return out, nil
+	return out
 }
 
 // LookupMX returns the MX records of name sorted by preference, hosts

@@ -455,6 +455,14 @@ func (r *Resolver) toEntry(m *dns.Msg, k key, server string) *entry {
 		}
 		ttl = min(ttl, neg) // no SOA: not cached past MinTTL
 	}
+	if k.qtype == dns.TypeTXT {
+		// Joined once here rather than at every cached answer: the DKIM
+		// key and DMARC record of each message are asked for again.
+		e.txt = txtStrings(e.rrs)
+		for _, s := range e.txt {
+			e.size += len(s) + 16
+		}
+	}
 	d := time.Duration(ttl) * time.Second
 	d = max(r.minTTL, min(r.maxTTL, d))
 	e.expires = r.now().Add(d)
