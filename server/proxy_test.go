@@ -39,7 +39,11 @@ func (s *syncBuffer) String() string {
 func proxyConfig(t *testing.T) (Config, *syncBuffer) {
 	t.Helper()
 	cfg := testServerConfig(t)
-	cfg.ProxyListen = []string{freePort(t)}
+	// freePort closes its listener: the kernel may hand the same port out
+	// twice in a row.
+	for cfg.ProxyListen = []string{freePort(t)}; cfg.ProxyListen[0] == cfg.Listen[0]; {
+		cfg.ProxyListen[0] = freePort(t)
+	}
 	cfg.ProxyTrusted = []string{"127.0.0.1/32"}
 	logs := &syncBuffer{}
 	cfg.Log = zerolog.New(logs).Level(zerolog.DebugLevel)
