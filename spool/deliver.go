@@ -319,25 +319,17 @@ func (d *delivery) removeTmp(i int) {
 // 0600, writes segs, syncs it with sync and closes it. On failure it
 // removes the file.
 func (s *Spool) writeFile(box, path string, segs [][]byte, sync Syncer) error {
-	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	f, err := os.OpenFile(path, flags, 0o600)
+	fd, err := createExcl(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := s.ensureMaildir(box); err != nil {
 			return err
 		}
-		f, err = os.OpenFile(path, flags, 0o600)
+		fd, err = createExcl(path)
 	}
 	if err != nil {
 		return err
 	}
-	err = s.write(f, segs)
-	if err == nil {
-		err = sync.SyncFile(f)
-	}
-	// close(2) can report deferred write errors (NFS); it must succeed too.
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	err = finishFile(sync, fd, path, s.write(fd, path, segs))
 	if err != nil {
 		os.Remove(path)
 	}
