@@ -243,7 +243,7 @@ func (s *Server) forget(c *conn) {
 		delete(s.perIP, c.key)
 	}
 	s.mu.Unlock()
-	ev := c.log().Info().Str("reason", c.reason).Int64("duration_ms", time.Since(c.opened).Milliseconds()).Int("messages", c.messages)
+	ev := c.event(zerolog.InfoLevel).Str("reason", c.reason).Int64("duration_ms", time.Since(c.opened).Milliseconds()).Int("messages", c.messages)
 	if c.waiting {
 		// The spool still owns the message and will finish it; the client
 		// went away before its answer (it will retry: a duplicate, not a
@@ -569,7 +569,7 @@ func (c *conn) finishDelivery(err error) {
 	}
 	c.srv.m.delivered(c.size, now.Sub(end))
 	c.messages++
-	c.log().Info().Str("id", m.ID).Str("from", m.from).Strs("rcpts", m.rcpts).
+	c.event(zerolog.InfoLevel).Str("id", m.ID).Str("from", m.from).Strs("rcpts", m.rcpts).
 		Int64("size", c.size).Int64("delivery_ms", now.Sub(c.started).Milliseconds()).Msg("delivered")
 	c.sess.Delivered(m.ID)
 }

@@ -165,7 +165,7 @@ func (sp *Spill) rewrite(headers []byte, cut [][2]int64) error {
 		}
 	}
 	if len(segs) > 0 {
-		err = sp.s.write(f, segs)
+		err = sp.s.write(int(f.Fd()), f.Name(), segs)
 	}
 	for _, k := range kept {
 		if err != nil {

@@ -28,7 +28,10 @@ var nameCounter atomic.Uint64
 // host must already be escaped (escapeNameHost). Dovecot reads the message
 // size from S= without looking at the file, so size must be exact.
 func uniqueName(now time.Time, pid int, n uint64, host string, size int64) string {
-	b := make([]byte, 0, 64+len(host))
+	// On the stack unless the host is unusually long: the string is the
+	// only allocation.
+	var buf [192]byte
+	b := buf[:0]
 	b = strconv.AppendInt(b, now.Unix(), 10)
 	b = append(b, ".M"...)
 	b = strconv.AppendInt(b, int64(now.Nanosecond()/1000), 10)
@@ -169,7 +172,10 @@ func (d *delivery) finish(published int, err error) error {
 	return nil
 }
 
-// delivery is one message on its way into a set of Maildirs.
+// delivery is one message on its way into a set of Maildirs. Its paths
+// are built by concatenation, not filepath.Join (whose Clean showed in
+// the profile): every Maildir path is clean already (Mailbox.Path) and a
+// file name is one element without '/' (uniqueName).
 type delivery struct {
 	s    *Spool
 	id   string
@@ -211,7 +217,7 @@ func (d *delivery) run() (published int, err error) {
 func (d *delivery) publish(syncNew bool) (published int, err error) {
 	s := d.s
 	for i, dir := range d.dirs {
-		newPath := filepath.Join(dir, "new", d.name)
+		newPath := dir + "/new/" + d.name
 		err := s.rename(d.tmp[i], newPath)
 		if errors.Is(err, fs.ErrNotExist) {
 			// new/ was removed behind our back.
@@ -257,7 +263,7 @@ func (d *delivery) prepare() error {
 	first := d.dirs[0]
 	for attempt := 0; !d.spilled; attempt++ {
 		d.name = uniqueName(time.Now(), s.pid, nameCounter.Add(1), s.nameHost, size)
-		path := filepath.Join(first, "tmp", d.name)
+		path := first + "/tmp/" + d.name
 		err := s.writeFile(first, path, segs, d.sync)
 		if errors.Is(err, fs.ErrExist) && attempt < 3 {
 			continue // another process with our pid and host name; take the next counter
@@ -274,7 +280,7 @@ func (d *delivery) prepare() error {
 	// systems (EXDEV), link limits (EMLINK) or file systems without links
 	// get a copy instead.
 	for _, dir := range d.dirs[1:] {
-		path := filepath.Join(dir, "tmp", d.name)
+		path := dir + "/tmp/" + d.name
 		err := s.link(d.tmp[0], path)
 		if errors.Is(err, fs.ErrNotExist) {
 			// tmp/ was removed behind our back; recreate it durably.
@@ -297,8 +303,11 @@ func (d *delivery) prepare() error {
 		d.tmp = append(d.tmp, path)
 	}
 
+	if _, none := d.sync.(NoSync); none {
+		return nil // group commit: the flush covers the entries
+	}
 	for _, dir := range d.dirs {
-		if err := d.sync.SyncDir(filepath.Join(dir, "tmp")); err != nil {
+		if err := d.sync.SyncDir(dir + "/tmp"); err != nil {
 			return err
 		}
 	}
@@ -319,25 +328,17 @@ func (d *delivery) removeTmp(i int) {
 // 0600, writes segs, syncs it with sync and closes it. On failure it
 // removes the file.
 func (s *Spool) writeFile(box, path string, segs [][]byte, sync Syncer) error {
-	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	f, err := os.OpenFile(path, flags, 0o600)
+	fd, err := createExcl(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := s.ensureMaildir(box); err != nil {
 			return err
 		}
-		f, err = os.OpenFile(path, flags, 0o600)
+		fd, err = createExcl(path)
 	}
 	if err != nil {
 		return err
 	}
-	err = s.write(f, segs)
-	if err == nil {
-		err = sync.SyncFile(f)
-	}
-	// close(2) can report deferred write errors (NFS); it must succeed too.
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	err = finishFile(sync, fd, path, s.write(fd, path, segs))
 	if err != nil {
 		os.Remove(path)
 	}

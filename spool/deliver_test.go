@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/valyala/bytebufferpool"
+	"golang.org/x/sys/unix"
 )
 
 // testSyncer records every sync as "file <path>" or "dir <path>" and lets a
@@ -564,11 +565,11 @@ func TestDeliverNoSpace(t *testing.T) {
 		t.Run("write "+errno.Error(), func(t *testing.T) {
 			s := newTestSpool(t, nil)
 			// A short write then the error, as a filling disk does.
-			s.write = func(f *os.File, segs [][]byte) error {
-				if _, err := f.Write(segs[0][:10]); err != nil {
+			s.write = func(fd int, path string, segs [][]byte) error {
+				if _, err := unix.Write(fd, segs[0][:10]); err != nil {
 					return err
 				}
-				return &os.PathError{Op: "writev", Path: f.Name(), Err: errno}
+				return &os.PathError{Op: "writev", Path: path, Err: errno}
 			}
 			err := s.Deliver(newMessage("x\n", "bob@example.test", "carol@other.test"))
 			if !errors.Is(err, ErrNoSpace) {
@@ -585,11 +586,11 @@ func TestDeliverCopyFailure(t *testing.T) {
 	s := newTestSpool(t, nil)
 	s.link = func(oldpath, newpath string) error { return syscall.EMLINK }
 	var writes int
-	s.write = func(f *os.File, segs [][]byte) error {
+	s.write = func(fd int, path string, segs [][]byte) error {
 		if writes++; writes == 2 {
 			return syscall.EIO
 		}
-		return writeSegments(f, segs)
+		return writeSegments(fd, path, segs)
 	}
 	err := s.Deliver(newMessage("x\n", "bob@example.test", "carol@other.test"))
 	if !errors.Is(err, syscall.EIO) || errors.Is(err, ErrNoSpace) {
@@ -690,7 +691,7 @@ func TestWriteSegments(t *testing.T) {
 		want.WriteString(s)
 	}
 	orig := slices.Clone(segs)
-	if err := writeSegments(f, segs); err != nil {
+	if err := writeSegments(int(f.Fd()), f.Name(), segs); err != nil {
 		t.Fatal(err)
 	}
 	got, _ := os.ReadFile(f.Name())

@@ -58,12 +58,12 @@ func (e *errseqSyncer) calls() int {
 // until release is closed, signalling writing when one arrives.
 func holdWrite(s *Spool, marker string) (writing chan struct{}, release chan struct{}) {
 	writing, release = make(chan struct{}, 4), make(chan struct{})
-	s.write = func(f *os.File, segs [][]byte) error {
+	s.write = func(fd int, path string, segs [][]byte) error {
 		if bytes.Contains(bytes.Join(segs, nil), []byte(marker)) {
 			writing <- struct{}{}
 			<-release
 		}
-		return writeSegments(f, segs)
+		return writeSegments(fd, path, segs)
 	}
 	return writing, release
 }

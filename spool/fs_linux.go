@@ -13,46 +13,47 @@ import (
 // maxIovec is IOV_MAX on Linux.
 const maxIovec = 1024
 
-// writeSegments writes segs to f in as few writev(2) calls as the kernel
-// allows, retrying short writes. segs itself is not modified.
-func writeSegments(f *os.File, segs [][]byte) error {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	segs = append([][]byte(nil), segs...)
-	for len(segs) > 0 {
-		chunk := segs[:min(len(segs), maxIovec)]
-		var n int
-		var werr error
-		// Regular files are never non-blocking, so the callback runs once.
-		if err := rc.Write(func(fd uintptr) bool {
-			n, werr = unix.Writev(int(fd), chunk)
-			return true
-		}); err != nil {
-			return err
-		}
-		switch {
-		case werr == unix.EINTR:
-			continue
-		case werr != nil:
-			return &os.PathError{Op: "writev", Path: f.Name(), Err: werr}
-		case n == 0:
-			return &os.PathError{Op: "writev", Path: f.Name(), Err: io.ErrShortWrite}
-		}
-		for n > 0 {
-			if n < len(segs[0]) {
-				segs[0] = segs[0][n:]
-				break
-			}
-			n -= len(segs[0])
-			segs = segs[1:]
-		}
+// writeSegments writes segs to the file fd (named path, for errors) in as
+// few writev(2) calls as the kernel allows: one for a message, unless it
+// has more than IOV_MAX segments or the kernel writes less than asked
+// (a filling disk, a signal), which is retried from where it stopped.
+// segs itself is not modified.
+func writeSegments(fd int, path string, segs [][]byte) error {
+	return writeSegmentsWith(unix.Writev, fd, path, segs)
+}
+
+// writeSegmentsWith is writeSegments with writev(2) as a parameter, so
+// that a test can make it write short or fail with EINTR.
+func writeSegmentsWith(writev func(int, [][]byte) (int, error), fd int, path string, segs [][]byte) error {
+	copied := false // segs is our own copy, free to trim
+	for {
 		for len(segs) > 0 && len(segs[0]) == 0 {
 			segs = segs[1:]
 		}
+		if len(segs) == 0 {
+			return nil
+		}
+		n, err := writev(fd, segs[:min(len(segs), maxIovec)])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return &os.PathError{Op: "writev", Path: path, Err: err}
+		case n == 0:
+			return &os.PathError{Op: "writev", Path: path, Err: io.ErrShortWrite}
+		}
+		for n > 0 && len(segs) > 0 && n >= len(segs[0]) {
+			n -= len(segs[0])
+			segs = segs[1:]
+		}
+		if n > 0 && len(segs) > 0 {
+			// Part of a segment was written: trim it, in a copy.
+			if !copied {
+				segs, copied = append([][]byte(nil), segs...), true
+			}
+			segs[0] = segs[0][n:]
+		}
 	}
-	return nil
 }
 
 // renameNoReplace renames oldpath to newpath but fails with EEXIST instead of

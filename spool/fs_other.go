@@ -3,15 +3,27 @@
 package spool
 
 import (
+	"io"
 	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// writeSegments writes segs to f one after another.
-func writeSegments(f *os.File, segs [][]byte) error {
+// writeSegments writes segs to the file fd one after another.
+func writeSegments(fd int, path string, segs [][]byte) error {
 	for _, s := range segs {
-		if _, err := f.Write(s); err != nil {
-			return err
+		for len(s) > 0 {
+			n, err := unix.Write(fd, s)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err != nil:
+				return &os.PathError{Op: "write", Path: path, Err: err}
+			case n == 0:
+				return &os.PathError{Op: "write", Path: path, Err: io.ErrShortWrite}
+			}
+			s = s[n:]
 		}
 	}
 	return nil

@@ -375,7 +375,7 @@ func (sp *Spill) write(segs [][]byte) error {
 	if len(segs) == 0 {
 		return nil
 	}
-	if err := sp.s.write(sp.f, segs); err != nil {
+	if err := sp.s.write(int(sp.f.Fd()), sp.f.Name(), segs); err != nil {
 		return err
 	}
 	for _, seg := range segs {
@@ -429,13 +429,12 @@ func (sp *Spill) open(first []byte, partial bool) ([][]byte, error) {
 // createTmp creates path (which must not exist) in Maildir box, mode 0600,
 // recreating the Maildir if its tmp/ has gone.
 func (s *Spool) createTmp(box, path string) (*os.File, error) {
-	const flags = os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	f, err := os.OpenFile(path, flags, 0o600)
+	f, err := openFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := s.ensureMaildir(box); err != nil {
 			return nil, err
 		}
-		f, err = os.OpenFile(path, flags, 0o600)
+		f, err = openFile(path)
 	}
 	return f, err
 }

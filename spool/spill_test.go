@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/valyala/bytebufferpool"
+	"golang.org/x/sys/unix"
 )
 
 // spillNameRE is a spilling file's name in tmp/: a unique name with the
@@ -444,14 +445,14 @@ func TestSpillWriteError(t *testing.T) {
 			var rel countingRelease
 			s.release = rel.release
 			var writes atomic.Int64
-			s.write = func(f *os.File, segs [][]byte) error {
+			s.write = func(fd int, path string, segs [][]byte) error {
 				if writes.Add(1) < 3 {
-					return writeSegments(f, segs)
+					return writeSegments(fd, path, segs)
 				}
-				if _, err := f.Write(segs[0][:3]); err != nil {
+				if _, err := unix.Write(fd, segs[0][:3]); err != nil {
 					return err
 				}
-				return &os.PathError{Op: "writev", Path: f.Name(), Err: syscall.ENOSPC}
+				return &os.PathError{Op: "writev", Path: path, Err: syscall.ENOSPC}
 			}
 			w := &writer{sp: s.NewSpill(testMessage())}
 			for i := range 3 {
@@ -536,9 +537,9 @@ func TestSpillAbort(t *testing.T) {
 	var rel countingRelease
 	s.release = rel.release
 	var writes atomic.Int64
-	s.write = func(f *os.File, segs [][]byte) error {
+	s.write = func(fd int, path string, segs [][]byte) error {
 		writes.Add(1)
-		return writeSegments(f, segs)
+		return writeSegments(fd, path, segs)
 	}
 	w := &writer{sp: s.NewSpill(testMessage())}
 	w.write("Subject: x\n\n")
@@ -599,11 +600,11 @@ func TestSpillSurvivesPanics(t *testing.T) {
 	var rel countingRelease
 	s.release = rel.release
 	var writes atomic.Int64
-	s.write = func(f *os.File, segs [][]byte) error {
+	s.write = func(fd int, path string, segs [][]byte) error {
 		if writes.Add(1) == 2 {
 			panic("injected write")
 		}
-		return writeSegments(f, segs)
+		return writeSegments(fd, path, segs)
 	}
 	w := &writer{sp: s.NewSpill(testMessage())}
 	w.write("Subject: x\n\n")

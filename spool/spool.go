@@ -162,7 +162,7 @@ type Spool struct {
 
 	// Test seams, set before any delivery starts; production uses the real
 	// system calls.
-	write   func(f *os.File, segs [][]byte) error
+	write   func(fd int, path string, segs [][]byte) error
 	link    func(oldpath, newpath string) error
 	rename  func(oldpath, newpath string) error
 	release func(*bytebufferpool.ByteBuffer)

@@ -2,7 +2,8 @@ package spool
 
 import (
 	"os"
-	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Syncer is the durability step of a delivery. It is an interface so that
@@ -23,14 +24,23 @@ type FsyncSyncer struct{}
 // SyncFile calls fsync on f.
 func (FsyncSyncer) SyncFile(f *os.File) error { return f.Sync() }
 
-// SyncDir opens dir and calls fsync on it.
+func (FsyncSyncer) syncFD(fd int, path string) error { return fsyncFD(fd, path) }
+
+// SyncDir opens dir and calls fsync on it (plain system calls: see fd.go).
 func (FsyncSyncer) SyncDir(dir string) error {
-	d, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY, 0)
-	if err != nil {
-		return err
+	var fd int
+	var err error
+	for {
+		fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			break
+		}
 	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
+	if err != nil {
+		return &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	err = fsyncFD(fd, dir)
+	if cerr := closeFD(fd, dir); err == nil {
 		err = cerr
 	}
 	return err
@@ -42,6 +52,8 @@ type NoSync struct{}
 
 // SyncFile does nothing.
 func (NoSync) SyncFile(*os.File) error { return nil }
+
+func (NoSync) syncFD(int, string) error { return nil }
 
 // SyncDir does nothing.
 func (NoSync) SyncDir(string) error { return nil }
