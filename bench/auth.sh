@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # auth.sh: issue 10's sender authentication scenario. nanomx pinned to CPU
-# 0 (GOMAXPROCS=1, as in bench/nanode.sh) receives 50 sessions × 10 KB,
+# 0 (GOMAXPROCS=1, raised to 2 by nanomx, as in bench/nanode.sh) receives 50 sessions × 10 KB,
 # every message DKIM-signed (rsa-sha256, 2048 bits, relaxed/relaxed) from
 # 127.0.0.2-51 (each with a confirming PTR name), with the checks off, on
 # against a local DNS server (bench/authdns, on CPU 1 with the load), and
@@ -165,7 +165,7 @@ relaxed/relaxed) for sender.test from 127.0.0.2-51, each with a confirming
 PTR name: the checks off, all on (SPF, DKIM, DMARC, iprev) against a local
 DNS server, and all on with that server answering every query after
 500 ms. Each run ($DURATION) starts a fresh server on CPU $SERVER_CPU
-(GOMAXPROCS=1), so its DNS cache is cold: the first message of each
+(GOMAXPROCS=1, raised to 2 by nanomx), so its DNS cache is cold: the first message of each
 session waits for iprev (PTR, then A/AAAA) and SPF, DKIM and DMARC lookups;
 the rest find them cached. The variants alternate within each of $ROUNDS
 rounds ($((T1 - T0)) s in all); every acked message was found in the

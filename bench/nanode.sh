@@ -301,7 +301,8 @@ run \`make bench\` again. The Go micro-benchmarks of the same run are in
 [microbench.txt](microbench.txt).
 
 The profile models a 1-CPU, 1 GB VPS: nanomx runs on CPU $SERVER_CPU alone
-(\`taskset -c $SERVER_CPU\`, \`GOMAXPROCS=1\`, \`GOMEMLIMIT=700MiB\`) with fsync on, and
+(\`taskset -c $SERVER_CPU\`, \`GOMAXPROCS=1\`, which nanomx raises to 2 Ps on that one CPU as
+it does everywhere (server/procs.go), \`GOMEMLIMIT=700MiB\`) with fsync on, and
 the load generator on CPU $LOAD_CPU. One server runs the whole matrix, as in
 production. Every scenario runs $ROUNDS times, the scenarios in turn within
 each round (smtp-sink's among them); every run delivers to a fresh, never-used
