@@ -1,0 +1,115 @@
+//go:build linux
+
+package server
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nanomx/nanomx/proto"
+)
+
+// tlsIdle opens a TLS session that said EHLO over TLS.
+func tlsIdle(t *testing.T, r *running, p *testPKI) *client {
+	t.Helper()
+	c := dial(t, r.addr)
+	c.reply() // greeting
+	c.expect("EHLO client.example.org", "250")
+	tc := c.starttls(t, p.Client())
+	tc.expect("EHLO client.example.org", "250")
+	return tc
+}
+
+// waitParked waits until n sessions are parked (park.go), at most 10 s.
+func waitParked(t *testing.T, r *running, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(parkAfter + 10*time.Second); r.srv.parker.count() != n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sessions parked, want %d", r.srv.parker.count(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestParkedTLSSession: a TLS session silent for parkAfter parks, and
+// goes on when the client speaks: single commands, a message, pipelined
+// commands, and parks again after each silence.
+func TestParkedTLSSession(t *testing.T) {
+	p := newTestPKI(t)
+	r := start(t, tlsServerConfig(t, p))
+	a, b := tlsIdle(t, r, p), tlsIdle(t, r, p)
+	waitParked(t, r, 2)
+	a.expect("NOOP", "250")
+	waitParked(t, r, 2)
+	a.expect("MAIL FROM:<a@example.org>", "250 2.1.0")
+	a.expect("RCPT TO:<bob@example.test>", "250 2.1.5")
+	a.expect("DATA", "354")
+	a.send("Subject: parked\r\n\r\nbody\r\n.\r\n")
+	if g := a.reply(); !strings.HasPrefix(g, "250 2.0.0") {
+		t.Fatalf("message after parking: %q", g)
+	}
+	if n := r.srv.Stats().Delivered.Load(); n != 1 {
+		t.Fatalf("delivered %d, want 1", n)
+	}
+	waitParked(t, r, 2)
+	b.send("NOOP\r\nRSET\r\nNOOP\r\n")
+	for _, want := range []string{"250", "250 2.0.0", "250"} {
+		if g := b.reply(); !strings.HasPrefix(g, want) {
+			t.Fatalf("pipelined after parking: %q, want %q", g, want)
+		}
+	}
+	waitParked(t, r, 2)
+	a.expect("QUIT", "221")
+	a.expectClosed()
+	waitParked(t, r, 1)
+	b.expect("NOOP", "250")
+}
+
+// TestParkedTLSTimeout: a parked session still times out at its command
+// deadline, with 421 4.4.2.
+func TestParkedTLSTimeout(t *testing.T) {
+	p := newTestPKI(t)
+	cfg := tlsServerConfig(t, p)
+	cfg.CommandTimeout = parkAfter + 1500*time.Millisecond
+	r := start(t, cfg)
+	c := tlsIdle(t, r, p)
+	t0 := time.Now()
+	waitParked(t, r, 1)
+	want := strings.TrimRight(string(proto.ReplyTimeout.Bytes()), "\r\n")
+	if g := c.reply(); g != want {
+		t.Fatalf("parked session at its deadline: %q, want %q", g, want)
+	}
+	c.expectClosed()
+	if d := time.Since(t0); d < cfg.CommandTimeout-100*time.Millisecond || d > cfg.CommandTimeout+3*time.Second {
+		t.Errorf("timed out after %v, want about %v", d, cfg.CommandTimeout)
+	}
+	if n := r.srv.Stats().TimedOut.Load(); n != 1 {
+		t.Errorf("TimedOut = %d, want 1", n)
+	}
+	waitParked(t, r, 0)
+}
+
+// TestParkedTLSDrain: the drain answers a parked session 421 4.3.2 and
+// closes it, and the server stops.
+func TestParkedTLSDrain(t *testing.T) {
+	p := newTestPKI(t)
+	r := start(t, tlsServerConfig(t, p))
+	c := tlsIdle(t, r, p)
+	waitParked(t, r, 1)
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+	want := strings.TrimRight(string(proto.ReplyShutdown.Bytes()), "\r\n")
+	if g := c.reply(); g != want {
+		t.Fatalf("parked session in the drain: %q, want %q", g, want)
+	}
+	c.expectClosed()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not stop")
+	}
+}
