@@ -31,6 +31,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -233,7 +234,7 @@ func (c *conn) serveTLS(fd int) {
 	w = tc
 	c.bc.Store(&tcConn)
 	st := tc.ConnectionState()
-	c.tlsInfo = tlsVersion(st.Version) + " with cipher " + tls.CipherSuiteName(st.CipherSuite)
+	c.tlsInfo = tlsInfo(st.Version, st.CipherSuite)
 	s.stats.TLSSessions.Add(1)
 	s.m.tlsSession(st.Version)
 	c.sess.TLSStarted()
@@ -291,6 +292,22 @@ func (c *conn) waitAnswer() {
 	for (!c.waiting || c.result.Load() == nil) && (!c.sess.Pending() || c.verdict.Load() == nil) {
 		<-ch
 	}
+}
+
+// tlsInfos holds the tlsInfo strings made so far: a session shares one
+// instead of holding its own.
+var tlsInfos sync.Map // uint32(version)<<16 | suite → string
+
+// tlsInfo describes a version and a cipher suite for the Received header
+// and the log: "TLSv1.3 with cipher TLS_AES_128_GCM_SHA256".
+func tlsInfo(version, suite uint16) string {
+	key := uint32(version)<<16 | uint32(suite)
+	if s, ok := tlsInfos.Load(key); ok {
+		return s.(string)
+	}
+	s := tlsVersion(version) + " with cipher " + tls.CipherSuiteName(suite)
+	tlsInfos.Store(key, s)
+	return s
 }
 
 // tlsVersion names a version as Postfix writes it in Received headers.
