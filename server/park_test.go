@@ -3,6 +3,7 @@
 package server
 
 import (
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -111,5 +112,39 @@ func TestParkedTLSDrain(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("server did not stop")
+	}
+}
+
+// TestParkedTLSWaiter: without the parker (closed, as after the drain, or
+// where epoll is missing) a parked session waits on a goroutine of its
+// own (blocking.wait), goes on when the client speaks and still times
+// out.
+func TestParkedTLSWaiter(t *testing.T) {
+	p := newTestPKI(t)
+	cfg := tlsServerConfig(t, p)
+	cfg.CommandTimeout = parkAfter + 2*time.Second
+	r := start(t, cfg)
+	r.srv.parker.mu.Lock()
+	r.srv.parker.closed = true
+	r.srv.parker.mu.Unlock()
+	c := tlsIdle(t, r, p)
+	waiting := func() bool {
+		buf := make([]byte, 1<<20)
+		return strings.Contains(string(buf[:runtime.Stack(buf, true)]), "server.(*blocking).wait")
+	}
+	for deadline := time.Now().Add(parkAfter + 5*time.Second); !waiting(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no session waits in blocking.wait")
+		}
+	}
+	c.expect("NOOP", "250")
+	t0 := time.Now()
+	want := strings.TrimRight(string(proto.ReplyTimeout.Bytes()), "\r\n")
+	if g := c.reply(); g != want {
+		t.Fatalf("waiting session at its deadline: %q, want %q", g, want)
+	}
+	c.expectClosed()
+	if d := time.Since(t0); d < cfg.CommandTimeout-100*time.Millisecond || d > cfg.CommandTimeout+3*time.Second {
+		t.Errorf("timed out after %v, want about %v", d, cfg.CommandTimeout)
 	}
 }
