@@ -3,8 +3,13 @@ package server
 import (
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
+
+// testHookParkEvents, nil in production, is called by the parker's loop
+// when epoll returned events, before it wakes their sessions.
+var testHookParkEvents atomic.Pointer[func()]
 
 // parker holds the parked TLS sessions of a server (park.go): their
 // sockets are in an epoll instance of its own, one-shot and
@@ -82,6 +87,9 @@ func (p *parker) loop(rc syscall.RawConn) {
 			if err != nil {
 				return true // closed under us: end
 			}
+			if hook := testHookParkEvents.Load(); hook != nil {
+				(*hook)()
+			}
 			for _, ev := range events[:n] {
 				p.wake(uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32)
 			}
@@ -121,11 +129,14 @@ func (p *parker) close() {
 	for _, key := range left {
 		p.wake(key)
 	}
+	// Not under mu: Close waits for the loop to leave epoll, and the loop
+	// may be about to wake (stale events: nothing is parked any more).
 	p.mu.Lock()
-	if p.ep != nil {
-		p.ep.Close()
-	}
+	ep := p.ep
 	p.mu.Unlock()
+	if ep != nil {
+		ep.Close()
+	}
 }
 
 // count is how many sessions are parked.

@@ -5,6 +5,7 @@ package server
 import (
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -146,5 +147,51 @@ func TestParkedTLSWaiter(t *testing.T) {
 	c.expectClosed()
 	if d := time.Since(t0); d < cfg.CommandTimeout-100*time.Millisecond || d > cfg.CommandTimeout+3*time.Second {
 		t.Errorf("timed out after %v, want about %v", d, cfg.CommandTimeout)
+	}
+}
+
+// TestParkerCloseWhileWaking: the server stops while the parker's loop
+// is between epoll's events and waking their sessions (the drain already
+// woke and ended them): closing the epoll file waits for the loop, so the
+// loop must still be able to take the parker's lock.
+func TestParkerCloseWhileWaking(t *testing.T) {
+	p := newTestPKI(t)
+	r := start(t, tlsServerConfig(t, p))
+	c := tlsIdle(t, r, p)
+	waitParked(t, r, 1)
+	inLoop, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hook := func() {
+		once.Do(func() {
+			close(inLoop)
+			<-release
+		})
+	}
+	testHookParkEvents.Store(&hook)
+	defer testHookParkEvents.Store(nil)
+	c.send("NOOP\r\n")
+	select {
+	case <-inLoop:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the parker saw no event")
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.stop() }()
+	// The drain wakes the session (421) and ends it; then the parker
+	// closes, while its loop still holds the events.
+	want := strings.TrimRight(string(proto.ReplyShutdown.Bytes()), "\r\n")
+	if g := c.reply(); g != want {
+		t.Fatalf("parked session in the drain: %q, want %q", g, want)
+	}
+	c.expectClosed()
+	time.Sleep(200 * time.Millisecond) // the parker's close is under way
+	close(release)
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("server did not stop: the parker's close and its loop wait on each other")
 	}
 }
