@@ -3,9 +3,11 @@
 package server
 
 import (
+	"net"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -194,4 +196,61 @@ func TestParkerCloseWhileWaking(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("server did not stop: the parker's close and its loop wait on each other")
 	}
+}
+
+// splitConn writes one write in two: the first bytes at once, the rest
+// when rest is closed.
+type splitConn struct {
+	net.Conn
+	split atomic.Bool
+	rest  chan struct{}
+	done  chan error
+}
+
+func (s *splitConn) Write(b []byte) (int, error) {
+	if !s.split.CompareAndSwap(true, false) || len(b) < 8 {
+		return s.Conn.Write(b)
+	}
+	if _, err := s.Conn.Write(b[:7]); err != nil {
+		return 0, err
+	}
+	tail := append([]byte(nil), b[7:]...)
+	go func() {
+		<-s.rest
+		_, err := s.Conn.Write(tail)
+		s.done <- err
+	}()
+	return len(b), nil
+}
+
+// TestParkedTLSPartialRecord: a session whose client sent part of a TLS
+// record and fell silent parks with those bytes in crypto/tls (a timeout
+// keeps them), and answers once the rest of the record arrives.
+func TestParkedTLSPartialRecord(t *testing.T) {
+	p := newTestPKI(t)
+	r := start(t, tlsServerConfig(t, p))
+	nc, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := &splitConn{Conn: nc, rest: make(chan struct{}), done: make(chan error, 1)}
+	c := newClient(t, sc)
+	c.reply()
+	c.expect("EHLO client.example.org", "250")
+	tc := c.starttls(t, p.Client())
+	tc.expect("EHLO client.example.org", "250")
+	waitParked(t, r, 1)
+	tc.expect("NOOP", "250") // back from parking
+	sc.split.Store(true)
+	tc.send("NOOP\r\n") // 7 bytes of the record now: the header and 2 more
+	time.Sleep(100 * time.Millisecond)
+	waitParked(t, r, 1) // parked again, with a partial record
+	close(sc.rest)
+	if err := <-sc.done; err != nil {
+		t.Fatal(err)
+	}
+	if g := tc.reply(); !strings.HasPrefix(g, "250") {
+		t.Fatalf("after the rest of the record: %q", g)
+	}
+	tc.expect("QUIT", "221")
 }
