@@ -11,6 +11,10 @@ import (
 // when epoll returned events, before it wakes their sessions.
 var testHookParkEvents atomic.Pointer[func()]
 
+// testHookParkError, nil in production, replaces the error of the
+// parker's epoll_wait when it returns non-nil (a failing epoll).
+var testHookParkError atomic.Pointer[func() error]
+
 // parker holds the parked TLS sessions of a server (park.go): their
 // sockets are in an epoll instance of its own, one-shot and
 // level-triggered, so that input that arrived before a socket was added
@@ -81,6 +85,11 @@ func (p *parker) loop(rc syscall.RawConn) {
 	_ = rc.Read(func(fd uintptr) bool {
 		for {
 			n, err := syscall.EpollWait(int(fd), events, 0)
+			if hook := testHookParkError.Load(); hook != nil {
+				if e := (*hook)(); e != nil {
+					err = e
+				}
+			}
 			if err == syscall.EINTR {
 				continue
 			}
@@ -98,6 +107,19 @@ func (p *parker) loop(rc syscall.RawConn) {
 			}
 		}
 	})
+	// The loop ended: closed, or epoll failed. Nobody watches the set any
+	// more, so no session may stay parked in it: the ones left go on (and
+	// later ones wait on goroutines of their own).
+	p.mu.Lock()
+	p.closed = true
+	left := make([]uint64, 0, len(p.parked))
+	for key := range p.parked {
+		left = append(left, key)
+	}
+	p.mu.Unlock()
+	for _, key := range left {
+		p.wake(key)
+	}
 }
 
 // wake starts the parked session numbered key again, if it is parked;

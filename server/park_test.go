@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -253,4 +254,37 @@ func TestParkedTLSPartialRecord(t *testing.T) {
 		t.Fatalf("after the rest of the record: %q", g)
 	}
 	tc.expect("QUIT", "221")
+}
+
+// TestParkerLoopFails: when the parker's epoll fails, its loop ends and
+// the sessions parked in it go on at once (nobody would watch them any
+// more); later silences wait on goroutines of their own.
+func TestParkerLoopFails(t *testing.T) {
+	p := newTestPKI(t)
+	r := start(t, tlsServerConfig(t, p))
+	defer r.stop()
+	a := tlsIdle(t, r, p)
+	b := tlsIdle(t, r, p)
+	waitParked(t, r, 2)
+	fail := func() error { return syscall.EIO }
+	testHookParkError.Store(&fail)
+	defer testHookParkError.Store(nil)
+	a.send("NOOP\r\n") // an event: the loop sees the failure and ends
+	if g := a.reply(); !strings.HasPrefix(g, "250") {
+		t.Fatalf("NOOP on the session that woke the loop: %q", g)
+	}
+	// b was parked too: it was started again when the loop ended, so it
+	// answers although nothing watches the epoll set.
+	deadline := time.Now().Add(5 * time.Second)
+	for r.srv.parker.count() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := r.srv.parker.count(); n != 0 {
+		t.Fatalf("%d sessions still parked after the loop ended", n)
+	}
+	time.Sleep(1500 * time.Millisecond) // past the park delay: b waits itself now
+	b.send("NOOP\r\n")
+	if g := b.reply(); !strings.HasPrefix(g, "250") {
+		t.Fatalf("NOOP on the other session: %q", g)
+	}
 }
