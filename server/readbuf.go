@@ -37,12 +37,18 @@ type readBuf struct {
 
 // newReadBuf starts with pending, input received before (may be nil).
 func newReadBuf(pending []byte) *readBuf {
-	r := &readBuf{small: make([]byte, 0, smallBufBytes)}
+	r := new(readBuf)
+	r.init(pending)
+	return r
+}
+
+// init makes r a new buffer holding pending (may be nil).
+func (r *readBuf) init(pending []byte) {
+	*r = readBuf{small: make([]byte, 0, smallBufBytes)}
 	r.b = r.small
 	if len(pending) > 0 {
 		r.b = pending
 	}
-	return r
 }
 
 // consume drops the first n bytes of the input.

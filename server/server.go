@@ -90,6 +90,8 @@ type Server struct {
 	// dropField its rule for forged Authentication-Results fields.
 	auth      *authChecker
 	dropField func([]byte) bool
+
+	parker parker // idle TLS sessions (park.go)
 }
 
 // Stats are the server's counters. Tests read them; nothing exports them
@@ -516,6 +518,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.drain()
+	s.parker.close()
 	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.eng.Stop(stopCtx); err != nil {

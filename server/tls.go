@@ -31,7 +31,9 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -136,7 +138,9 @@ func (c *conn) serveDetached(fd int, rest []byte) {
 	}
 	w = nc
 	c.bc.Store(&nc)
-	c.serveBlocking(nc, rest)
+	b := newBlocking(c, nc, rest) // park.go
+	defer b.buf.free()
+	b.run()
 }
 
 // endDetached ends a detached session's goroutine: a panic answers 421
@@ -229,19 +233,40 @@ func (c *conn) serveTLS(fd int) {
 	w = tc
 	c.bc.Store(&tcConn)
 	st := tc.ConnectionState()
-	c.tlsInfo = tlsVersion(st.Version) + " with cipher " + tls.CipherSuiteName(st.CipherSuite)
+	c.tlsInfo = tlsInfo(st.Version, st.CipherSuite)
 	s.stats.TLSSessions.Add(1)
 	s.m.tlsSession(st.Version)
 	c.sess.TLSStarted()
+	b := newBlocking(c, tc, nil) // park.go
+	if sc, ok := nc.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil && raw.Control(func(fd uintptr) { b.fd = int(fd) }) == nil {
+			b.raw = raw
+		}
+	}
 	up = true
-	go c.serveTLSSession(tc)
+	go c.serveTLSSession(b)
 }
 
-// serveTLSSession is the goroutine of a detached session once TLS is up.
-func (c *conn) serveTLSSession(tc *tls.Conn) {
-	var w net.Conn = tc
-	defer c.endDetached(&w, true)
-	c.serveBlocking(tc, nil)
+// serveTLSSession is the goroutine of a detached session once TLS is up,
+// from the handshake or from a parked session's wait (park.go).
+func (c *conn) serveTLSSession(b *blocking) {
+	parked := false
+	defer c.endTLSSession(b, &parked)
+	if parked = b.run(); parked {
+		b.park()
+	}
+}
+
+// endTLSSession ends a TLS session's goroutine: as endDetached, unless the
+// session parked.
+func (c *conn) endTLSSession(b *blocking, parked *bool) {
+	p := recover()
+	if p == nil && *parked {
+		return
+	}
+	b.buf.free()
+	w := b.nc
+	c.end(p, &w, true)
 }
 
 // waitResult waits for the spool's answer to the message in flight.
@@ -268,53 +293,20 @@ func (c *conn) waitAnswer() {
 	}
 }
 
-// serveBlocking drives the session over a blocking connection: the
-// detached twin of OnTraffic. pending holds input received before (a
-// half-closed session's pipelined commands).
-func (c *conn) serveBlocking(nc net.Conn, pending []byte) {
-	buf := newReadBuf(pending) // readbuf.go
-	defer buf.free()
-	write := func(out []byte) error {
-		// A client that does not read blocks this goroutine, not the
-		// server, until the command deadline: the write is bounded by
-		// Feed's output limit.
-		_ = nc.SetWriteDeadline(time.Now().Add(c.lv.cfg.CommandTimeout))
-		_, err := nc.Write(out)
-		return err
+// tlsInfos holds the tlsInfo strings made so far: a session shares one
+// instead of holding its own.
+var tlsInfos sync.Map // uint32(version)<<16 | suite → string
+
+// tlsInfo describes a version and a cipher suite for the Received header
+// and the log: "TLSv1.3 with cipher TLS_AES_128_GCM_SHA256".
+func tlsInfo(version, suite uint16) string {
+	key := uint32(version)<<16 | uint32(suite)
+	if s, ok := tlsInfos.Load(key); ok {
+		return s.(string)
 	}
-	for {
-		n, nx := c.step(buf.b, write, never)
-		buf.consume(n)
-		switch nx {
-		case nextWait:
-			buf.release()
-			c.waitAnswer()
-			continue
-		case nextClose, nextTLS: // no STARTTLS is offered over TLS
-			return
-		}
-		if !c.sess.InTransfer() {
-			buf.release() // between commands: nothing big is coming yet
-		}
-		_ = nc.SetReadDeadline(time.Unix(0, c.deadline.Load()))
-		space := buf.space()
-		n, err := nc.Read(space)
-		buf.read(n, space)
-		if err != nil {
-			var ne net.Error
-			switch {
-			case errors.As(err, &ne) && ne.Timeout():
-				// The deadline passed, or the drain interrupted the read:
-				// the flags decide on the next turn.
-				if time.Now().UnixNano() >= c.deadline.Load() {
-					c.flags.Or(flagTimeout)
-				}
-			case n == 0:
-				c.reason = "client closed"
-				return
-			}
-		}
-	}
+	s := tlsVersion(version) + " with cipher " + tls.CipherSuiteName(suite)
+	tlsInfos.Store(key, s)
+	return s
 }
 
 // tlsVersion names a version as Postfix writes it in Received headers.
@@ -332,6 +324,9 @@ func tlsVersion(v uint16) string {
 // interrupted read for a detached session.
 func (c *conn) kick() {
 	if bc := c.bc.Load(); bc != nil {
+		if c.srv.parker.wake(c.n) {
+			return // parked (park.go): it runs again and looks
+		}
 		_ = (*bc).SetReadDeadline(time.Now())
 		return
 	}
