@@ -29,14 +29,10 @@ cleanup() {
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-	-subj /CN=mx.bench.test -addext subjectAltName=DNS:mx.bench.test \
-	-keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
-free_port() {
-	local p=$1
-	while [ -n "$(ss -Htan "sport = :$p" 2>/dev/null)" ]; do p=$((p + 1)); done
-	echo "$p"
-}
+log() { echo "idlemem: $*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh" # free_port, ecdsa_cert
+ecdsa_cert "$WORK"
 PORT=$(free_port 3700)
 PPROF=$(free_port $((PORT + 1)))
 mkdir -p "$WORK/mail"

@@ -108,8 +108,13 @@ func (p *parker) loop(rc syscall.RawConn) {
 		}
 	})
 	// The loop ended: closed, or epoll failed. Nobody watches the set any
-	// more, so no session may stay parked in it: the ones left go on (and
-	// later ones wait on goroutines of their own).
+	// more, so no session may stay parked in it.
+	p.closeAndWake()
+}
+
+// closeAndWake marks p closed (later sessions wait on goroutines of
+// their own) and starts every session still parked again.
+func (p *parker) closeAndWake() {
 	p.mu.Lock()
 	p.closed = true
 	left := make([]uint64, 0, len(p.parked))
@@ -141,16 +146,7 @@ func (p *parker) wake(key uint64) bool {
 // close ends the parker after the drain: any session still parked is
 // started again (to end), and later ones wait on goroutines of their own.
 func (p *parker) close() {
-	p.mu.Lock()
-	p.closed = true
-	left := make([]uint64, 0, len(p.parked))
-	for key := range p.parked {
-		left = append(left, key)
-	}
-	p.mu.Unlock()
-	for _, key := range left {
-		p.wake(key)
-	}
+	p.closeAndWake()
 	// Not under mu: Close waits for the loop to leave epoll, and the loop
 	// may be about to wake (stale events: nothing is parked any more).
 	p.mu.Lock()
