@@ -81,14 +81,7 @@ func TestParkedTLSTimeout(t *testing.T) {
 	c := tlsIdle(t, r, p)
 	t0 := time.Now()
 	waitParked(t, r, 1)
-	want := strings.TrimRight(string(proto.ReplyTimeout.Bytes()), "\r\n")
-	if g := c.reply(); g != want {
-		t.Fatalf("parked session at its deadline: %q, want %q", g, want)
-	}
-	c.expectClosed()
-	if d := time.Since(t0); d < cfg.CommandTimeout-100*time.Millisecond || d > cfg.CommandTimeout+3*time.Second {
-		t.Errorf("timed out after %v, want about %v", d, cfg.CommandTimeout)
-	}
+	expectTimedOut(t, c, "parked session", t0, cfg.CommandTimeout)
 	if n := r.srv.Stats().TimedOut.Load(); n != 1 {
 		t.Errorf("TimedOut = %d, want 1", n)
 	}
@@ -143,14 +136,7 @@ func TestParkedTLSWaiter(t *testing.T) {
 	}
 	c.expect("NOOP", "250")
 	t0 := time.Now()
-	want := strings.TrimRight(string(proto.ReplyTimeout.Bytes()), "\r\n")
-	if g := c.reply(); g != want {
-		t.Fatalf("waiting session at its deadline: %q, want %q", g, want)
-	}
-	c.expectClosed()
-	if d := time.Since(t0); d < cfg.CommandTimeout-100*time.Millisecond || d > cfg.CommandTimeout+3*time.Second {
-		t.Errorf("timed out after %v, want about %v", d, cfg.CommandTimeout)
-	}
+	expectTimedOut(t, c, "waiting session", t0, cfg.CommandTimeout)
 }
 
 // TestParkerCloseWhileWaking: the server stops while the parker's loop
@@ -286,5 +272,19 @@ func TestParkerLoopFails(t *testing.T) {
 	b.send("NOOP\r\n")
 	if g := b.reply(); !strings.HasPrefix(g, "250") {
 		t.Fatalf("NOOP on the other session: %q", g)
+	}
+}
+
+// expectTimedOut: c, quiet since t0, gets 421 4.4.2 about timeout later
+// and is closed.
+func expectTimedOut(t *testing.T, c *client, what string, t0 time.Time, timeout time.Duration) {
+	t.Helper()
+	want := strings.TrimRight(string(proto.ReplyTimeout.Bytes()), "\r\n")
+	if g := c.reply(); g != want {
+		t.Fatalf("%s at its deadline: %q, want %q", what, g, want)
+	}
+	c.expectClosed()
+	if d := time.Since(t0); d < timeout-100*time.Millisecond || d > timeout+3*time.Second {
+		t.Errorf("%s timed out after %v, want about %v", what, d, timeout)
 	}
 }
