@@ -16,8 +16,14 @@ import (
 // createExcl creates path, which must not exist, write-only with mode 0600,
 // and returns its descriptor. Errors are *os.PathError, as os.OpenFile's.
 func createExcl(path string) (int, error) {
+	return openFD(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
+}
+
+// openFD is open(2) with O_CLOEXEC added, retrying EINTR as os.OpenFile
+// does. Errors are *os.PathError.
+func openFD(path string, flags int, mode uint32) (int, error) {
 	for {
-		fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, 0o600)
+		fd, err := unix.Open(path, flags|unix.O_CLOEXEC, mode)
 		if err == unix.EINTR {
 			continue // as os.OpenFile does
 		}

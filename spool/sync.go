@@ -28,16 +28,9 @@ func (FsyncSyncer) syncFD(fd int, path string) error { return fsyncFD(fd, path) 
 
 // SyncDir opens dir and calls fsync on it (plain system calls: see fd.go).
 func (FsyncSyncer) SyncDir(dir string) error {
-	var fd int
-	var err error
-	for {
-		fd, err = unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	fd, err := openFD(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: dir, Err: err}
+		return err
 	}
 	err = fsyncFD(fd, dir)
 	if cerr := closeFD(fd, dir); err == nil {
