@@ -60,9 +60,9 @@ func NewGroupSyncer(root string) (*GroupSyncer, error) {
 	if rel := unix.ByteSliceToString(u.Release[:]); !kernelAtLeast(rel, 5, 8) {
 		return nil, fmt.Errorf("spool: kernel %s is older than 5.8: syncfs does not report write errors", rel)
 	}
-	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := openFD(root, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: root, Err: err}
+		return nil, err
 	}
 	return &GroupSyncer{fd: fd}, nil
 }
