@@ -579,7 +579,7 @@ func (b *bodyCanon) text(p []byte) {
 		}
 		return
 	}
-	if len(p) > 0 && bytes.IndexByte(p, '\t') < 0 && bytes.Index(p, doubleSpace) < 0 {
+	if singleSpaced(p) {
 		b.single(p)
 		return
 	}
@@ -633,7 +633,14 @@ func (b *bodyCanon) single(p []byte) {
 	}
 }
 
-// doubleSpace is the white space run the fast path of text looks for.
+// singleSpaced reports whether p is not empty and every run of white
+// space in it is one SP (no tab, no two spaces in a row): the relaxed
+// canonicalization then changes nothing in it but at its ends (single).
+func singleSpaced(p []byte) bool {
+	return len(p) > 0 && bytes.IndexByte(p, '\t') < 0 && bytes.Index(p, doubleSpace) < 0
+}
+
+// doubleSpace is the white space run singleSpaced looks for.
 var doubleSpace = []byte("  ")
 
 // lineStart writes the empty lines held back once the line has content.
@@ -679,7 +686,7 @@ func (b *bodyCanon) write(p []byte) {
 	// When p as a whole has no tab and no two spaces in a row (most
 	// text), neither has any of its lines: they skip text's scans.
 	text := b.text
-	if b.relaxed && len(p) > 0 && bytes.IndexByte(p, '\t') < 0 && bytes.Index(p, doubleSpace) < 0 {
+	if b.relaxed && singleSpaced(p) {
 		text = b.single
 	}
 	for len(p) > 0 {

@@ -16,10 +16,7 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	if err != nil {
 		return nil, err
 	}
-	if e.txt != nil {
-		return slices.Clone(e.txt), nil // the caller may modify its slice
-	}
-	return txtStrings(e.rrs), nil
+	return slices.Clone(e.txt), nil // joined when cached; the caller may modify its slice
 }
 
 // txtStrings returns the strings of each TXT record joined.
