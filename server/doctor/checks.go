@@ -187,18 +187,30 @@ func (d *doc) checkDNSBL(ctx context.Context, site string) {
 	d.add(name, OK, fmt.Sprintf("127.0.0.2 listed (%s), 127.0.0.1 not", join(pos.addrs())), "")
 }
 
-func (d *doc) checkSPF(ctx context.Context, dom string) {
-	name := "spf " + dom
-	a, err := d.dns.query(ctx, dom, typeTXT)
+// txtRecords returns the TXT records at qname that match; false (with a
+// Warn for the check name) when the lookup failed.
+func (d *doc) txtRecords(ctx context.Context, name, qname string, match func(string) bool) ([]string, bool) {
+	a, err := d.dns.query(ctx, qname, typeTXT)
 	if err != nil {
 		d.add(name, Warn, "could not look up TXT: "+err.Error(), "")
-		return
+		return nil, false
 	}
-	var spf []string
+	var recs []string
 	for _, t := range a.txt() {
-		if t == "v=spf1" || strings.HasPrefix(strings.ToLower(t), "v=spf1 ") {
-			spf = append(spf, t)
+		if match(t) {
+			recs = append(recs, t)
 		}
+	}
+	return recs, true
+}
+
+func (d *doc) checkSPF(ctx context.Context, dom string) {
+	name := "spf " + dom
+	spf, ok := d.txtRecords(ctx, name, dom, func(t string) bool {
+		return t == "v=spf1" || strings.HasPrefix(strings.ToLower(t), "v=spf1 ")
+	})
+	if !ok {
+		return
 	}
 	switch len(spf) {
 	case 0:
@@ -213,16 +225,11 @@ func (d *doc) checkSPF(ctx context.Context, dom string) {
 
 func (d *doc) checkDMARC(ctx context.Context, dom string) {
 	name := "dmarc " + dom
-	a, err := d.dns.query(ctx, "_dmarc."+dom, typeTXT)
-	if err != nil {
-		d.add(name, Warn, "could not look up TXT: "+err.Error(), "")
+	recs, ok := d.txtRecords(ctx, name, "_dmarc."+dom, func(t string) bool {
+		return strings.HasPrefix(strings.ToLower(strings.TrimSpace(t)), "v=dmarc1")
+	})
+	if !ok {
 		return
-	}
-	var recs []string
-	for _, t := range a.txt() {
-		if strings.HasPrefix(strings.ToLower(strings.TrimSpace(t)), "v=dmarc1") {
-			recs = append(recs, t)
-		}
 	}
 	switch len(recs) {
 	case 0:
@@ -240,18 +247,13 @@ func (d *doc) checkDMARC(ctx context.Context, dom string) {
 // honour it.
 func (d *doc) checkMTASTS(ctx context.Context, dom string) {
 	name := "mta-sts " + dom
-	a, err := d.dns.query(ctx, "_mta-sts."+dom, typeTXT)
-	if err != nil {
-		d.add(name, Warn, "could not look up TXT: "+err.Error(), "")
+	recs, ok := d.txtRecords(ctx, name, "_mta-sts."+dom, func(t string) bool {
+		return strings.HasPrefix(strings.ToLower(t), "v=stsv1")
+	})
+	if !ok {
 		return
 	}
-	published := false
-	for _, t := range a.txt() {
-		if strings.HasPrefix(strings.ToLower(t), "v=stsv1") {
-			published = true
-		}
-	}
-	if !published {
+	if len(recs) == 0 {
 		d.add(name, OK, "no MTA-STS policy published (optional)", "")
 		return
 	}
