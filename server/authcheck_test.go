@@ -127,9 +127,7 @@ func TestAuthPass(t *testing.T) {
 func TestAuthActions(t *testing.T) {
 	_, cfg, key := authSetup(t)
 	r := start(t, cfg)
-	c := dialFrom(t, "127.0.0.3", r.addr)
-	c.reply()
-	c.expect("EHLO forger.test", "250")
+	c := forgerSession(t, r)
 	forged := "From: PayPal <service@sender.test>\r\nSubject: pay\r\n\r\nsend money\r\n"
 	if got := sendMsg(t, c, "x@elsewhere.test", "bob@example.test", forged); !strings.HasPrefix(got, "550 5.7.1") {
 		t.Fatalf("p=reject forgery: %q, want 550 5.7.1", got)
@@ -173,9 +171,7 @@ func TestAuthActions(t *testing.T) {
 	_, cfg, _ = authSetup(t)
 	cfg.DMARCRejectAction, cfg.SPFFailAction = ActionJunk, ActionReject
 	r = start(t, cfg)
-	c = dialFrom(t, "127.0.0.3", r.addr)
-	c.reply()
-	c.expect("EHLO forger.test", "250")
+	c = forgerSession(t, r)
 	c.expect("MAIL FROM:<alice@sender.test>", "550 5.7.23")
 	if got := sendMsg(t, c, "x@elsewhere.test", "alice@example.test", forged); !strings.HasPrefix(got, "250") {
 		t.Fatalf("reject action junk: %q", got)
@@ -344,9 +340,7 @@ func TestAuthForgedDeepInHeader(t *testing.T) {
 	_, cfg, _ := authSetup(t)
 	cfg.IPRev = false
 	r := start(t, cfg)
-	c := dialFrom(t, "127.0.0.3", r.addr)
-	c.reply()
-	c.expect("EHLO forger.test", "250")
+	c := forgerSession(t, r)
 	pad := strings.Repeat("X-Pad: "+strings.Repeat("p", 900)+"\r\n", 400) // 360 KB of header
 	msg := pad + "Authentication-Results: mx.example.test; dmarc=pass header.from=paypal.test\r\n" +
 		"From: a@none.test\r\nSubject: deep\r\n\r\nbody\r\n"
@@ -369,9 +363,7 @@ func TestAuthBrokenFromStillDMARC(t *testing.T) {
 	_, cfg, _ := authSetup(t)
 	cfg.IPRev = false
 	r := start(t, cfg)
-	c := dialFrom(t, "127.0.0.3", r.addr)
-	c.reply()
-	c.expect("EHLO forger.test", "250")
+	c := forgerSession(t, r)
 	for _, from := range []string{
 		`"PayPal" <service@sender.test> x`,
 		`PayPal [Service] <service@sender.test>`,
@@ -392,9 +384,7 @@ func TestAuthFromAfterManyFields(t *testing.T) {
 	_, cfg, _ := authSetup(t)
 	cfg.IPRev = false
 	r := start(t, cfg)
-	c := dialFrom(t, "127.0.0.3", r.addr)
-	c.reply()
-	c.expect("EHLO forger.test", "250")
+	c := forgerSession(t, r)
 	msg := strings.Repeat("X-A: a\r\n", 1200) + "From: PayPal <service@sender.test>\r\nSubject: pay\r\n\r\nsend money\r\n"
 	if got := sendMsg(t, c, "x@elsewhere.test", "bob@example.test", msg); !strings.HasPrefix(got, "550 5.7.1") {
 		t.Fatalf("end of data %q, want 550 5.7.1", got)
@@ -410,9 +400,7 @@ func TestAuthFromDomainsConcurrent(t *testing.T) {
 	cfg.IPRev = false
 	dns.Delay(200 * time.Millisecond) // two lookups per domain: 400 ms; three in a row pass the 900 ms bound
 	r := start(t, cfg)
-	c := dialFrom(t, "127.0.0.3", r.addr)
-	c.reply()
-	c.expect("EHLO forger.test", "250")
+	c := forgerSession(t, r)
 	msg := "From: a@x1.a.test, b@x2.b.test, c@x3.c.test, PayPal <service@sender.test>\r\nSubject: pay\r\n\r\nsend money\r\n"
 	if got := sendMsg(t, c, "x@elsewhere.test", "bob@example.test", msg); !strings.HasPrefix(got, "550 5.7.1") {
 		t.Fatalf("end of data %q, want 550 5.7.1", got)
@@ -514,4 +502,14 @@ func TestSPFCache(t *testing.T) {
 	if len(c.m) > spfCacheEntries {
 		t.Errorf("%d entries, bound %d", len(c.m), spfCacheEntries)
 	}
+}
+
+// forgerSession opens a session to r from 127.0.0.3 (no PTR name) that
+// said EHLO forger.test.
+func forgerSession(t *testing.T, r *running) *client {
+	t.Helper()
+	c := dialFrom(t, "127.0.0.3", r.addr)
+	c.reply()
+	c.expect("EHLO forger.test", "250")
+	return c
 }
