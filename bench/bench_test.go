@@ -39,20 +39,7 @@ func startFake(t *testing.T, setup func(*fakesmtp.Server)) *fakesmtp.Server {
 // short timeout.
 func run(t *testing.T, s *fakesmtp.Server, cfg Config) *Result {
 	t.Helper()
-	cfg.Target = s.Addr()
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second
-	}
-	if cfg.MaxDuration == 0 {
-		cfg.MaxDuration = 30 * time.Second
-	}
-	if cfg.RunID == "" {
-		cfg.RunID = "rtest"
-	}
-	res, err := Run(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("Run: %v", err)
-	}
+	res := runRaw(t, s, cfg)
 	if res.Delivered+res.Failed != res.Attempted {
 		t.Errorf("delivered %d + failed %d != attempted %d", res.Delivered, res.Failed, res.Attempted)
 	}

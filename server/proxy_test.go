@@ -1,12 +1,10 @@
 package server
 
 import (
-	"bytes"
 	"errors"
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,25 +12,11 @@ import (
 
 	"github.com/nanomx/nanomx/proto"
 	"github.com/nanomx/nanomx/server/check"
+	"github.com/nanomx/nanomx/server/servertest"
 )
 
 // syncBuffer is a log sink the loops may write while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = servertest.SyncBuffer
 
 // proxyConfig is testServerConfig with a proxy_listen address trusting
 // 127.0.0.1; its log goes to the returned buffer.
