@@ -41,11 +41,7 @@ WORK=$(mktemp -d "$ROOT/bench/.auth.XXXXXX")
 PIDS=()
 cleanup() {
 	local rc=$?
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-	for pid in "${PIDS[@]}"; do
-		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
-	done
+	stop_pids 10 "${PIDS[@]}"
 	rm -rf "$WORK"
 	exit "$rc"
 }

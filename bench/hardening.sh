@@ -130,9 +130,7 @@ SERVER_PID=
 cleanup() {
 	local rc=$?
 	if [ -n "$SERVER_PID" ]; then
-		kill "$SERVER_PID" 2>/dev/null || true
-		for _ in $(seq 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$SERVER_PID" 2>/dev/null || true
+		stop_pids 30 "$SERVER_PID" # bench/lib.sh, sourced before a server starts
 	fi
 	rm -rf "$WORK"
 	exit "$rc"
@@ -164,18 +162,6 @@ FS_NOTE+="."
 	-subj /CN=mx.bench.test -addext subjectAltName=DNS:mx.bench.test \
 	-keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 
-free_port() {
-	local p=$1
-	while [ -n "$(ss -Htan "sport = :$p" 2>/dev/null)" ]; do p=$((p + 1)); done
-	echo "$p"
-}
-wait_port() {
-	for _ in $(seq 100); do
-		[ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ] && return 0
-		sleep 0.1
-	done
-	die "nothing listens on port $1"
-}
 
 # config NAME EXTRA: writes $WORK/NAME.toml for a server on a free port,
 # sets PORT and CONFIG. Mailboxes b1..b60, one per run (see next_box).
@@ -209,14 +195,12 @@ start() {
 	log "starting nanomx ($1) on 127.0.0.1:$PORT, CPU $SERVER_CPU"
 	"$TASKSET" -c $SERVER_CPU env GOMAXPROCS=1 GOMEMLIMIT=700MiB "$BIN" serve -config "$CONFIG" >"$WORK/$1.log" 2>&1 &
 	SERVER_PID=$!
-	wait_port "$PORT"
+	wait_port "$PORT" || die "nothing listens on port $PORT"
 }
 
 # stop: SIGTERM, at most 30 s to drain, then SIGKILL.
 stop() {
-	kill "$SERVER_PID" 2>/dev/null || true
-	for _ in $(seq 300); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-	kill -9 "$SERVER_PID" 2>/dev/null || true
+	stop_pids 30 "$SERVER_PID"
 	wait "$SERVER_PID" 2>/dev/null || true
 	SERVER_PID=
 }

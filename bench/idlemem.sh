@@ -22,9 +22,7 @@ WORK=$(mktemp -d "$ROOT/bench/.idlemem.XXXXXX")
 PID=
 cleanup() {
 	if [ -n "$PID" ]; then
-		kill "$PID" 2>/dev/null || true
-		for _ in $(seq 100); do kill -0 "$PID" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$PID" 2>/dev/null || true
+		stop_pids 10 "$PID" # bench/lib.sh, sourced before the server starts
 	fi
 	rm -rf "$WORK"
 }

@@ -50,6 +50,18 @@ free_port() {
 	echo "$p"
 }
 
+# stop_pids SECS PID...: SIGTERM to each PID, up to SECS seconds for each
+# to drain and exit, then SIGKILL.
+stop_pids() {
+	local secs=$1 pid
+	shift
+	for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+	for pid in "$@"; do
+		for _ in $(seq $((secs * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$pid" 2>/dev/null || true
+	done
+}
+
 # wait_port P: waits up to 10 s for a listener on port P.
 wait_port() {
 	for _ in $(seq 100); do

@@ -65,14 +65,8 @@ SERVER_PID=
 SINK_PID=
 cleanup() {
 	local rc=$?
-	for pid in $SERVER_PID $SINK_PID; do
-		kill "$pid" 2>/dev/null || true
-	done
-	for pid in $SERVER_PID $SINK_PID; do
-		# Wait for it to drain and exit, at most 30 s.
-		for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
-	done
+	# shellcheck disable=SC2086 # empty when not started
+	stop_pids 30 $SERVER_PID $SINK_PID
 	rm -rf "$WORK"
 	exit "$rc"
 }

@@ -60,12 +60,8 @@ PIDS=()
 PF=$WORK/postfix
 cleanup() {
 	local rc=$?
-	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 	[ -f "$PF/etc/main.cf" ] && postfix -c "$PF/etc" stop >/dev/null 2>&1 || true
-	for pid in "${PIDS[@]}"; do
-		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-		kill -9 "$pid" 2>/dev/null || true
-	done
+	stop_pids 10 "${PIDS[@]}"
 	rm -rf "$WORK"
 	exit "$rc"
 }
