@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/nanomx/nanomx/proto"
 	"github.com/nanomx/nanomx/server/auth"
 	"github.com/nanomx/nanomx/server/check"
+	"github.com/nanomx/nanomx/server/resolver"
 	"github.com/nanomx/nanomx/spool"
 )
 
@@ -79,6 +81,12 @@ type authChecker struct {
 	junk                    string
 
 	stats authStats // results and actions, for the metrics
+
+	// cached is set when r is the server's caching resolver, which can
+	// answer from its cache alone (resolver.CacheOnly): the end of data
+	// then decides on the session's goroutine when nothing needs a round
+	// trip (dataInline).
+	cached bool
 }
 
 // authSession is one session's part: the connection's iprev and the
@@ -99,8 +107,10 @@ func newAuthChecker(cfg Config, r auth.Resolver) *authChecker {
 	if id == "" {
 		id = cfg.Hostname
 	}
+	_, cached := r.(*resolver.Resolver)
 	return &authChecker{
 		r:                r,
+		cached:           cached,
 		pool:             check.NewPoolOnDemand(authPoolKeep, authPoolMax, authPoolQueue),
 		spfCache:         spfCache{m: make(map[spfKey]spfEntry)},
 		bound:            3 * dnsTimeout(&cfg),
@@ -231,6 +241,11 @@ func (a *authChecker) Data(i *Info, body []byte) *check.Result {
 	if !a.dkim && !a.dmarc {
 		return a.finish(st, i.IP, nil, nil)
 	}
+	if a.cached && body != nil && len(body) <= inlineMaxBody && st.spf.known() && st.iprev.known() {
+		if v, ok := a.dataInline(st, i.IP, body); ok {
+			return check.Now(v)
+		}
+	}
 	// The body belongs to the session, which waits for this verdict; the
 	// guard makes sure nothing reads it once the verdict is out (a late
 	// reader gets an error instead).
@@ -322,6 +337,48 @@ func (a *authChecker) Data(i *Info, body []byte) *check.Result {
 		return out
 	})
 	return a.finish(st, i.IP, msg, g)
+}
+
+// inlineMaxBody bounds the messages dataInline takes: hashing one costs
+// about 1 µs per KB, and DKIM may hash it twice (simple and relaxed).
+const inlineMaxBody = 128 << 10
+
+// dataInline is Data for a message whose every answer is cached already:
+// the key of each signature, the DMARC record of each From domain (SPF
+// and iprev have answered). It runs on the session's goroutine, looking
+// only at the resolver's cache (CPU only: the From header, the hashes and
+// the signatures' verification, about 60 µs for a 10 KB message with an
+// RSA-2048 signature), which spares the pool's goroutine, its hand-off and
+// the event loop's wake-up for a verdict; most messages of a session
+// after its first, and of a sender seen recently, take it. It reports
+// false, deciding nothing, when a lookup would have had to wait: Data
+// then runs the checks on the pool (the work done here, at most the From
+// header and the DMARC lookups, is lost).
+func (a *authChecker) dataInline(st *authSession, ip netip.Addr, body []byte) (check.Verdict, bool) {
+	ctx, missed := resolver.CacheOnly(context.Background())
+	m, err := auth.ReadMessage(bytes.NewReader(body))
+	if err != nil {
+		return check.Verdict{}, false
+	}
+	out := dkimOut{read: true, from: m.From()}
+	if a.dmarc {
+		for _, d := range out.from.Domains {
+			out.dmarc = append(out.dmarc, auth.LookupDMARC(ctx, a.r, d))
+		}
+		if missed() {
+			m.Close()
+			return check.Verdict{}, false
+		}
+	}
+	if a.dkim {
+		out.dkim = m.VerifyDKIM(ctx, a.r)
+	} else {
+		m.Close()
+	}
+	if missed() {
+		return check.Verdict{}, false
+	}
+	return a.decide(st, ip, out, out.dmarc), true
 }
 
 // spillAt is where a spilled message's bytes can be read back.
@@ -517,6 +574,15 @@ func (o *outcome[T]) set(v T) {
 	for _, w := range ws {
 		w(v)
 	}
+}
+
+// known reports whether o is nil (not run) or has its value.
+func (o *outcome[T]) known() bool {
+	if o == nil {
+		return true
+	}
+	_, ok := o.get()
+	return ok
 }
 
 // get returns the value and whether it is known.

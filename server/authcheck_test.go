@@ -513,3 +513,87 @@ func forgerSession(t *testing.T, r *running) *client {
 	c.expect("EHLO forger.test", "250")
 	return c
 }
+
+// TestAuthInline: once every answer a message needs is cached, the end of
+// data decides at once, on the session's goroutine (its result is
+// complete when Data returns), with the Authentication-Results field the
+// first message got from the pool; a message needing a key not cached
+// yet still goes to the pool, waits for its lookup, and passes.
+func TestAuthInline(t *testing.T) {
+	dns, cfg, key := authSetup(t)
+	res, err := newResolver(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAuthChecker(cfg, res)
+	if !a.cached {
+		t.Fatal("the server's resolver is not seen as caching")
+	}
+	wait := func(r *check.Result) check.Verdict {
+		t.Helper()
+		if r == nil {
+			return check.Verdict{}
+		}
+		ch := make(chan check.Verdict, 1)
+		r.Notify(func(v check.Verdict) { ch <- v })
+		select {
+		case v := <-ch:
+			return v
+		case <-time.After(5 * time.Second):
+			t.Fatal("no verdict")
+			return check.Verdict{}
+		}
+	}
+	i := &Info{IP: netip.MustParseAddr("127.0.0.2"), Helo: "c.sender.test"}
+	a.Connect(i)
+	lf := func(s string) []byte { return []byte(strings.ReplaceAll(s, "\r\n", "\n")) }
+	msg := "From: Alice <alice@sender.test>\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\nHello.\r\n"
+	// data runs a transaction and returns its verdict and whether it was
+	// ready when Data returned.
+	data := func(body []byte) (check.Verdict, bool) {
+		t.Helper()
+		i.resetTx()
+		if v := wait(a.Mail(i, proto.Address{Local: "alice", Domain: "sender.test"}, proto.MailParams{})); v.Reply != nil {
+			t.Fatalf("MAIL: %v", v.Reply)
+		}
+		r := a.Data(i, body)
+		_, ready := r.Verdict()
+		return wait(r), ready
+	}
+	const want = "\tdkim=pass header.d=sender.test header.s=sel header.a=ed25519-sha256;\n" +
+		"\tdmarc=pass (p=reject) header.from=sender.test;\n"
+	first, _ := data(lf(signed(t, key, msg)))
+	if !strings.Contains(string(first.Headers), want) {
+		t.Fatalf("first message: %q", first.Headers)
+	}
+	second, ready := data(lf(signed(t, key, msg)))
+	if !ready {
+		t.Fatal("second message: the verdict was not ready when Data returned (answers cached)")
+	}
+	if string(second.Headers) != string(first.Headers) {
+		t.Fatalf("second message: %q, want %q", second.Headers, first.Headers)
+	}
+	if n := dns.Count("sel._domainkey.sender.test", 16); n != 1 {
+		t.Fatalf("%d key queries, want 1", n)
+	}
+
+	// A second selector, not cached, behind a slow server: the pool waits.
+	_, key2, _ := ed25519.GenerateKey(rand.Reader)
+	zone := authZone + fmt.Sprintf("sel._domainkey.sender.test. TXT \"v=DKIM1; k=ed25519; p=%s\"\nsel2._domainkey.sender.test. TXT \"v=DKIM1; k=ed25519; p=%s\"\n",
+		base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey)), base64.StdEncoding.EncodeToString(key2.Public().(ed25519.PublicKey)))
+	if err := dns.Set(zone); err != nil {
+		t.Fatal(err)
+	}
+	dns.Delay(100 * time.Millisecond)
+	var b bytes.Buffer
+	if err := dkim.Sign(&b, strings.NewReader(msg), &dkim.SignOptions{Domain: "sender.test", Selector: "sel2", Signer: key2}); err != nil {
+		t.Fatal(err)
+	}
+	third, ready := data(lf(b.String()))
+	if ready || !strings.Contains(string(third.Headers), "\tdkim=pass header.d=sender.test header.s=sel2 ") {
+		t.Fatalf("new selector: ready at once %v (want false: its key was not cached), %q", ready, third.Headers)
+	}
+	if n := dns.Count("sel2._domainkey.sender.test", 16); n != 1 {
+		t.Fatalf("new selector: %d key queries, want 1", n)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -245,18 +246,42 @@ func (r *Resolver) Lookup(ctx context.Context, name string, qtype uint16) (*Answ
 // lookup returns the entry (cached or fresh) for name and qtype. A
 // negative entry comes with its not-found error.
 func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (*entry, error) {
-	r.st.query(qtype)
 	k, ok := makeKey(name, qtype)
 	if !ok {
+		r.st.query(qtype)
 		r.st.result(qtype, resNotFound)
 		return nil, &net.DNSError{Err: errNoSuchHost, Name: name, IsNotFound: true}
 	}
 	if e := r.fromCache(k); e != nil {
+		r.st.query(qtype)
 		r.st.cacheHits.Add(1)
 		return e, r.entryErr(e, k.qtype, name)
 	}
+	if co, _ := ctx.Value(cacheOnlyKey{}).(*cacheOnly); co != nil {
+		// Not counted: the caller asks again, without CacheOnly.
+		co.missed.Store(true)
+		return nil, &net.DNSError{Err: errNotCached, Name: name, IsTemporary: true}
+	}
+	r.st.query(qtype)
 	e, err := r.miss(ctx, k, name)
 	return e, err
+}
+
+// errNotCached is the error of a CacheOnly lookup the cache cannot answer.
+const errNotCached = "not in the cache"
+
+type cacheOnlyKey struct{}
+
+type cacheOnly struct{ missed atomic.Bool }
+
+// CacheOnly returns a context under which lookups answer from the cache
+// alone, never waiting: a name not cached fails at once with a temporary
+// error, and missed then reports true. It lets work that needs no DNS
+// round trip run where waiting is not allowed (the event loop), and go
+// elsewhere, to run again, when missed says it would have waited.
+func CacheOnly(ctx context.Context) (_ context.Context, missed func() bool) {
+	co := &cacheOnly{}
+	return context.WithValue(ctx, cacheOnlyKey{}, co), co.missed.Load
 }
 
 // fromCache returns the live cached entry for k, if any.

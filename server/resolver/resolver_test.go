@@ -557,3 +557,41 @@ func TestCounts(t *testing.T) {
 		t.Errorf("Counts allocates %v times", n)
 	}
 }
+
+// TestCacheOnly: under CacheOnly a cached name (positive or negative) is
+// answered as usual and missed stays false; a name not cached fails at
+// once with a temporary error, sets missed, and sends no query; the same
+// name asked normally afterwards is looked up.
+func TestCacheOnly(t *testing.T) {
+	s, r, _ := setup(t)
+	bg := context.Background()
+	if _, err := r.LookupTXT(bg, "example.test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.LookupTXT(bg, "nx.example.test"); !dnsErr(t, err).IsNotFound {
+		t.Fatalf("nx: %v", err)
+	}
+	ctx, missed := CacheOnly(bg)
+	txt, err := r.LookupTXT(ctx, "example.test")
+	if err != nil || len(txt) != 1 || !strings.HasPrefix(txt[0], "v=spf1") {
+		t.Fatalf("cached: %q, %v", txt, err)
+	}
+	if _, err := r.LookupTXT(ctx, "nx.example.test"); !dnsErr(t, err).IsNotFound {
+		t.Fatalf("cached NXDOMAIN: %v, want not found", err)
+	}
+	if missed() {
+		t.Fatal("missed after cached answers")
+	}
+	queries := r.Stats().Queries["TXT"]
+	start := time.Now()
+	_, err = r.LookupTXT(ctx, "multi.example.test")
+	if de := dnsErr(t, err); !de.IsTemporary || de.IsNotFound || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("not cached: %+v after %v, want a temporary error at once", de, time.Since(start))
+	}
+	if !missed() || s.Count("multi.example.test", dns.TypeTXT) != 0 || r.Stats().Queries["TXT"] != queries {
+		t.Fatalf("not cached: missed %v, %d queries sent, counted %d→%d", missed(), s.Count("multi.example.test", dns.TypeTXT), queries, r.Stats().Queries["TXT"])
+	}
+	if _, err := r.LookupTXT(bg, "multi.example.test"); err != nil || s.Count("multi.example.test", dns.TypeTXT) != 1 {
+		t.Fatalf("asked again: %v, %d queries", err, s.Count("multi.example.test", dns.TypeTXT))
+	}
+}
