@@ -62,12 +62,7 @@ func (s *Session) takeTx() {
 // transaction, no check pending, no message waiting.
 func (s *Session) tidy() {
 	b := s.txBufs
-	if b == nil || s.inBdat {
-		return
-	}
-	switch s.state {
-	case stateGreeted, stateReady, stateClosed:
-	default:
+	if b == nil || !s.Idle() {
 		return
 	}
 	s.txBufs = nil

@@ -266,6 +266,16 @@ func (s *Session) InTransfer() bool {
 	return s.state == stateData || s.state == stateBdat || s.inBdat
 }
 
+// Idle reports that no transaction is open: no MAIL accepted (or it was
+// answered, reset or given up), no check pending, no message waiting.
+func (s *Session) Idle() bool {
+	switch s.state {
+	case stateGreeted, stateReady, stateClosed:
+		return !s.inBdat
+	}
+	return false
+}
+
 // Commands counts the commands completed so far; a change tells the server
 // to restart its per-command deadline.
 func (s *Session) Commands() uint64 { return s.commands }
