@@ -651,7 +651,8 @@ func retained(s *Session) int {
 
 // TestIdleBuffersShrink: a transaction with 100 long recipients grows the
 // arena, recipient slices and output; once it ends (RSET, delivery, a new
-// EHLO) and the output is cleared, the idle session holds a few KiB again.
+// EHLO) and the output is cleared, the idle session holds a few KiB again,
+// and none of it its own: the buffers it kept went back to the spares.
 func TestIdleBuffersShrink(t *testing.T) {
 	cfg := benchConfig()
 	cfg.MaxAddressAllowance = 1024
@@ -677,6 +678,11 @@ func TestIdleBuffersShrink(t *testing.T) {
 		if got := retained(s); got > 2<<10 {
 			t.Fatalf("after %q an idle session retains %d octets (arena %d out %d helo %d rcpts %d views %d)",
 				end, got, cap(envBufs(s).arena), cap(s.out), cap(s.helo), cap(envBufs(s).rcpts), cap(envBufs(s).views))
+		}
+		// Idle, its replies written, it holds no buffer but the HELO name's.
+		s.ClearOutput()
+		if s.txBufs != nil || s.out != nil {
+			t.Fatalf("after %q an idle session holds envelope buffers %v, output %d octets", end, s.txBufs != nil, cap(s.out))
 		}
 	}
 }
