@@ -51,7 +51,8 @@ type conn struct {
 
 	// proxy is the peer a PROXY header came from (proxy.go), when the
 	// connection arrived on a proxy_listen address; remote is then the
-	// client the header named. proxyWait is set until the header is read.
+	// client the header named. proxyWait (below) is set until the header
+	// is read.
 	proxy *netip.Addr
 
 	// deadline is when the session times out (Unix ns). Written by the
@@ -76,6 +77,7 @@ type conn struct {
 	// says where and verdict receives its answer (stored by any goroutine,
 	// then notify); cs is the rest, made only when checks are configured,
 	// so that an idle session without checks pays nothing for them.
+	// (checkStage is below.)
 	verdict atomic.Pointer[check.Verdict]
 	cs      *checkState
 
@@ -90,7 +92,7 @@ type conn struct {
 	// the session moves to a goroutine (for TLS, or to answer a client
 	// that half-closed), which then owns every field. wakeCh is that
 	// goroutine's wake-up for delivery results; bc is its connection, read
-	// by the drain to interrupt a read.
+	// by the drain to interrupt a read. (detached is below.)
 	wakeCh  atomic.Pointer[chan struct{}]
 	bc      atomic.Pointer[net.Conn]
 	tlsInfo string // "TLSv1.3 with cipher ...", once TLS is up
