@@ -305,8 +305,8 @@ func TestLongLineBounded(t *testing.T) {
 	if got := string(s.Output()); got != "500 5.5.2 Line too long\r\n250 2.0.0 OK\r\n" {
 		t.Fatalf("output %q", got)
 	}
-	if cap(s.arena) > maxHeloBytes || cap(s.out) > 4096 { // the arena held the EHLO name
-		t.Fatalf("buffers grew: arena %d out %d", cap(s.arena), cap(s.out))
+	if cap(envBufs(s).arena) > maxHeloBytes || cap(s.out) > 4096 { // the arena held the EHLO name
+		t.Fatalf("buffers grew: arena %d out %d", cap(envBufs(s).arena), cap(s.out))
 	}
 }
 
@@ -633,15 +633,26 @@ func TestOutputLimit(t *testing.T) {
 	}
 }
 
+// envBufs returns the envelope buffers s holds, empty ones when it holds
+// none.
+func envBufs(s *Session) txBufs {
+	if s.txBufs == nil {
+		return txBufs{}
+	}
+	return *s.txBufs
+}
+
 // retained is the buffer capacity a session holds, in octets.
 func retained(s *Session) int {
-	return cap(s.arena) + cap(s.out) + cap(s.helo) +
-		cap(s.rcpts)*int(unsafe.Sizeof(span{})) + cap(s.views)*int(unsafe.Sizeof([]byte(nil)))
+	b := envBufs(s)
+	return cap(b.arena) + cap(s.out) + cap(s.helo) +
+		cap(b.rcpts)*int(unsafe.Sizeof(span{})) + cap(b.views)*int(unsafe.Sizeof([]byte(nil)))
 }
 
 // TestIdleBuffersShrink: a transaction with 100 long recipients grows the
 // arena, recipient slices and output; once it ends (RSET, delivery, a new
-// EHLO) and the output is cleared, the idle session holds a few KiB again.
+// EHLO) and the output is cleared, the idle session holds a few KiB again,
+// and none of it its own: the buffers it kept went back to the spares.
 func TestIdleBuffersShrink(t *testing.T) {
 	cfg := benchConfig()
 	cfg.MaxAddressAllowance = 1024
@@ -666,7 +677,12 @@ func TestIdleBuffersShrink(t *testing.T) {
 		feedOrFail(t, s, h, []byte(end))
 		if got := retained(s); got > 2<<10 {
 			t.Fatalf("after %q an idle session retains %d octets (arena %d out %d helo %d rcpts %d views %d)",
-				end, got, cap(s.arena), cap(s.out), cap(s.helo), cap(s.rcpts), cap(s.views))
+				end, got, cap(envBufs(s).arena), cap(s.out), cap(s.helo), cap(envBufs(s).rcpts), cap(envBufs(s).views))
+		}
+		// Idle, its replies written, it holds no buffer but the HELO name's.
+		s.ClearOutput()
+		if s.txBufs != nil || s.out != nil {
+			t.Fatalf("after %q an idle session holds envelope buffers %v, output %d octets", end, s.txBufs != nil, cap(s.out))
 		}
 	}
 }

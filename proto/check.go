@@ -27,8 +27,8 @@ const (
 type pending struct {
 	stage stage
 	prev  state
-	mark  int32 // where the command's argument starts in the arena
 	esmtp bool  // HELO: EHLO rather than HELO
+	mark  int32 // where the command's argument starts in the arena
 	mail  MailParams
 }
 
@@ -68,6 +68,7 @@ func (s *Session) Resume(r *Reply) {
 	case stageData:
 		s.finishData(r)
 	}
+	s.tidy()
 }
 
 // refuse answers a check's refusal: a 421 ends the session, a 5xx counts

@@ -114,6 +114,7 @@ func (s *Session) handleHelo(arg []byte, esmtp bool) {
 	}
 	// The name waits at the end of the arena until the verdict: a refused
 	// HELO changes nothing (the transaction and the old name stay).
+	s.takeTx()
 	mark := len(s.arena)
 	s.arena = append(s.arena, tok...)
 	r := s.h.CheckHelo(s.arena[mark:], esmtp)
@@ -136,11 +137,11 @@ func (s *Session) finishHelo(r *Reply, mark int, esmtp bool) {
 	s.hello = true
 	s.state = stateReady
 	if esmtp && !s.tls {
-		s.out = append(s.out, s.d.ehloPlain...)
+		s.out = append(s.outBuf(), s.d.ehloPlain...)
 	} else if esmtp {
-		s.out = append(s.out, s.d.ehlo...)
+		s.out = append(s.outBuf(), s.d.ehlo...)
 	} else {
-		s.out = append(s.out, s.d.helo...)
+		s.out = append(s.outBuf(), s.d.helo...)
 	}
 }
 
@@ -179,6 +180,7 @@ func (s *Session) handleMail(arg []byte) {
 		return
 	}
 	arg = trimSpace(arg[len("from:"):])
+	s.takeTx()
 	mark := len(s.arena)
 	arena, params, p, perr := parsePath(arg, s.arena)
 	s.arena = arena

@@ -44,7 +44,7 @@ func (s *Session) endChunk() {
 	}
 	if !s.bdatLast {
 		s.state = stateRcpt
-		s.out = appendChunkOK(s.out, s.bdatSize)
+		s.out = appendChunkOK(s.outBuf(), s.bdatSize)
 		return
 	}
 	if s.heldCR { // the message ends in CR

@@ -138,9 +138,10 @@ func FuzzCommand(f *testing.F) {
 		if len(out) > lines*(len(d.ehlo)+len(ReplyTooManyErrors.line)) {
 			t.Fatalf("%d octets of replies for %d lines", len(out), lines)
 		}
-		if len(s.helo) > maxHeloBytes || len(s.rcpts) > cfg.MaxRcpts ||
-			len(s.arena) > (cfg.MaxRcpts+1)*d.maxMailLine || len(h.body) > int(cfg.MaxMessageBytes) {
-			t.Fatalf("state grew: helo %d rcpts %d arena %d body %d", len(s.helo), len(s.rcpts), len(s.arena), len(h.body))
+		b := envBufs(s)
+		if len(s.helo) > maxHeloBytes || len(b.rcpts) > cfg.MaxRcpts ||
+			len(b.arena) > (cfg.MaxRcpts+1)*d.maxMailLine || len(h.body) > int(cfg.MaxMessageBytes) {
+			t.Fatalf("state grew: helo %d rcpts %d arena %d body %d", len(s.helo), len(b.rcpts), len(b.arena), len(h.body))
 		}
 		switch {
 		case s.Closed():

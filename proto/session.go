@@ -73,44 +73,57 @@ type Session struct {
 	d *Dialect
 	h Handler
 
-	state state
-	tls   bool   // TLS is in force (after TLSStarted)
-	esmtp bool   // EHLO rather than HELO
-	helo  []byte // owned copy of the HELO/EHLO argument
-	out   []byte // replies not yet taken by the server
+	helo []byte // owned copy of the HELO/EHLO argument
+	// out holds the replies not yet taken by the server: a spare buffer
+	// taken with the first reply and given back by ClearOutput, so that an
+	// idle session holds none.
+	out []byte
 
-	// The transaction's envelope lives in arena; it is reset, not freed,
-	// per transaction, so a warmed-up session allocates nothing.
-	arena    []byte
+	// The transaction's envelope lives in the arena of *txBufs, taken at
+	// HELO/EHLO or MAIL and given back once the session is idle again (no
+	// transaction, no check pending): reset, not freed, so a warmed-up
+	// session allocates nothing, and an idle one holds no envelope buffers.
+	*txBufs
 	from     span
-	rcpts    []span
-	views    [][]byte // reused by Envelope
-	utf8     bool     // MAIL had SMTPUTF8
-	declSize int64    // MAIL SIZE=, 0 if absent
+	declSize int64 // MAIL SIZE=, 0 if absent
 
 	// Body decoding (DATA and BDAT).
-	ds         dataState
-	heldCR     bool   // decode saw a CR and awaits the next octet
-	bodyBegun  bool   // BeginBody accepted: the handler holds a body
 	bodyLen    int64  // decoded octets stored or counted
-	tooBig     bool   // passed MaxMessageBytes: discard the rest
-	bare       bool   // saw a bare CR or LF
 	bodyErr    *Reply // WriteBody refused: discard, answer this at the end
-	inBdat     bool   // a BDAT transaction is open between chunks
 	bdatLeft   int64  // octets of the current chunk still to read
 	bdatSize   int64  // size of the current chunk, for its reply
-	bdatLast   bool   // the current chunk is the LAST one
 	bdatRefuse *Reply // the chunk is refused: read and drop it, then answer
-	bdatPrev   state  // state to return to after a refused chunk
 
-	skipping bool // inside an over-long command line, dropping to its LF
-	skipCR   bool // the last octet dropped while skipping was CR
-	bad      int  // rejected commands so far
-	junk     int  // junk commands since the session began or a delivery
-	hello    bool // a HELO/EHLO was accepted since the session or TLS began
+	bad      int // rejected commands so far
+	junk     int // junk commands since the session began or a delivery
 	commands uint64
 
 	pend pending // the check awaited in statePending
+
+	// The one-octet fields, together so that they pad once.
+	state     state
+	tls       bool      // TLS is in force (after TLSStarted)
+	esmtp     bool      // EHLO rather than HELO
+	utf8      bool      // MAIL had SMTPUTF8
+	ds        dataState // DATA's position relative to line starts
+	heldCR    bool      // decode saw a CR and awaits the next octet
+	bodyBegun bool      // BeginBody accepted: the handler holds a body
+	tooBig    bool      // passed MaxMessageBytes: discard the rest
+	bare      bool      // saw a bare CR or LF
+	inBdat    bool      // a BDAT transaction is open between chunks
+	bdatLast  bool      // the current chunk is the LAST one
+	bdatPrev  state     // state to return to after a refused chunk
+	skipping  bool      // inside an over-long command line, dropping to its LF
+	skipCR    bool      // the last octet dropped while skipping was CR
+	hello     bool      // a HELO/EHLO was accepted since the session or TLS began
+}
+
+// txBufs are a transaction's buffers: the arena holding its addresses,
+// the recipients' spans in it, and the views Envelope returns.
+type txBufs struct {
+	arena []byte
+	rcpts []span
+	views [][]byte // reused by Envelope
 }
 
 // NewSession starts a session; the server sends d.Greeting() first.
@@ -144,6 +157,12 @@ func keep[T any](b []T, limit int) []T {
 // Output, calls ClearOutput and calls Feed again with the rest, without
 // waiting for more input. Until ClearOutput, Feed consumes nothing.
 func (s *Session) Feed(in []byte) int {
+	n := s.feed(in)
+	s.tidy()
+	return n
+}
+
+func (s *Session) feed(in []byte) int {
 	n := 0
 	for n < len(in) {
 		if len(s.out) >= OutputLimit {
@@ -198,9 +217,14 @@ func (s *Session) Feed(in []byte) int {
 // next call on s; call ClearOutput once it is written.
 func (s *Session) Output() []byte { return s.out }
 
-// ClearOutput drops the replies returned by Output. A buffer grown past
-// OutputLimit by heavy pipelining is let go rather than kept.
-func (s *Session) ClearOutput() { s.out = keep(s.out, maxIdleOut) }
+// ClearOutput drops the replies returned by Output and gives the buffer
+// back. A buffer grown past it by heavy pipelining is let go.
+func (s *Session) ClearOutput() {
+	if cap(s.out) == maxIdleOut {
+		outBufs.put((*outBuf)(s.out[:maxIdleOut]))
+	}
+	s.out = nil
+}
 
 // OutputFull reports that Output has reached OutputLimit, so Feed consumes
 // nothing more until ClearOutput.
@@ -225,6 +249,7 @@ func (s *Session) TLSStarted() {
 	s.tls = true
 	s.state = stateGreeted
 	s.commands++
+	s.tidy()
 }
 
 // TLS reports whether TLS is in force.
@@ -239,6 +264,16 @@ func (s *Session) Closed() bool { return s.state == stateClosed }
 // command deadline.
 func (s *Session) InTransfer() bool {
 	return s.state == stateData || s.state == stateBdat || s.inBdat
+}
+
+// Idle reports that no transaction is open: no MAIL accepted (or it was
+// answered, reset or given up), no check pending, no message waiting.
+func (s *Session) Idle() bool {
+	switch s.state {
+	case stateGreeted, stateReady, stateClosed:
+		return !s.inBdat
+	}
+	return false
 }
 
 // Commands counts the commands completed so far; a change tells the server
@@ -280,18 +315,17 @@ type Envelope struct {
 
 // Envelope returns the envelope of the current transaction.
 func (s *Session) Envelope() Envelope {
+	env := Envelope{Helo: s.helo, ESMTP: s.esmtp, SMTPUTF8: s.utf8, Size: s.bodyLen}
+	if s.txBufs == nil {
+		return env // idle: no transaction
+	}
 	s.views = s.views[:0]
 	for _, r := range s.rcpts {
 		s.views = append(s.views, s.arena[r.off:r.off+r.len])
 	}
-	return Envelope{
-		From:     s.arena[s.from.off : s.from.off+s.from.len],
-		Rcpts:    s.views,
-		Helo:     s.helo,
-		ESMTP:    s.esmtp,
-		SMTPUTF8: s.utf8,
-		Size:     s.bodyLen,
-	}
+	env.From = s.arena[s.from.off : s.from.off+s.from.len]
+	env.Rcpts = s.views
+	return env
 }
 
 // Delivered answers the waiting message "250 2.0.0 OK: queued as id" and
@@ -300,7 +334,7 @@ func (s *Session) Delivered(id string) {
 	if s.state != stateWait {
 		return
 	}
-	s.out = appendQueued(s.out, id)
+	s.out = appendQueued(s.outBuf(), id)
 	s.junk = 0 // a delivered message restarts the junk count, as in Postfix
 	s.endWait()
 }
@@ -319,6 +353,7 @@ func (s *Session) endWait() {
 	s.state = stateReady
 	s.resetTx()
 	s.commands++
+	s.tidy()
 }
 
 // Abort ends the session with r (a 421), e.g. on timeout or shutdown. A
@@ -332,9 +367,10 @@ func (s *Session) Abort(r *Reply) {
 	}
 	s.reply(r)
 	s.state = stateClosed
+	s.tidy()
 }
 
-func (s *Session) reply(r *Reply) { s.out = append(s.out, r.line...) }
+func (s *Session) reply(r *Reply) { s.out = append(s.outBuf(), r.line...) }
 
 // reject answers a refused command and counts it against MaxBadCommands.
 func (s *Session) reject(r *Reply) {
@@ -364,11 +400,13 @@ func (s *Session) dropBody() {
 // a big transaction grew past the idle bounds are dropped.
 func (s *Session) resetTx() {
 	s.dropBody()
-	s.arena = keep(s.arena, maxIdleArena)
+	if s.txBufs != nil {
+		s.arena = keep(s.arena, maxIdleArena)
+		s.rcpts = keep(s.rcpts, maxIdleSpans)
+		s.views = keep(s.views, maxIdleSpans)
+		clear(s.views[:cap(s.views)]) // no pointers into an arena that may go
+	}
 	s.from = span{}
-	s.rcpts = keep(s.rcpts, maxIdleSpans)
-	s.views = keep(s.views, maxIdleSpans)
-	clear(s.views[:cap(s.views)]) // no pointers into an arena that may go
 	s.utf8 = false
 	s.declSize = 0
 	s.inBdat = false

@@ -45,16 +45,15 @@ type conn struct {
 	gc   gnet.Conn // valid for Wake from any goroutine
 	sess proto.Session
 
-	remote netip.Addr // client address, IPv4-mapped addresses unmapped
-	key    netip.Addr // per-IP limit key
+	remote netip.Addr // client address, IPv4-mapped addresses unmapped; ipKey(remote) is its per-IP limit key
 	n      uint64     // connection number, for the session id
-	opened time.Time
+	opened int64      // when the connection opened, Unix ns
 
 	// proxy is the peer a PROXY header came from (proxy.go), when the
 	// connection arrived on a proxy_listen address; remote is then the
-	// client the header named. proxyWait is set until the header is read.
-	proxy     netip.Addr
-	proxyWait bool
+	// client the header named. proxyWait (below) is set until the header
+	// is read.
+	proxy *netip.Addr
 
 	// deadline is when the session times out (Unix ns). Written by the
 	// loop, read by OnTick.
@@ -70,48 +69,21 @@ type conn struct {
 	greetAt    atomic.Int64
 	sessionEnd int64  // opened + SessionTimeout, Unix ns
 	lastCmds   uint64 // proto Commands() when the deadline was last set
-	inTransfer bool   // the deadline in force is the transfer's
-	// During a transfer (DATA/BDAT): when it began and when bytes last
-	// arrived (Unix ns), and how many arrived.
-	xferStart, xferLast int64
-	xferBytes           int64
 
 	// ip is the client address's shared state (connections, budget).
 	ip *ipState
-	// book is the address book of the current transaction, taken at MAIL;
-	// rcpts are the mailboxes its accepted recipients reach, resolved at
-	// RCPT, which the spool is given: a reload between RCPT and the end of
-	// data cannot change what was accepted.
-	book  *addrbook.Book
-	rcpts addrbook.Set
 
 	// The check stage (checks.go): while a check is pending, checkStage
 	// says where and verdict receives its answer (stored by any goroutine,
 	// then notify); cs is the rest, made only when checks are configured,
 	// so that an idle session without checks pays nothing for them.
-	checkStage uint8
-	verdict    atomic.Pointer[check.Verdict]
-	cs         *checkState
+	// (checkStage is below.)
+	verdict atomic.Pointer[check.Verdict]
+	cs      *checkState
 
-	// body is the message being received; reserved is the budget it holds.
-	body     *bytebufferpool.ByteBuffer
-	reserved int64
-	hint     int64 // the declared size, for sizing the buffer only
-	// Past SpillThreshold the body goes to disk as it arrives: spill
-	// writes it, and spillMsg is the message it will be submitted as.
-	spill    *spool.Spill
-	spillMsg *outgoing
-
-	// While a message is with the spool: waiting is set on the loop;
-	// result is stored by the worker's callback, then the loop is woken.
-	waiting bool
-	pending *outgoing
-	size    int64 // decoded size of the pending message
-	started time.Time
-	// dataEnd is when the data ended, if a data check ran before the
-	// spool took the message (else started is that time).
-	dataEnd time.Time
-	result  atomic.Pointer[deliveryResult]
+	// txn is the current transaction's state (txn.go), taken at MAIL and
+	// given back once the session is idle again.
+	*txn
 
 	messages int
 	reason   string // why the connection closed, for the log line
@@ -120,11 +92,20 @@ type conn struct {
 	// the session moves to a goroutine (for TLS, or to answer a client
 	// that half-closed), which then owns every field. wakeCh is that
 	// goroutine's wake-up for delivery results; bc is its connection, read
-	// by the drain to interrupt a read.
+	// by the drain to interrupt a read. (detached is below.)
+	wakeCh  atomic.Pointer[chan struct{}]
+	bc      atomic.Pointer[net.Conn]
+	tlsInfo string // "TLSv1.3 with cipher ...", once TLS is up
+
+	// The one-octet fields, together so that they pad once (an idle
+	// session's conn is what thousands of idle connections cost).
+	proxyWait  bool
+	inTransfer bool // the deadline in force is the transfer's
+	checkStage uint8
+	// waiting is set on the loop while a message is with the spool
+	// (txn.result receives the outcome).
+	waiting  bool
 	detached bool
-	wakeCh   atomic.Pointer[chan struct{}]
-	bc       atomic.Pointer[net.Conn]
-	tlsInfo  string // "TLSv1.3 with cipher ...", once TLS is up
 }
 
 type deliveryResult struct{ err error }
@@ -140,13 +121,13 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if s.proxyListener(gc.LocalAddr()) {
 		return s.openProxied(gc, remote) // proxy.go: the header first
 	}
-	return s.admit(gc, remote, netip.Addr{})
+	return s.admit(gc, remote, nil)
 }
 
 // admit admits a connection from the client at remote under the total
 // and per-IP limits and sends the greeting. proxy is the proxy it came
 // through, when a PROXY header named remote (proxy.go).
-func (s *Server) admit(gc gnet.Conn, remote, proxy netip.Addr) ([]byte, gnet.Action) {
+func (s *Server) admit(gc gnet.Conn, remote netip.Addr, proxy *netip.Addr) ([]byte, gnet.Action) {
 	key := ipKey(remote)
 	lv := s.live.Load()
 	s.mu.Lock()
@@ -175,9 +156,8 @@ func (s *Server) admit(gc gnet.Conn, remote, proxy netip.Addr) ([]byte, gnet.Act
 		gc:         gc,
 		remote:     remote,
 		proxy:      proxy,
-		key:        key,
 		ip:         ip,
-		opened:     now,
+		opened:     now.UnixNano(),
 		sessionEnd: now.Add(lv.cfg.SessionTimeout).UnixNano(),
 	}
 	c.n = s.nextSID.Add(1)
@@ -240,10 +220,16 @@ func (s *Server) forget(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	if c.ip.conns--; c.ip.conns <= 0 {
-		delete(s.perIP, c.key)
+		// (A conn waiting for its PROXY header has an ipState of its own.)
+		if k := ipKey(c.remote); s.perIP[k] == c.ip {
+			delete(s.perIP, k)
+		}
 	}
 	s.mu.Unlock()
-	ev := c.event(zerolog.InfoLevel).Str("reason", c.reason).Int64("duration_ms", time.Since(c.opened).Milliseconds()).Int("messages", c.messages)
+	if !c.waiting { // else the spool's callback has the txn still
+		c.putTxn()
+	}
+	ev := c.event(zerolog.InfoLevel).Str("reason", c.reason).Int64("duration_ms", time.Since(time.Unix(0, c.opened)).Milliseconds()).Int("messages", c.messages)
 	if c.waiting {
 		// The spool still owns the message and will finish it; the client
 		// went away before its answer (it will retry: a duplicate, not a
@@ -391,6 +377,7 @@ func (c *conn) applyFlags() uint32 {
 
 // progress records n bytes of message data arriving.
 func (c *conn) progress(n int) {
+	c.tx()
 	now := time.Now().UnixNano()
 	if !c.inTransfer {
 		c.inTransfer = true
@@ -513,12 +500,12 @@ func (c *conn) submit() {
 	c.spill, c.spillMsg = nil, nil
 	reserved := c.reserved
 	c.body, c.reserved = nil, 0
-	srv, ip := c.srv, c.ip
+	srv, ip, t := c.srv, c.ip, c.txn
 	err := srv.deliver.Submit(m, func(err error) {
 		// On a worker goroutine: publish the result, then let the session's
 		// goroutine (the loop, or a detached session's) act on it.
 		srv.release(ip, reserved)
-		c.result.Store(&deliveryResult{err})
+		t.result.Store(&deliveryResult{err})
 		c.notify()
 	})
 	if err != nil {
@@ -617,6 +604,7 @@ func protocolName(env proto.Envelope, tls bool) string {
 // and takes the address book the transaction's recipients are resolved
 // against.
 func (c *conn) CheckMail(from []byte, p proto.MailParams) *proto.Reply {
+	c.tx()
 	c.rcpts.Reset()
 	if size := p.Size; size > 0 {
 		if free := c.srv.spool.FreeBytes(); free >= 0 && size > free {
@@ -638,6 +626,7 @@ func (c *conn) CheckMail(from []byte, p proto.MailParams) *proto.Reply {
 // (configuration alone decides mailboxes) and keeps the mailboxes it
 // reaches for the spool.
 func (c *conn) CheckRcpt(addr []byte) *proto.Reply {
+	c.tx() // taken at MAIL; RCPT comes after it
 	if c.book == nil {
 		c.book = c.srv.live.Load().book
 	}
@@ -698,6 +687,7 @@ func (c *conn) CheckData() *proto.Reply {
 	if len(c.checkers()) == 0 {
 		return nil
 	}
+	c.tx() // taken at MAIL; data comes after it
 	c.dataEnd = time.Now()
 	c.cs.headers, c.cs.cut = nil, nil
 	var body []byte
@@ -725,6 +715,7 @@ func (c *conn) CheckData() *proto.Reply {
 // never comes costs nothing. It refuses (452 4.3.1) only when the client
 // address has already spent its share of the budget.
 func (c *conn) BeginBody(sizeHint int64) *proto.Reply {
+	c.tx() // taken at MAIL; data comes after it
 	c.hint = sizeHint
 	if c.ip.budget.Load() >= c.lv.cfg.BodyBudgetPerIP || c.srv.budget.Load() <= 0 {
 		c.rejected(stageData, proto.ReplyNoStorageMemory, nil)
@@ -738,6 +729,7 @@ func (c *conn) BeginBody(sizeHint int64) *proto.Reply {
 // the reservation never exceeds twice what arrived. The first bytes take
 // a pooled buffer; its capacity is charged too.
 func (c *conn) WriteBody(p []byte) *proto.Reply {
+	c.tx()
 	threshold := c.lv.cfg.SpillThreshold
 	if c.body != nil && int64(len(c.body.B)+len(p)) > threshold {
 		c.spillBody()
@@ -800,6 +792,9 @@ func (c *conn) spillBody() {
 func (c *conn) AbortBody() { c.freeBody() }
 
 func (c *conn) freeBody() {
+	if c.txn == nil {
+		return // no transaction, no body
+	}
 	if c.spill != nil {
 		c.spill.Abort() // the tmp/ file is removed on a worker
 		c.spill, c.spillMsg = nil, nil
@@ -817,7 +812,7 @@ func (c *conn) freeBody() {
 // kept, because an idle connection should hold as little as possible.
 func (c *conn) log() *zerolog.Logger {
 	ctx := c.srv.log.With().Str("sid", c.sid()).Stringer("remote", c.remote)
-	if c.proxy.IsValid() {
+	if c.proxy != nil {
 		ctx = ctx.Stringer("proxy", c.proxy)
 	}
 	if c.tlsInfo != "" {

@@ -88,6 +88,7 @@ func (c *conn) step(in []byte, write func([]byte) error, blocked func() bool) (c
 			continue // Feed stopped at its output limit
 		}
 		c.setDeadline()
+		c.idleTxn()
 		return consumed, nextRead
 	}
 }

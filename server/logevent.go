@@ -13,7 +13,7 @@ func (c *conn) event(l zerolog.Level) *zerolog.Event {
 		return nil
 	}
 	ev = ev.Str("sid", c.sid()).Stringer("remote", c.remote)
-	if c.proxy.IsValid() {
+	if c.proxy != nil {
 		ev = ev.Stringer("proxy", c.proxy)
 	}
 	if c.tlsInfo != "" {

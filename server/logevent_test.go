@@ -13,8 +13,8 @@ import (
 func TestConnEvent(t *testing.T) {
 	var out bytes.Buffer
 	s := &Server{log: zerolog.New(&out).With().Str("svc", "mx").Logger(), idBase: "B"}
-	c := &conn{srv: s, n: 7, remote: netip.MustParseAddr("192.0.2.1"),
-		proxy: netip.MustParseAddr("127.0.0.1"), tlsInfo: "TLSv1.3"}
+	proxy := netip.MustParseAddr("127.0.0.1")
+	c := &conn{srv: s, n: 7, remote: netip.MustParseAddr("192.0.2.1"), proxy: &proxy, tlsInfo: "TLSv1.3"}
 	c.log().Info().Str("id", "Q1").Msg("delivered")
 	want := out.String()
 	out.Reset()

@@ -19,8 +19,10 @@ import (
 )
 
 // TestIdleConnMemory measures the Go heap an idle session holds after its
-// greeting and EHLO (server side: gnet's conn, ours, the session), and
-// bounds it: idle connections are what a flood or a slowloris piles up.
+// greeting and EHLO (server side: gnet's conn and socket addresses, ours,
+// the session, the map entries), and bounds it: idle connections are what
+// a flood or a slowloris piles up. The figure is what bench/idlemem.sh
+// plain measures as RSS per session, within a few percent (~850 B both).
 func TestIdleConnMemory(t *testing.T) {
 	t.Run("after EHLO", func(t *testing.T) { testIdleConnMemory(t, 0) })
 	// An idle session that once held a transaction of 100 long recipients
@@ -110,9 +112,69 @@ func testIdleConnMemory(t *testing.T, rcpts int) {
 	for _, c := range append(a, b...) {
 		c.Close()
 	}
-	// gnet's own conn is ~0.7 KB of RSS; ours must stay small next to it.
-	if server > 1536 {
-		t.Errorf("an idle session holds ~%.0f B of heap on the server, want <= 1.5 KB", server)
+	// Issue 14: an idle plaintext session costs at most 1 KB. ~850 B
+	// measured (Go 1.26): gnet's conn, its closure and socket addresses
+	// ~340 B, our conn 416 B (txn.go: no transaction state while idle), the
+	// two maps' entries ~70 B, the HELO name; no output or envelope
+	// buffers (proto/buffers.go).
+	if server > 1024 {
+		t.Errorf("an idle session holds ~%.0f B of heap on the server, want <= 1 KB", server)
+	}
+}
+
+// TestTxnGivenBack: a session holds its transaction's state (txn) from
+// MAIL until the transaction ends (delivered over DATA or BDAT, reset,
+// refused) and none while idle, in plaintext and over TLS (a detached
+// session's goroutine), so that an idle session after a message costs
+// what one after EHLO does. The hook looks on the session's own goroutine
+// as each NOOP is fed.
+func TestTxnGivenBack(t *testing.T) {
+	p := newTestPKI(t)
+	r := start(t, tlsServerConfig(t, p))
+	held := make(chan bool, 1)
+	hook := func(c *conn, in []byte) {
+		if strings.HasPrefix(string(in), "NOOP") {
+			held <- c.txn != nil
+		}
+	}
+	testHookFeed.Store(&hook)
+	defer testHookFeed.Store(nil)
+	for _, overTLS := range []bool{false, true} {
+		c := dial(t, r.addr)
+		c.reply()
+		c.expect("EHLO c", "250")
+		if overTLS {
+			c = c.starttls(t, p.Client())
+			c.expect("EHLO c", "250")
+		}
+		noop := func(want bool, after string) {
+			t.Helper()
+			c.expect("NOOP", "250")
+			if got := <-held; got != want {
+				t.Errorf("TLS %v, after %s: txn held %v, want %v", overTLS, after, got, want)
+			}
+		}
+		noop(false, "EHLO")
+		c.expect("MAIL FROM:<a@example.org>", "250")
+		noop(true, "MAIL")
+		c.expect("RCPT TO:<bob@example.test>", "250")
+		c.expect("DATA", "354")
+		c.expect("Subject: x\r\n\r\nhi\r\n.", "250")
+		noop(false, "a message over DATA")
+		c.expect("MAIL FROM:<a@example.org>", "250")
+		c.expect("RCPT TO:<bob@example.test>", "250")
+		c.send("BDAT 4 LAST\r\nhi\r\n")
+		if got := c.reply(); !strings.HasPrefix(got, "250") {
+			t.Fatalf("BDAT: %q", got)
+		}
+		noop(false, "a message over BDAT")
+		c.expect("MAIL FROM:<a@example.org>", "250")
+		c.expect("RCPT TO:<nobody@example.test>", "550")
+		c.expect("RSET", "250")
+		noop(false, "RSET")
+		c.expect("MAIL FROM:<a@example.org> SIZE=999999999999", "552")
+		noop(false, "a refused MAIL")
+		c.expect("QUIT", "221")
 	}
 }
 

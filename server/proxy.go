@@ -149,10 +149,10 @@ func (s *Server) openProxied(gc gnet.Conn, peer netip.Addr) ([]byte, gnet.Action
 		lv:        lv,
 		gc:        gc,
 		remote:    peer,
-		proxy:     peer,
+		proxy:     &peer,
 		proxyWait: true,
 		ip:        &ipState{}, // its own until the header names the client
-		opened:    now,
+		opened:    now.UnixNano(),
 		n:         s.nextSID.Add(1),
 	}
 	c.deadline.Store(now.Add(lv.cfg.ProxyTimeout).UnixNano())

@@ -115,7 +115,7 @@ func (c *conn) rejected(st uint8, r *proto.Reply, arg []byte) {
 	s := c.srv
 	rs := classify(r)
 	s.m.rejected(st, rs, r)
-	if !s.rejectLog.allow(&s.log, c.key, time.Now()) {
+	if !s.rejectLog.allow(&s.log, ipKey(c.remote), time.Now()) {
 		return
 	}
 	ev := c.log().Info().Str("stage", stageNames[st]).Int("code", r.Code).Str("status", r.Enh).Str("reason", reasonName(st, rs))
