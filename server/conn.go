@@ -165,10 +165,11 @@ func (s *Server) admit(gc gnet.Conn, remote netip.Addr, proxy *netip.Addr) ([]by
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 
-	// Keep-alive per connection: gnet's engine-wide option hides bind
-	// errors behind its own (gnet v2.9.7), and a dead peer must not hold
-	// a slot forever.
-	_ = gc.SetKeepAlivePeriod(2 * time.Minute)
+	// Keep-alive: a dead peer must not hold a slot forever. Inherited
+	// from the listener where OnBoot could set it there (keepalive.go).
+	if !s.keepAliveSet {
+		_ = gc.SetKeepAlivePeriod(keepAlivePeriod)
+	}
 	lv.dialect.InitSession(&c.sess, c)
 	gc.SetContext(c)
 	s.stats.Accepted.Add(1)

@@ -46,6 +46,8 @@ type blocking struct {
 	// fd its descriptor; raw is nil for a session that never parks.
 	raw syscall.RawConn
 	fd  int
+	// fc is the socket under TLS (fdconn.go), nil for a plaintext session.
+	fc *fdConn
 }
 
 func newBlocking(c *conn, nc net.Conn, pending []byte) *blocking {
@@ -58,6 +60,10 @@ func newBlocking(c *conn, nc net.Conn, pending []byte) *blocking {
 // this goroutine, not the server, until the command deadline: the write is
 // bounded by Feed's output limit.
 func (b *blocking) write(out []byte) error {
+	if b.fc != nil && b.c.sess.Closed() {
+		// The last replies: they go with the close_notify alert.
+		b.fc.holdLast()
+	}
 	_ = b.nc.SetWriteDeadline(time.Now().Add(b.c.lv.cfg.CommandTimeout))
 	_, err := b.nc.Write(out)
 	return err

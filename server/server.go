@@ -92,6 +92,10 @@ type Server struct {
 	dropField func([]byte) bool
 
 	parker parker // idle TLS sessions (park.go)
+
+	// keepAliveSet: the listeners have keep-alive, which the sockets they
+	// accept inherit (keepalive.go); set in OnBoot, before any accept.
+	keepAliveSet bool
 }
 
 // Stats are the server's counters. Tests read them; nothing exports them
@@ -495,7 +499,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			gnet.WithTicker(true),
 			// No gnet.WithTCPKeepAlive: gnet v2.9.7 then hides a failed
 			// bind behind the keep-alive setsockopt's error. Keep-alive is
-			// set per connection in OnOpen instead.
+			// set on the listeners in OnBoot instead (keepalive.go).
 			gnet.WithLogger(gnetLogger{s.log}),
 		)
 	}()
@@ -556,6 +560,7 @@ func listenURL(a string) (string, error) {
 // OnBoot records the engine.
 func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 	s.eng = eng
+	s.keepAliveSet = s.listenerKeepAlive(eng)
 	close(s.booted)
 	return gnet.None
 }

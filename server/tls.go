@@ -33,7 +33,6 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -131,11 +130,12 @@ func (c *conn) detachHalfClosed(gc gnet.Conn) bool {
 func (c *conn) serveDetached(fd int, rest []byte) {
 	var w net.Conn
 	defer c.endDetached(&w, false)
-	nc, err := fileConn(fd)
+	fc, err := newFDConn(fd) // fdconn.go
 	if err != nil {
 		c.reason = "half-closed: " + err.Error()
 		return
 	}
+	var nc net.Conn = fc
 	w = nc
 	c.bc.Store(&nc)
 	b := newBlocking(c, nc, rest) // park.go
@@ -189,14 +189,6 @@ func (c *conn) end(p any, w *net.Conn, isTLS bool) {
 // panic and the TLS close_notify alert.
 const closeTimeout = 5 * time.Second
 
-// fileConn makes a net.Conn of a duplicated descriptor, which it takes.
-func fileConn(fd int) (net.Conn, error) {
-	f := os.NewFile(uintptr(fd), "smtp")
-	nc, err := net.FileConn(f) // duplicates fd again
-	f.Close()
-	return nc, err
-}
-
 // serveTLS is the goroutine of a detached session's handshake. The
 // session then goes on on a goroutine of its own: the handshake grows a
 // goroutine's stack to 16–32 KiB (the key exchange's arithmetic), which an
@@ -207,11 +199,12 @@ func (c *conn) serveTLS(fd int) {
 	var w net.Conn
 	up := false
 	defer c.endHandshake(&w, &up)
-	nc, err := fileConn(fd)
+	fc, err := newFDConn(fd) // fdconn.go
 	if err != nil {
 		c.reason = "STARTTLS: " + err.Error()
 		return
 	}
+	var nc net.Conn = fc
 	w = nc
 	c.bc.Store(&nc)
 
@@ -238,10 +231,9 @@ func (c *conn) serveTLS(fd int) {
 	s.m.tlsSession(st.Version)
 	c.sess.TLSStarted()
 	b := newBlocking(c, tc, nil) // park.go
-	if sc, ok := nc.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil && raw.Control(func(fd uintptr) { b.fd = int(fd) }) == nil {
-			b.raw = raw
-		}
+	b.fc = fc
+	if raw, err := fc.SyscallConn(); err == nil && raw.Control(func(fd uintptr) { b.fd = int(fd) }) == nil {
+		b.raw = raw
 	}
 	up = true
 	go c.serveTLSSession(b)

@@ -297,3 +297,33 @@ func TestStartTLSHandshakeTimeout(t *testing.T) {
 		t.Fatalf("TLSFailed = %d", n)
 	}
 }
+
+// TestStartTLSResumption: every full handshake issues a session ticket
+// (crypto/tls's default: one, in the server's first flight, so no write
+// of its own), and a client that offers it back resumes: no certificate
+// and no signature, the key exchange still done (psk_dhe_ke). A serious
+// MX offers this, as Postfix does: senders that come back often (the
+// large providers, mailing lists) save the server's signature and a
+// round of certificate checks on their side. A resumed session is a TLS
+// session like any other.
+func TestStartTLSResumption(t *testing.T) {
+	p := newTestPKI(t)
+	r := start(t, tlsServerConfig(t, p))
+	conf := p.Client()
+	conf.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	for i, resumed := range []bool{false, true} {
+		c := dial(t, r.addr)
+		c.reply()
+		c.expect("EHLO a", "250")
+		cs := c.starttls(t, conf)
+		cs.expect("EHLO a", "250") // the ticket is read with it
+		st := cs.c.(*tls.Conn).ConnectionState()
+		if st.DidResume != resumed {
+			t.Fatalf("session %d: resumed %v, want %v", i, st.DidResume, resumed)
+		}
+		cs.expect("MAIL FROM:<a@example.org>", "250")
+		cs.expect("RCPT TO:<bob@example.test>", "250")
+		cs.expect("QUIT", "221")
+	}
+	waitFor(t, func() bool { return r.srv.Stats().TLSSessions.Load() == 2 })
+}
