@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -10,7 +9,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,24 +19,13 @@ import (
 )
 
 // logLines collects a server's log lines, safe for its goroutines.
-type logLines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
+type logLines struct{ syncBuffer }
 
 // lines returns the lines whose message is msg, decoded.
 func (l *logLines) lines(t *testing.T, msg string) []map[string]any {
 	t.Helper()
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	var out []map[string]any
-	for _, line := range strings.Split(strings.TrimSpace(l.buf.String()), "\n") {
+	for _, line := range strings.Split(strings.TrimSpace(l.String()), "\n") {
 		if line == "" {
 			continue
 		}
@@ -194,9 +181,7 @@ func TestRejectLines(t *testing.T) {
 	// The README's fail2ban filter finds the client of every 5xx reject
 	// line and of no other line.
 	re := fail2banRegexp(t)
-	log.mu.Lock()
-	raw := strings.Split(strings.TrimSpace(log.buf.String()), "\n")
-	log.mu.Unlock()
+	raw := strings.Split(strings.TrimSpace(log.String()), "\n")
 	var banned []string
 	for _, line := range raw {
 		if m := re.FindStringSubmatch(line); m != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/nanomx/nanomx/server/check"
+	"github.com/nanomx/nanomx/server/servertest"
 )
 
 // zoneLookup answers from a table of names: an address list, or
@@ -182,23 +183,6 @@ func TestScoreFullPool(t *testing.T) {
 	}
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestErrorCodesLoggedOnce: a list answering error codes to every query
 // is logged once a minute, not once a query, and every answer counted.
 func TestErrorCodesLoggedOnce(t *testing.T) {
@@ -209,7 +193,7 @@ func TestErrorCodesLoggedOnce(t *testing.T) {
 	ss, _ := ParseSites([]string{"zen.spamhaus.org"})
 	p := check.NewPool(2, 8)
 	defer p.Close()
-	var buf lockedBuf
+	var buf servertest.SyncBuffer
 	d, err := NewDNSBL(Config{Sites: ss, Threshold: 1, Lookup: z.lookup, Pool: p, Timeout: time.Second, Log: zerolog.New(&buf)})
 	if err != nil {
 		t.Fatal(err)
