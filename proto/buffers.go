@@ -79,9 +79,15 @@ func (s *Session) tidy() {
 		return
 	}
 	s.txBufs = nil
+	b.empty()
+	txSpare.put(b)
+}
+
+// empty empties b for the next transaction, letting go of what a big one
+// grew past the idle bounds.
+func (b *txBufs) empty() {
 	b.arena = keep(b.arena, maxIdleArena)
 	b.rcpts = keep(b.rcpts, maxIdleSpans)
 	b.views = keep(b.views, maxIdleSpans)
-	clear(b.views[:cap(b.views)]) // no pointers into an arena another session reuses
-	txSpare.put(b)
+	clear(b.views[:cap(b.views)]) // no pointers into an arena that may go, or that another session reuses
 }

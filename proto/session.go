@@ -401,10 +401,7 @@ func (s *Session) dropBody() {
 func (s *Session) resetTx() {
 	s.dropBody()
 	if s.txBufs != nil {
-		s.arena = keep(s.arena, maxIdleArena)
-		s.rcpts = keep(s.rcpts, maxIdleSpans)
-		s.views = keep(s.views, maxIdleSpans)
-		clear(s.views[:cap(s.views)]) // no pointers into an arena that may go
+		s.txBufs.empty()
 	}
 	s.from = span{}
 	s.utf8 = false
