@@ -96,6 +96,8 @@ type conn struct {
 	wakeCh  atomic.Pointer[chan struct{}]
 	bc      atomic.Pointer[net.Conn]
 	tlsInfo string // "TLSv1.3 with cipher ...", once TLS is up
+	// lt is the session's TLS connection from STARTTLS on (looptls.go).
+	lt *loopTLS
 
 	// The one-octet fields, together so that they pad once (an idle
 	// session's conn is what thousands of idle connections cost).
@@ -106,6 +108,7 @@ type conn struct {
 	// (txn.result receives the outcome).
 	waiting  bool
 	detached bool
+	tlsSlot  bool // holds one of MaxTLSSessions (StartTLS)
 }
 
 type deliveryResult struct{ err error }
@@ -201,9 +204,23 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	if !ok || c.detached {
 		return gnet.None // a detached session is its goroutine's now
 	}
+	if c.lt != nil && c.lt.mode == tlsHandshake {
+		c.lt.abort() // its goroutine's reads end
+		if c.reason == "" {
+			// The client went away during the handshake.
+			c.reason = "TLS handshake: client closed"
+			s.stats.TLSFailed.Add(1)
+		}
+	}
 	owed := c.waiting || c.sess.Pending() // a delivery or a check will answer
-	if owed && errors.Is(err, io.EOF) && gc.OutboundBuffered() == 0 && c.detachHalfClosed(gc) {
-		return gnet.None
+	if owed && errors.Is(err, io.EOF) && gc.OutboundBuffered() == 0 {
+		if c.lt == nil && c.detachHalfClosed(gc) || c.lt != nil && c.lt.mode == tlsLoop && c.detachTLS(gc) {
+			return gnet.None
+		}
+	}
+	c.releaseTLS()
+	if c.lt != nil {
+		c.lt.buf.free()
 	}
 	c.freeBody()
 	if c.reason == "" {
@@ -259,11 +276,17 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 		if p := recover(); p != nil {
 			// A bug must cost one connection, not the server.
 			c.log().Error().Interface("panic", p).Bytes("stack", debug.Stack()).Msg("session panic")
-			_, _ = gc.Write(proto.ReplyInternal.Bytes())
 			c.reason = "internal error"
-			action = gnet.Close
+			action = c.lastWrite(gc, proto.ReplyInternal.Bytes())
 		}
 	}()
+
+	if c.lt != nil {
+		if c.lt.mode == tlsHandshake {
+			return c.handshakeTraffic(gc)
+		}
+		return c.tlsTraffic(gc)
+	}
 
 	if c.checkStage == stageConnect && !c.resumeCheck() {
 		// The connect check is pending: the greeting waits; so does
@@ -320,7 +343,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 	case nextClose:
 		return gnet.Close
 	case nextTLS:
-		return c.detach(gc)
+		return c.startTLS(gc) // looptls.go
 	}
 	c.outBlocked.Store(false)
 	return gnet.None
@@ -332,13 +355,11 @@ func (s *Server) OnTraffic(gc gnet.Conn) (action gnet.Action) {
 func (c *conn) holdInput(gc gnet.Conn) gnet.Action {
 	switch {
 	case c.flags.Load()&flagForce != 0:
-		_, _ = gc.Write(proto.ReplyShutdown.Bytes())
 		c.reason = "shutdown"
-		return gnet.Close
+		return c.lastWrite(gc, proto.ReplyShutdown.Bytes())
 	case gc.InboundBuffered() > c.lv.cfg.MaxPendingInput:
-		_, _ = gc.Write(proto.ReplyPipelineOverflow.Bytes())
 		c.reason = "pipelined input overflow"
-		return gnet.Close
+		return c.lastWrite(gc, proto.ReplyPipelineOverflow.Bytes())
 	}
 	return gnet.None
 }

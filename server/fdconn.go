@@ -1,28 +1,26 @@
 package server
 
-// The connection of a detached session (tls.go): the descriptor gnet's
-// Dup made, as an *os.File on Go's poller. net.FileConn would duplicate
+// The connection of a detached session (detached.go): the descriptor
+// gnet's Dup made, as an *os.File on Go's poller. net.FileConn would duplicate
 // it a second time and set it up as a net.TCPConn: F_GETFL twice, an
 // epoll_ctl for the file it closes again, SO_TYPE, getsockname,
 // getpeername, TCP_NODELAY and Go's own keep-alive (15 s, replacing the
 // 2 minutes the listener gave the socket), 16 system calls per STARTTLS
 // where an os.File of the non-blocking descriptor costs two (F_GETFL and
-// the poller's epoll_ctl). Reads, writes, deadlines and the RawConn that
-// a parked session waits on (park.go) are the os.File's.
+// the poller's epoll_ctl). Reads, writes and deadlines are the os.File's.
 
 import (
 	"errors"
 	"io/fs"
 	"net"
 	"os"
-	"syscall"
 	"time"
 )
 
 // fdConn is a net.Conn over a socket's descriptor. Its errors are the
 // poller's, unwrapped from the os.File's *fs.PathError, so that a timeout
 // is a net.Error as crypto/tls expects (a temporary one does not break
-// the tls.Conn: park.go).
+// the tls.Conn).
 type fdConn struct {
 	f *os.File
 	// hold keeps what is written from now on until Close, which sends it
@@ -83,9 +81,6 @@ func (c *fdConn) Close() error {
 func (c *fdConn) SetDeadline(t time.Time) error      { return c.f.SetDeadline(t) }
 func (c *fdConn) SetReadDeadline(t time.Time) error  { return c.f.SetReadDeadline(t) }
 func (c *fdConn) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDeadline(t) }
-
-// SyscallConn is the socket's RawConn (park.go waits on it).
-func (c *fdConn) SyscallConn() (syscall.RawConn, error) { return c.f.SyscallConn() }
 
 // LocalAddr and RemoteAddr are not known here (the session has them from
 // gnet) and nothing asks.

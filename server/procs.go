@@ -6,7 +6,7 @@ package server
 // code) until the runtime's monitor thread notices and hands the P to
 // another thread, and that monitor sleeps up to 10 ms when it has had
 // nothing to do. With GOMAXPROCS=1, the spool's syncfs (0.2–3 ms) then
-// stops every goroutine: a detached TLS session cannot read its client,
+// stops every goroutine: a TLS session (then on a goroutine) could not read its client,
 // answer or submit while the committer flushes, so the next batch holds
 // one or two messages and the server waits on one flush per message.
 // Traced on the nanode profile (50 sessions × 10 KB over STARTTLS, fsync

@@ -91,8 +91,6 @@ type Server struct {
 	auth      *authChecker
 	dropField func([]byte) bool
 
-	parker parker // idle TLS sessions (park.go)
-
 	// keepAliveSet: the listeners have keep-alive, which the sockets they
 	// accept inherit (keepalive.go); set in OnBoot, before any accept.
 	keepAliveSet bool
@@ -522,7 +520,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.drain()
-	s.parker.close()
 	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.eng.Stop(stopCtx); err != nil {

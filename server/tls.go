@@ -2,27 +2,27 @@ package server
 
 // STARTTLS (RFC 3207) on an event-loop server. gnet has no TLS, and a
 // forked, non-blocking crypto/tls would have to track Go's security fixes
-// by hand. So the plaintext phase, where most abuse lands, runs on the
-// event loop, and a session that asks for STARTTLS leaves it:
+// by hand. So Go's crypto/tls runs unchanged over a connection of our own
+// (looptls.go):
 //
 //  1. OnTraffic sees the session waiting for TLS. Everything the client
 //     pipelined after "STARTTLS\r\n" is discarded, never run
 //     (CVE-2011-0411), logged and counted.
-//  2. It duplicates the socket (Conn.Dup) and returns gnet.Close. That
-//     closes gnet's descriptor at once, without another read, so gnet never
-//     consumes the ClientHello; gnet never calls shutdown(2), so the
-//     duplicate keeps the connection. Detaching with c.Close() instead
-//     would only queue a task, and gnet would read the ClientHello first.
-//  3. A goroutine writes "220 2.0.0 Ready to start TLS" on the duplicate,
-//     runs Go's crypto/tls handshake, resets the session (the client must
-//     EHLO again) and drives the same proto.Session with blocking reads and
-//     writes until the end.
+//  2. The loop writes "220 2.0.0 Ready to start TLS" and starts the
+//     handshake on a goroutine, which gets its input from OnTraffic and
+//     gives it its output; the goroutine ends with the handshake.
+//  3. The session is reset (the client must EHLO again) and goes on on the
+//     loop: the records gnet has read are decrypted as the session asks
+//     for input, and its replies are encrypted into gnet's Write.
 //
-// A TLS session keeps its connection slot (total and per IP) until its
-// goroutine ends; their number is bounded by MaxTLSSessions, and past it
-// STARTTLS is answered 454 4.7.0 and the session stays in plaintext.
-// Deadlines are the same as on the loop, applied as read deadlines, so a
-// client trickling bytes is still cut off; the drain interrupts idle reads.
+// Their number is bounded by MaxTLSSessions: past it STARTTLS is answered
+// 454 4.7.0 and the session stays in plaintext. The handshake has
+// tls_handshake_timeout, and after it deadlines, limits and the drain are
+// the plaintext session's.
+//
+// A session detached from the loop (a half-closed one waiting for the
+// spool, plaintext or TLS) runs on a goroutine with blocking reads and
+// writes (detached.go) until it ends.
 
 import (
 	"crypto/tls"
@@ -76,34 +76,16 @@ func (c *conn) StartTLS() *proto.Reply {
 		c.srv.stats.TLSRefused.Add(1)
 		return proto.ReplyTLSUnavailable
 	}
+	c.tlsSlot = true
 	return nil
 }
 
-// detach takes the connection off the event loop for its TLS phase. It
-// runs on the loop, after the replies before STARTTLS were written.
-func (c *conn) detach(gc gnet.Conn) gnet.Action {
-	s := c.srv
-	if gc.OutboundBuffered() > 0 {
-		// gnet drops unflushed output on close: the client would miss
-		// replies. This needs a client that does not read; drop it.
-		s.tlsSessions.Add(-1)
-		c.reason = "STARTTLS with replies unsent"
-		return gnet.Close
+// releaseTLS gives the session's TLS slot back, once.
+func (c *conn) releaseTLS() {
+	if c.tlsSlot {
+		c.tlsSlot = false
+		c.srv.tlsSessions.Add(-1)
 	}
-	fd, err := gc.Dup()
-	if err != nil {
-		s.tlsSessions.Add(-1)
-		c.log().Error().Err(err).Msg("STARTTLS: dup")
-		_, _ = gc.Write(proto.ReplyInternal.Bytes())
-		c.reason = "STARTTLS dup failed"
-		return gnet.Close
-	}
-	// From here the goroutine owns c; OnClose sees detached and leaves it.
-	c.detached = true
-	ch := make(chan struct{}, 1)
-	c.wakeCh.Store(&ch)
-	go c.serveTLS(fd)
-	return gnet.Close
 }
 
 // detachHalfClosed moves a session whose client half-closed while its
@@ -129,7 +111,7 @@ func (c *conn) detachHalfClosed(gc gnet.Conn) bool {
 // serveDetached is the goroutine of a half-closed plaintext session.
 func (c *conn) serveDetached(fd int, rest []byte) {
 	var w net.Conn
-	defer c.endDetached(&w, false)
+	defer c.endDetached(&w)
 	fc, err := newFDConn(fd) // fdconn.go
 	if err != nil {
 		c.reason = "half-closed: " + err.Error()
@@ -138,7 +120,7 @@ func (c *conn) serveDetached(fd int, rest []byte) {
 	var nc net.Conn = fc
 	w = nc
 	c.bc.Store(&nc)
-	b := newBlocking(c, nc, rest) // park.go
+	b := newBlocking(c, nc, rest) // detached.go
 	defer b.buf.free()
 	b.run()
 }
@@ -147,19 +129,8 @@ func (c *conn) serveDetached(fd int, rest []byte) {
 // 4.3.0 like the loop's, the connection is closed (a TLS one with a
 // close_notify alert first, RFC 8446 6.1, under a write deadline) and the
 // slots are released.
-func (c *conn) endDetached(w *net.Conn, isTLS bool) { c.end(recover(), w, isTLS) }
-
-// endHandshake ends the handshake's goroutine: as endDetached, unless the
-// session went on (up) on a goroutine of its own.
-func (c *conn) endHandshake(w *net.Conn, up *bool) {
+func (c *conn) endDetached(w *net.Conn) {
 	p := recover()
-	if p == nil && *up {
-		return
-	}
-	c.end(p, w, true)
-}
-
-func (c *conn) end(p any, w *net.Conn, isTLS bool) {
 	s := c.srv
 	if p != nil {
 		c.log().Error().Interface("panic", p).Bytes("stack", debug.Stack()).Msg("session panic")
@@ -173,9 +144,7 @@ func (c *conn) end(p any, w *net.Conn, isTLS bool) {
 		_ = (*w).SetWriteDeadline(time.Now().Add(closeTimeout))
 		_ = (*w).Close() // tls.Conn.Close sends close_notify first
 	}
-	if isTLS {
-		s.tlsSessions.Add(-1)
-	}
+	c.releaseTLS()
 	c.freeBody()
 	if c.waiting {
 		// Gone before its answer: wait for the spool so that the budget
@@ -188,78 +157,6 @@ func (c *conn) end(p any, w *net.Conn, isTLS bool) {
 // closeTimeout bounds the last write of a detached session: the 421 of a
 // panic and the TLS close_notify alert.
 const closeTimeout = 5 * time.Second
-
-// serveTLS is the goroutine of a detached session's handshake. The
-// session then goes on on a goroutine of its own: the handshake grows a
-// goroutine's stack to 16–32 KiB (the key exchange's arithmetic), which an
-// idle session would keep until enough collections shrank it; a fresh
-// goroutine's stack holds only what reading and answering need.
-func (c *conn) serveTLS(fd int) {
-	s := c.srv
-	var w net.Conn
-	up := false
-	defer c.endHandshake(&w, &up)
-	fc, err := newFDConn(fd) // fdconn.go
-	if err != nil {
-		c.reason = "STARTTLS: " + err.Error()
-		return
-	}
-	var nc net.Conn = fc
-	w = nc
-	c.bc.Store(&nc)
-
-	// The deadline bounds the 220 and every read and write of the
-	// handshake (a context would cost a goroutine per handshake).
-	_ = nc.SetDeadline(time.Now().Add(c.lv.cfg.TLSHandshakeTimeout))
-	if _, err := nc.Write(proto.ReplyReadyTLS.Bytes()); err != nil {
-		c.reason = "STARTTLS: " + err.Error()
-		return
-	}
-	s.m.countReplies(proto.ReplyReadyTLS.Bytes())
-	tc := tls.Server(nc, c.lv.tls)
-	if err := tc.Handshake(); err != nil {
-		s.stats.TLSFailed.Add(1)
-		c.reason = "TLS handshake: " + err.Error()
-		return
-	}
-	var tcConn net.Conn = tc
-	w = tc
-	c.bc.Store(&tcConn)
-	st := tc.ConnectionState()
-	c.tlsInfo = tlsInfo(st.Version, st.CipherSuite)
-	s.stats.TLSSessions.Add(1)
-	s.m.tlsSession(st.Version)
-	c.sess.TLSStarted()
-	b := newBlocking(c, tc, nil) // park.go
-	b.fc = fc
-	if raw, err := fc.SyscallConn(); err == nil && raw.Control(func(fd uintptr) { b.fd = int(fd) }) == nil {
-		b.raw = raw
-	}
-	up = true
-	go c.serveTLSSession(b)
-}
-
-// serveTLSSession is the goroutine of a detached session once TLS is up,
-// from the handshake or from a parked session's wait (park.go).
-func (c *conn) serveTLSSession(b *blocking) {
-	parked := false
-	defer c.endTLSSession(b, &parked)
-	if parked = b.run(); parked {
-		b.park()
-	}
-}
-
-// endTLSSession ends a TLS session's goroutine: as endDetached, unless the
-// session parked.
-func (c *conn) endTLSSession(b *blocking, parked *bool) {
-	p := recover()
-	if p == nil && *parked {
-		return
-	}
-	b.buf.free()
-	w := b.nc
-	c.end(p, &w, true)
-}
 
 // waitResult waits for the spool's answer to the message in flight.
 func (c *conn) waitResult() *deliveryResult {
@@ -316,9 +213,6 @@ func tlsVersion(v uint16) string {
 // interrupted read for a detached session.
 func (c *conn) kick() {
 	if bc := c.bc.Load(); bc != nil {
-		if c.srv.parker.wake(c.n) {
-			return // parked (park.go): it runs again and looks
-		}
 		_ = (*bc).SetReadDeadline(time.Now())
 		return
 	}
