@@ -527,12 +527,11 @@ second set would reuse memory the Go runtime has not yet returned.
 | plaintext | $(j "$IP" .idle.opened) | $(mib "$(j "$IP" .idle.rss_before_kb)") | $(mib "$(j "$IP" .idle.rss_after_kb)") | $(j "$IP" '.idle.per_conn_kb * 100 | round / 100') KiB | $(held "$IP" idle) |
 | TLS | $(j "$IT" .idle.opened) | $(mib "$(j "$IT" .idle.rss_before_kb)") | $(mib "$(j "$IT" .idle.rss_after_kb)") | $(j "$IT" '.idle.per_conn_kb * 100 | round / 100') KiB | $(held "$IT" idle) |
 
-A plaintext session lives on the event loop. An idle TLS session is parked
-(server/park.go): after 1 s of silence its goroutine ends and its socket waits
-in the server's epoll set, so it holds Go's \`crypto/tls\` state and the
-session, no stack; the RSS also holds GC headroom and handshake garbage not
-yet reclaimed (\`bash bench/idlemem.sh tls 5000\` measures this row alone).
-Before parking, a heap profile with 5,000 idle TLS sessions
+Plaintext and TLS sessions both live on the event loop
+(server/looptls.go): an idle TLS session holds Go's \`crypto/tls\` state and
+the session, no goroutine and no stack; the RSS also holds GC headroom and
+handshake garbage not yet reclaimed (\`bash bench/idlemem.sh tls 5000\`
+measures this row alone). When TLS sessions still ran on goroutines, a heap profile with 5,000 idle TLS sessions
 (\`go tool pprof -sample_index=inuse_space -top http://127.0.0.1:6061/debug/pprof/heap?gc=1\`)
 showed 27.2 KiB of live heap per session: 17.1 KiB in
 \`server.(*conn).serveBlocking\`, mostly the 16 KiB read buffer it allocates

@@ -221,3 +221,61 @@ func expectTimedOut(t *testing.T, c *client, what string, t0 time.Time, timeout 
 		t.Errorf("%s timed out after %v, want about %v", what, d, timeout)
 	}
 }
+
+// chunkConn writes every write in pieces of 1–7 bytes, one system call
+// each.
+type chunkConn struct {
+	net.Conn
+	n int
+}
+
+func (c *chunkConn) Write(b []byte) (int, error) {
+	for off := 0; off < len(b); {
+		c.n++
+		end := min(len(b), off+1+c.n*7919%7)
+		if _, err := c.Conn.Write(b[off:end]); err != nil {
+			return off, err
+		}
+		off = end
+	}
+	return len(b), nil
+}
+
+// TestTLSChunked: the handshake and a whole session over TLS with the
+// client's bytes arriving a few at a time, records split anywhere: the
+// handshake's input gathers until its goroutine has what it needs, and on
+// the loop every partial record waits in crypto/tls for its rest. The
+// message lands intact.
+func TestTLSChunked(t *testing.T) {
+	p := newTestPKI(t)
+	cfg := tlsServerConfig(t, p)
+	r := start(t, cfg)
+	nc, err := net.Dial("tcp", r.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newClient(t, &chunkConn{Conn: nc})
+	c.reply()
+	c.expect("EHLO client.example.org", "250")
+	tc := c.starttls(t, p.Client())
+	tc.expect("EHLO client.example.org", "250")
+	body := "Subject: chunked\r\n\r\n" + strings.Repeat("0123456789abcdef chunked over TLS\r\n", 60)
+	tc.send("MAIL FROM:<a@example.org>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+	for _, want := range []string{"250 2.1.0", "250 2.1.5", "354"} {
+		if g := tc.reply(); !strings.HasPrefix(g, want) {
+			t.Fatalf("%q, want %q", g, want)
+		}
+	}
+	tc.send(body + ".\r\n")
+	if g := tc.reply(); !strings.HasPrefix(g, "250 2.0.0") {
+		t.Fatalf("after the data: %q", g)
+	}
+	tc.expect("QUIT", "221")
+	files := newFiles(t, cfg.MaildirRoot, "example.test", "bob")
+	if len(files) != 1 {
+		t.Fatalf("%d files, want 1", len(files))
+	}
+	if !strings.HasSuffix(files[0], strings.ReplaceAll(body, "\r\n", "\n")) { // Maildir: LF
+		t.Fatalf("stored message does not end with the body sent: %q", files[0])
+	}
+}
