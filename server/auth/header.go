@@ -31,9 +31,15 @@ func fieldsNamed(msg []byte, name string) []field {
 	if name == "" {
 		fs = make([]field, 0, 16)
 	}
-	off := 0
+	return appendFields(fs, msg, name)
+}
+
+// appendFields is fieldsNamed appending to fs (at most maxHeaderFields
+// appended).
+func appendFields(fs []field, msg []byte, name string) []field {
+	off, base := 0, len(fs)
 	kept := false // the last field seen was kept
-	for off < len(msg) && len(fs) < maxHeaderFields {
+	for off < len(msg) && len(fs)-base < maxHeaderFields {
 		end := len(msg)
 		if i := bytes.IndexByte(msg[off:], '\n'); i >= 0 {
 			end = off + i + 1
@@ -43,7 +49,7 @@ func fieldsNamed(msg []byte, name string) []field {
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if n := len(fs); n > 0 && kept {
+			if n := len(fs); n > base && kept {
 				f := &fs[n-1]
 				f.value = f.value[:len(f.value)+len(line)] // lines are adjacent in msg
 			}
@@ -84,7 +90,7 @@ func unfold(v []byte) string {
 // nameIs reports whether the field name n is name, in any case. Field
 // names are printable US-ASCII (RFC 5322 2.2), so ASCII case folding is
 // the comparison (strings.EqualFold would also match the Kelvin sign).
-func nameIs(n []byte, name string) bool {
+func nameIs[S string | []byte](n []byte, name S) bool {
 	if len(n) != len(name) {
 		return false
 	}
