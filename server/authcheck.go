@@ -440,6 +440,8 @@ func (a *authChecker) decide(st *authSession, ip netip.Addr, m dkimOut, recs []a
 	}
 	var v check.Verdict
 	if a.dmarc {
+		var buf [2]auth.DMARCResult
+		res.DMARC = buf[:0]
 		res.DMARCChecked = true
 		res.DMARCProblem = m.from.Problem
 		switch {

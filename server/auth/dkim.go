@@ -71,6 +71,7 @@ type msgReader struct {
 	bodyH  [2]hash.Hash
 	headH  hash.Hash
 	sums   [2][sha256.Size]byte
+	digest [sha256.Size]byte
 }
 
 var readers = sync.Pool{New: func() any { return &msgReader{} }}

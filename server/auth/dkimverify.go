@@ -345,7 +345,7 @@ func parseKeyRecord(txt string) *dkimKey {
 // temperror, a missing or unusable record a permerror (RFC 6376 6.1.2).
 func lookupKey(ctx context.Context, r Resolver, t *sigTags) (*dkimKey, Status, string) {
 	name := stripWS(t.s) + "._domainkey." + stripWS(t.d)
-	txts, err := r.LookupTXT(ctx, name)
+	txts, err := lookupTXT(ctx, r, name)
 	if err != nil {
 		err = normalizeErr(name, err)
 		if notFound(err) {
@@ -498,8 +498,7 @@ func (s *dkimSig) finish(rd *msgReader, fs []field, bodyHash []byte) (Status, st
 	rd.hdr = scratch[:0]
 	scratch = bytes.TrimRight(scratch, "\r\n")
 	h.Write(scratch)
-	var sum [sha256.Size]byte
-	digest := h.Sum(sum[:0])
+	digest := h.Sum(rd.digest[:0])
 	switch {
 	case s.key.rsa != nil:
 		if err := rsa.VerifyPKCS1v15(s.key.rsa, crypto.SHA256, digest, s.sig); err != nil {

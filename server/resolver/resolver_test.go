@@ -626,3 +626,24 @@ func TestCacheOnlyReset(t *testing.T) {
 		t.Errorf("a cached TXT lookup allocates %v times, want at most 1 (the slice returned)", n)
 	}
 }
+
+// TestLookupTXTShared: LookupTXTShared answers what LookupTXT does, from
+// the cache without a copy (no allocation), and errors alike.
+func TestLookupTXTShared(t *testing.T) {
+	_, r, _ := setup(t)
+	bg := context.Background()
+	want, err := r.LookupTXT(bg, "multi.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.LookupTXTShared(bg, "multi.example.test")
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("shared %q %v, want %q", got, err, want)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = r.LookupTXTShared(bg, "multi.example.test") }); n != 0 {
+		t.Errorf("a cached shared lookup allocates %v times", n)
+	}
+	if _, err := r.LookupTXTShared(bg, "nx.example.test"); !dnsErr(t, err).IsNotFound {
+		t.Fatalf("nx: %v", err)
+	}
+}
