@@ -445,12 +445,16 @@ func (s *dkimSig) withKey(rd *msgReader, dec []byte) (Status, string, []byte) {
 // decodeB64 decodes the base64 tag value v (FWS inside it ignored),
 // appending to dec; it returns the decoded bytes and dec.
 func decodeB64(rd *msgReader, dec []byte, v string) ([]byte, []byte, error) {
-	b := rd.b64[:0]
+	b := slices.Grow(rd.b64[:0], len(v))[:len(v)]
+	n := 0
 	for i := 0; i < len(v); i++ {
-		if c := v[i]; c != ' ' && c != '\t' && c != '\r' && c != '\n' {
-			b = append(b, c)
+		c := v[i]
+		b[n] = c
+		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			n++
 		}
 	}
+	b = b[:n]
 	rd.b64 = b[:0]
 	at := len(dec)
 	dec = slices.Grow(dec, base64.StdEncoding.DecodedLen(len(b)))
@@ -596,12 +600,27 @@ func bValue(v []byte) (at, end int, ok bool) {
 			end += off
 		}
 		spec := v[off:end]
-		if eq := bytes.IndexByte(spec, '='); eq >= 0 && string(bytes.Trim(spec[:eq], " \t\r\n")) == "b" {
+		if eq := bytes.IndexByte(spec, '='); eq >= 0 && isTagB(spec[:eq]) {
 			return off + eq + 1, end, true
 		}
 		off = end + 1
 	}
 	return 0, 0, false
+}
+
+// isTagB reports whether name, white space around it trimmed, is "b".
+func isTagB(name []byte) bool {
+	seen := false
+	for _, c := range name {
+		switch {
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+		case c == 'b' && !seen:
+			seen = true
+		default:
+			return false
+		}
+	}
+	return seen
 }
 
 // bodyCanon canonicalizes a body (RFC 6376 3.4.3 simple, 3.4.4 relaxed)

@@ -289,3 +289,17 @@ func TestCanonHeaderEmptyB(t *testing.T) {
 		}
 	}
 }
+
+// TestUnfoldIsTagB: unfold and isTagB answer as their plain definitions
+// (every CR and LF dropped, then trimmed; trimmed equal to "b").
+func TestUnfoldIsTagB(t *testing.T) {
+	for _, v := range []string{"", "b", " b ", "\tb\r\n", "bb", "b b", "xb", " \r\n", "a\r\n b\n\tc\r", "\rx\ry\n", "  lone\rcr  "} {
+		if got, want := isTagB([]byte(v)), strings.Trim(v, " \t\r\n") == "b"; got != want {
+			t.Errorf("isTagB(%q) = %v", v, got)
+		}
+		want := strings.TrimSpace(strings.NewReplacer("\r", "", "\n", "").Replace(strings.TrimSpace(v)))
+		if got := unfold([]byte(v)); got != want {
+			t.Errorf("unfold(%q) = %q, want %q", v, got, want)
+		}
+	}
+}

@@ -79,10 +79,14 @@ func unfold(v []byte) string {
 	}
 	var b strings.Builder
 	b.Grow(len(v))
-	for _, c := range v {
-		if c != '\r' && c != '\n' {
-			b.WriteByte(c)
+	for len(v) > 0 { // the runs between CR and LF bytes
+		i := bytes.IndexAny(v, "\r\n")
+		if i < 0 {
+			b.Write(v)
+			break
 		}
+		b.Write(v[:i])
+		v = v[i+1:]
 	}
 	return strings.TrimSpace(b.String())
 }
