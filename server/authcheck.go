@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -85,8 +84,9 @@ type authChecker struct {
 	// cached is set when r is the server's caching resolver, which can
 	// answer from its cache alone (resolver.CacheOnly): the end of data
 	// then decides on the session's goroutine when nothing needs a round
-	// trip (dataInline).
-	cached bool
+	// trip (dataInline), under a context of cacheOnly.
+	cached    bool
+	cacheOnly sync.Pool // of *resolver.CacheOnlyContext
 }
 
 // authSession is one session's part: the connection's iprev and the
@@ -164,11 +164,12 @@ func (a *authChecker) Mail(i *Info, from proto.Address, _ proto.MailParams) *che
 	st := a.session(i)
 	st.spf = nil
 	if a.spf {
-		ip, helo, sender := i.IP, i.Helo, from.String()
-		k := spfKey{ip, helo, sender}
+		ip, helo := i.IP, i.Helo
+		k := spfKey{ip, helo, from.Local, from.Domain}
 		if r, ok := a.spfCache.get(k, time.Now()); ok {
 			st.spf = &outcome[auth.SPFResult]{done: true, v: r}
 		} else {
+			sender := from.String()
 			// The fallback names the domain: DMARC must read a timed-out
 			// SPF as temperror for it, not as no SPF at all (a fail).
 			fallback := auth.SPFIdentity(helo, sender)
@@ -181,8 +182,9 @@ func (a *authChecker) Mail(i *Info, from proto.Address, _ proto.MailParams) *che
 				})
 		}
 	}
+	// A known outcome that accepts needs no result (nil accepts).
 	var waits []*check.Result
-	if st.iprev != nil {
+	if st.iprev != nil && !st.iprev.known() {
 		waits = append(waits, resultOf(st.iprev, func(auth.IPRevResult) check.Verdict { return check.Verdict{} }))
 	}
 	if st.spf != nil && a.spfReject {
@@ -196,8 +198,9 @@ func (a *authChecker) Mail(i *Info, from proto.Address, _ proto.MailParams) *che
 				Str("spf", string(r.Status)).Str("domain", r.Domain).Msg("refused: SPF fail")
 			return check.Verdict{Reply: ReplySPFFail}
 		}))
-	} else if st.spf != nil {
-		// Decided at the end of data, with DKIM and DMARC.
+	} else if st.spf != nil && !st.spf.known() {
+		// Decided at the end of data, with DKIM and DMARC (which waits
+		// for it too: finish).
 		i.Later(resultOf(st.spf, func(auth.SPFResult) check.Verdict { return check.Verdict{} }))
 	}
 	switch len(waits) {
@@ -355,17 +358,21 @@ const inlineMaxBody = 128 << 10
 // then runs the checks on the pool (the work done here, at most the From
 // header and the DMARC lookups, is lost).
 func (a *authChecker) dataInline(st *authSession, ip netip.Addr, body []byte) (check.Verdict, bool) {
-	ctx, missed := resolver.CacheOnly(context.Background())
-	m, err := auth.ReadMessage(bytes.NewReader(body))
-	if err != nil {
-		return check.Verdict{}, false
+	ctx, _ := a.cacheOnly.Get().(*resolver.CacheOnlyContext)
+	if ctx == nil {
+		ctx = resolver.NewCacheOnly(context.Background())
 	}
+	defer func() {
+		ctx.Reset() // every lookup under it has returned
+		a.cacheOnly.Put(ctx)
+	}()
+	m := auth.ReadMessageBytes(body)
 	out := dkimOut{read: true, from: m.From()}
 	if a.dmarc {
 		for _, d := range out.from.Domains {
 			out.dmarc = append(out.dmarc, auth.LookupDMARC(ctx, a.r, d))
 		}
-		if missed() {
+		if ctx.Missed() {
 			m.Close()
 			return check.Verdict{}, false
 		}
@@ -375,7 +382,7 @@ func (a *authChecker) dataInline(st *authSession, ip netip.Addr, body []byte) (c
 	} else {
 		m.Close()
 	}
-	if missed() {
+	if ctx.Missed() {
 		return check.Verdict{}, false
 	}
 	return a.decide(st, ip, out, out.dmarc), true
@@ -433,6 +440,8 @@ func (a *authChecker) decide(st *authSession, ip netip.Addr, m dkimOut, recs []a
 	}
 	var v check.Verdict
 	if a.dmarc {
+		var buf [2]auth.DMARCResult
+		res.DMARC = buf[:0]
 		res.DMARCChecked = true
 		res.DMARCProblem = m.from.Problem
 		switch {
@@ -499,10 +508,11 @@ const (
 
 // spfKey is what an SPF result depends on: the client, the HELO name
 // (the identity for a null sender; %{h} in macros) and the reverse-path
-// (its local part is %{l}).
+// (its local part is %{l}), as its parts: equal parts make equal
+// addresses, and the cached path needs no string built.
 type spfKey struct {
-	ip         netip.Addr
-	helo, from string
+	ip                  netip.Addr
+	helo, local, domain string
 }
 
 type spfEntry struct {

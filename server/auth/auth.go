@@ -22,6 +22,21 @@ type Resolver interface {
 	LookupAddr(ctx context.Context, addr string) ([]string, error)
 }
 
+// txtSharer is a Resolver that can answer a TXT lookup with a slice it
+// keeps, to be read only (*resolver.Resolver: its cache's).
+type txtSharer interface {
+	LookupTXTShared(ctx context.Context, name string) ([]string, error)
+}
+
+// lookupTXT is r.LookupTXT, without a copy when r can share its answer:
+// the caller must not modify the slice.
+func lookupTXT(ctx context.Context, r Resolver, name string) ([]string, error) {
+	if s, ok := r.(txtSharer); ok {
+		return s.LookupTXTShared(ctx, name)
+	}
+	return r.LookupTXT(ctx, name)
+}
+
 // Status is a result value of RFC 8601 2.7.
 type Status string
 

@@ -114,7 +114,12 @@ func FormatResults(authservID string, r Results) []byte {
 	if ip := r.IPRev; ip != nil {
 		next("iprev", ip.Status)
 		reason(ip.Reason)
-		prop("policy.iprev", ip.IP.String())
+		if ip.IP.IsValid() {
+			var buf [64]byte
+			prop("policy.iprev", string(ip.IP.AppendTo(buf[:0]))) // its String, not allocated
+		} else {
+			prop("policy.iprev", ip.IP.String())
+		}
 		if ip.Name != "" {
 			b = appendComment(append(b, " ("...), ip.Name)
 			b = append(b, ')')

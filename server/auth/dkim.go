@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"hash"
 	"io"
 	"strings"
 	"sync"
@@ -47,22 +48,33 @@ type Message struct {
 	// through the empty line. It is valid until VerifyDKIM returns.
 	Head   []byte
 	fields []field
+	split  bool   // fields holds the header's fields
 	pre    []byte // the body bytes read with the header
 	rest   io.Reader
 	rd     *msgReader // pooled; returned by VerifyDKIM
 }
 
 // msgReader holds the buffers of one message being read, pooled: the
-// header (and the first body bytes read with it), a chunk of the body,
-// and the canonicalized output waiting to be hashed.
+// header (and the first body bytes read with it; ReadMessage only), a
+// chunk of the body (the same), the canonicalized output waiting to be
+// hashed, and the scratch of the verification.
 type msgReader struct {
-	head  []byte
-	chunk [32 << 10]byte
-	out   [2][]byte
-	hdr   []byte // a canonicalized header field
+	head   []byte
+	chunk  []byte
+	out    [2][]byte
+	hdr    []byte // a canonicalized header field
+	fields []field
+	sigs   []dkimSig
+	used   []int
+	b64    []byte // a base64 value, white space removed
+	dec    []byte // decoded bh= and b= values
+	bodyH  [2]hash.Hash
+	headH  hash.Hash
+	sums   [2][sha256.Size]byte
+	digest [sha256.Size]byte
 }
 
-var readers = sync.Pool{New: func() any { return &msgReader{head: make([]byte, 0, 32<<10)} }}
+var readers = sync.Pool{New: func() any { return &msgReader{} }}
 
 // ReadMessage reads the header section of msg (LF or CRLF line endings;
 // at most 1 MiB of it is looked at); the body is read later, by
@@ -70,6 +82,9 @@ var readers = sync.Pool{New: func() any { return &msgReader{head: make([]byte, 0
 func ReadMessage(msg io.Reader) (*Message, error) {
 	rd := readers.Get().(*msgReader)
 	head := rd.head[:0]
+	if head == nil {
+		head = make([]byte, 0, 32<<10)
+	}
 	end := -1
 	for end < 0 && len(head) < maxHeadBytes {
 		if cap(head)-len(head) < 16<<10 {
@@ -93,6 +108,22 @@ func ReadMessage(msg io.Reader) (*Message, error) {
 		end = min(len(head), maxHeadBytes)
 	}
 	return &Message{Head: head[:end:end], pre: head[end:], rest: msg, rd: rd}, nil
+}
+
+// ReadMessageBytes is ReadMessage for a message held in memory: nothing
+// is copied, msg must stay unchanged until VerifyDKIM returns (or Close).
+func ReadMessageBytes(msg []byte) *Message {
+	rd := readers.Get().(*msgReader)
+	end := -1
+	if len(msg) > maxHeadBytes {
+		end = headEnd(msg[:maxHeadBytes], 0)
+	} else {
+		end = headEnd(msg, 0)
+	}
+	if end < 0 {
+		end = min(len(msg), maxHeadBytes)
+	}
+	return &Message{Head: msg[:end:end], pre: msg[end:], rd: rd}
 }
 
 // headEnd returns the end of the header section in b (after the empty
@@ -125,7 +156,18 @@ func headEnd(b []byte, from int) int {
 
 func (rd *msgReader) release() {
 	if cap(rd.head) > 64<<10 {
-		rd.head = make([]byte, 0, 32<<10) // do not keep a huge header
+		rd.head = nil // do not keep a huge header
+	}
+	// Drop what points into the message, and huge scratch.
+	clear(rd.fields[:cap(rd.fields)])
+	rd.fields = rd.fields[:0]
+	if cap(rd.fields) > 256 {
+		rd.fields = nil
+	}
+	clear(rd.sigs[:cap(rd.sigs)])
+	rd.sigs = rd.sigs[:0]
+	if cap(rd.hdr) > 64<<10 {
+		rd.hdr = nil
 	}
 	readers.Put(rd)
 }
@@ -141,16 +183,35 @@ func (m *Message) Close() {
 
 // fieldsOf returns the message's header fields, split once.
 func (m *Message) fieldsOf() []field {
-	if m.fields == nil {
-		m.fields = headerFields(m.Head)
+	if !m.split {
+		m.fields, m.split = appendFields(m.rd.fields[:0], m.Head, ""), true
+		m.rd.fields = m.fields[:0]
 	}
 	return m.fields
 }
 
+// named returns the fields named name: from fieldsOf when it holds every
+// field of the header, else by a scan of the whole header section.
+func (m *Message) named(name string, dst []field) []field {
+	fs := m.fieldsOf()
+	if len(fs) >= maxHeaderFields {
+		return append(dst, fieldsNamed(m.Head, name)...)
+	}
+	for _, f := range fs {
+		if nameIs(f.name, name) {
+			dst = append(dst, f)
+		}
+	}
+	return dst
+}
+
 // From returns the message's RFC 5322.From domains.
-// The whole header section is searched (fieldsNamed), so that a From
-// cannot hide behind maxHeaderFields other fields.
-func (m *Message) From() FromDomains { return fromDomains(fieldsNamed(m.Head, "from")) }
+// The whole header section is searched (named), so that a From cannot
+// hide behind maxHeaderFields other fields.
+func (m *Message) From() FromDomains {
+	var buf [2]field
+	return fromDomains(m.named("from", buf[:0]))
+}
 
 // VerifyDKIM is the function VerifyDKIM for m; it reads the body, once,
 // and releases m's buffers: m is not to be used after it.
@@ -161,9 +222,12 @@ func (m *Message) VerifyDKIM(ctx context.Context, r Resolver) []DKIMResult {
 	}
 	defer m.Close()
 	fs := m.fieldsOf()
-	var sigs []dkimSig
-	var res []DKIMResult
-	for _, f := range fieldsNamed(m.Head, "dkim-signature") {
+	if len(fs) >= maxHeaderFields {
+		// The fields past the bound still count as signatures.
+		fs = fieldsNamed(m.Head, "dkim-signature")
+	}
+	sigs := rd.sigs[:0]
+	for _, f := range fs {
 		if len(sigs) == MaxSignatures {
 			break
 		}
@@ -171,12 +235,15 @@ func (m *Message) VerifyDKIM(ctx context.Context, r Resolver) []DKIMResult {
 			sigs = append(sigs, dkimSig{field: f})
 		}
 	}
+	rd.sigs = sigs[:0]
+	fs = m.fields
 	if len(sigs) == 0 {
 		return nil
 	}
-	res = make([]DKIMResult, len(sigs))
+	res := make([]DKIMResult, len(sigs))
 	now := time.Now()
-	var lookups []int
+	var lookupsBuf [MaxSignatures]int
+	lookups := lookupsBuf[:0]
 	for i := range sigs {
 		s := &sigs[i]
 		s.res = &res[i]
@@ -193,35 +260,35 @@ func (m *Message) VerifyDKIM(ctx context.Context, r Resolver) []DKIMResult {
 		lookups = append(lookups, i)
 	}
 	// The key lookups run at once, each bounded by ctx.
-	fetch := func(i int) {
-		s := &sigs[i]
-		s.key, s.res.Status, s.res.Reason = lookupKey(ctx, r, &s.tags)
-	}
 	if len(lookups) == 1 {
-		fetch(lookups[0])
+		s := &sigs[lookups[0]]
+		s.key, s.res.Status, s.res.Reason = lookupKey(ctx, r, &s.tags)
 	} else if len(lookups) > 1 {
 		var wg sync.WaitGroup
 		for _, i := range lookups {
 			wg.Add(1)
-			go func() {
+			go func(s *dkimSig) {
 				defer wg.Done()
-				fetch(i)
-			}()
+				s.key, s.res.Status, s.res.Reason = lookupKey(ctx, r, &s.tags)
+			}(&sigs[i])
 		}
 		wg.Wait()
 	}
 	var need [2]bool
+	dec := rd.dec[:0]
 	for _, i := range lookups {
 		s := &sigs[i]
 		if s.key == nil {
 			continue
 		}
-		if s.res.Status, s.res.Reason = s.withKey(); s.res.Status == "" {
+		s.res.Status, s.res.Reason, dec = s.withKey(rd, dec)
+		if s.res.Status == "" {
 			need[s.body] = true
 		}
 	}
+	rd.dec = dec[:0]
 	if need[0] || need[1] {
-		sums, err := m.hashBody(rd, need)
+		err := m.hashBody(rd, need)
 		for _, i := range lookups {
 			s := &sigs[i]
 			if s.key == nil || s.res.Status != "" {
@@ -231,7 +298,7 @@ func (m *Message) VerifyDKIM(ctx context.Context, r Resolver) []DKIMResult {
 				s.res.Status, s.res.Reason = TempError, "reading message: "+err.Error()
 				continue
 			}
-			s.res.Status, s.res.Reason = s.finish(fs, sums[s.body], rd.hdr[:0])
+			s.res.Status, s.res.Reason = s.finish(rd, fs, rd.sums[s.body][:])
 		}
 	}
 	for i := range res {
@@ -242,29 +309,43 @@ func (m *Message) VerifyDKIM(ctx context.Context, r Resolver) []DKIMResult {
 	return res
 }
 
+// readChunk is the body bytes read, or fed from memory, at a time.
+const readChunk = 32 << 10
+
 // hashBody streams the body through the canonicalizations needed (0
-// simple, 1 relaxed) and returns their SHA-256 sums.
-func (m *Message) hashBody(rd *msgReader, need [2]bool) ([2][]byte, error) {
+// simple, 1 relaxed) into their SHA-256 sums, rd.sums.
+func (m *Message) hashBody(rd *msgReader, need [2]bool) error {
 	var cs [2]bodyCanon
 	for i := range cs {
 		if need[i] {
 			if rd.out[i] == nil {
-				rd.out[i] = make([]byte, 0, 2*len(rd.chunk)+flushBytes)
+				rd.out[i] = make([]byte, 0, 2*readChunk+flushBytes)
 			}
-			cs[i].reset(sha256.New(), i == 1, rd.out[i])
+			if rd.bodyH[i] == nil {
+				rd.bodyH[i] = sha256.New()
+			}
+			rd.bodyH[i].Reset()
+			cs[i].reset(rd.bodyH[i], i == 1, rd.out[i])
 		}
 	}
 	feed := func(p []byte) {
-		for i := range cs {
-			if need[i] {
-				cs[i].write(p)
+		for len(p) > 0 {
+			n := min(len(p), readChunk) // bounds the output pending
+			for i := range cs {
+				if need[i] {
+					cs[i].write(p[:n])
+				}
 			}
+			p = p[n:]
 		}
 	}
 	feed(m.pre)
 	var err error
+	if m.rest != nil && rd.chunk == nil {
+		rd.chunk = make([]byte, readChunk)
+	}
 	for m.rest != nil {
-		n, rerr := m.rest.Read(rd.chunk[:])
+		n, rerr := m.rest.Read(rd.chunk)
 		feed(rd.chunk[:n])
 		if rerr == io.EOF {
 			break
@@ -274,14 +355,13 @@ func (m *Message) hashBody(rd *msgReader, need [2]bool) ([2][]byte, error) {
 			break
 		}
 	}
-	var sums [2][]byte
 	for i := range cs {
 		if need[i] {
-			sums[i] = cs[i].sum()
+			cs[i].sum(rd.sums[i][:0])
 			rd.out[i] = cs[i].out[:0]
 		}
 	}
-	return sums, err
+	return err
 }
 
 // maxHeadBytes bounds the header section read; a longer one is treated

@@ -11,6 +11,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"hash"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,6 +136,20 @@ func tagList(s string) []string {
 	return l
 }
 
+// nextTag returns the first element of the colon-separated tag value s
+// (h=, q=), its white space removed (as tagList gives them) and appended
+// to buf, and the elements after it; more is false for the last one.
+func nextTag(s string, buf []byte) (t []byte, rest string, more bool) {
+	e, rest, more := strings.Cut(s, ":")
+	t = buf
+	for i := 0; i < len(e); i++ {
+		if c := e[i]; c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			t = append(t, c)
+		}
+	}
+	return t, rest, more
+}
+
 // check does the checks of a signature that need no key (RFC 6376 6.1.1);
 // it returns the permerror text, or "".
 func (t *sigTags) check(now time.Time) string {
@@ -153,11 +168,11 @@ func (t *sigTags) check(now time.Time) string {
 		}
 	}
 	from := false
-	for _, k := range tagList(t.h) {
-		if strings.EqualFold(k, "from") {
-			from = true
-			break
-		}
+	var buf [64]byte
+	for rest, more := t.h, true; more && !from; {
+		var k []byte
+		k, rest, more = nextTag(rest, buf[:0])
+		from = strings.EqualFold(string(k), "from")
 	}
 	if !from {
 		return "From field not signed"
@@ -178,11 +193,10 @@ func (t *sigTags) check(now time.Time) string {
 	}
 	if t.hasQ {
 		ok := false
-		for _, m := range tagList(t.q) {
-			if m == "dns/txt" {
-				ok = true
-				break
-			}
+		for rest, more := t.q, true; more && !ok; {
+			var m []byte
+			m, rest, more = nextTag(rest, buf[:0])
+			ok = string(m) == "dns/txt"
 		}
 		if !ok {
 			return "unsupported public key query method"
@@ -331,7 +345,7 @@ func parseKeyRecord(txt string) *dkimKey {
 // temperror, a missing or unusable record a permerror (RFC 6376 6.1.2).
 func lookupKey(ctx context.Context, r Resolver, t *sigTags) (*dkimKey, Status, string) {
 	name := stripWS(t.s) + "._domainkey." + stripWS(t.d)
-	txts, err := r.LookupTXT(ctx, name)
+	txts, err := lookupTXT(ctx, r, name)
 	if err != nil {
 		err = normalizeErr(name, err)
 		if notFound(err) {
@@ -356,11 +370,14 @@ func lookupKey(ctx context.Context, r Resolver, t *sigTags) (*dkimKey, Status, s
 // withKey does the checks that need the key and decodes the hashes; it
 // returns the result's status and reason when the signature cannot pass,
 // "" when the body and header hashes decide.
-func (s *dkimSig) withKey() (Status, string) {
+//
+// The decoded hashes are appended to dec (scratch, returned), which they
+// then point into.
+func (s *dkimSig) withKey(rd *msgReader, dec []byte) (Status, string, []byte) {
 	t := &s.tags
 	keyAlgo, hashAlgo, ok := strings.Cut(stripWS(t.a), "-")
 	if !ok {
-		return PermError, "dkim: malformed algorithm name"
+		return PermError, "dkim: malformed algorithm name", dec
 	}
 	if s.key.hashes != nil {
 		found := false
@@ -371,21 +388,21 @@ func (s *dkimSig) withKey() (Status, string) {
 			}
 		}
 		if !found {
-			return PermError, "dkim: inappropriate hash algorithm"
+			return PermError, "dkim: inappropriate hash algorithm", dec
 		}
 	}
 	switch hashAlgo {
 	case "sha1": // RFC 8301 3.1
-		return PermError, "dkim: hash algorithm too weak: sha1"
+		return PermError, "dkim: hash algorithm too weak: sha1", dec
 	case "sha256":
 	default:
-		return PermError, "dkim: unsupported hash algorithm"
+		return PermError, "dkim: unsupported hash algorithm", dec
 	}
 	if s.key.algo != keyAlgo {
-		return PermError, "dkim: inappropriate key algorithm"
+		return PermError, "dkim: inappropriate key algorithm", dec
 	}
 	if !s.key.service {
-		return PermError, "dkim: inappropriate service"
+		return PermError, "dkim: inappropriate service", dec
 	}
 	hc, bc := "simple", "simple"
 	if c := stripWS(t.c); c != "" {
@@ -400,12 +417,12 @@ func (s *dkimSig) withKey() (Status, string) {
 	switch hc {
 	case "simple", "relaxed":
 	default:
-		return PermError, "dkim: unsupported header canonicalization algorithm"
+		return PermError, "dkim: unsupported header canonicalization algorithm", dec
 	}
 	switch bc {
 	case "simple", "relaxed":
 	default:
-		return PermError, "dkim: unsupported body canonicalization algorithm"
+		return PermError, "dkim: unsupported body canonicalization algorithm", dec
 	}
 	s.head = hc == "relaxed"
 	if bc == "relaxed" {
@@ -413,29 +430,61 @@ func (s *dkimSig) withKey() (Status, string) {
 	}
 	if t.hasL {
 		// l= leaves what follows the counted bytes unsigned.
-		return Policy, "l= tag: part of the body is unsigned"
+		return Policy, "l= tag: part of the body is unsigned", dec
 	}
 	var err error
-	if s.hashB, err = base64.StdEncoding.DecodeString(stripWS(t.bh)); err != nil {
-		return PermError, "dkim: malformed body hash: " + err.Error()
+	if s.hashB, dec, err = decodeB64(rd, dec, t.bh); err != nil {
+		return PermError, "dkim: malformed body hash: " + err.Error(), dec
 	}
-	if s.sig, err = base64.StdEncoding.DecodeString(stripWS(t.b)); err != nil {
-		return PermError, "dkim: malformed signature: " + err.Error()
+	if s.sig, dec, err = decodeB64(rd, dec, t.b); err != nil {
+		return PermError, "dkim: malformed signature: " + err.Error(), dec
 	}
-	return "", ""
+	return "", "", dec
+}
+
+// decodeB64 decodes the base64 tag value v (FWS inside it ignored),
+// appending to dec; it returns the decoded bytes and dec.
+func decodeB64(rd *msgReader, dec []byte, v string) ([]byte, []byte, error) {
+	b := slices.Grow(rd.b64[:0], len(v))[:len(v)]
+	n := 0
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		b[n] = c
+		if c != ' ' && c != '\t' && c != '\r' && c != '\n' {
+			n++
+		}
+	}
+	b = b[:n]
+	rd.b64 = b[:0]
+	at := len(dec)
+	dec = slices.Grow(dec, base64.StdEncoding.DecodedLen(len(b)))
+	n, err := base64.StdEncoding.Decode(dec[at:at+base64.StdEncoding.DecodedLen(len(b))], b)
+	if err != nil {
+		return nil, dec, err
+	}
+	dec = dec[:at+n]
+	return dec[at : at+n : at+n], dec, nil
 }
 
 // finish compares the body hash and verifies the signature over the
 // header fields fs (RFC 6376 3.7).
-func (s *dkimSig) finish(fs []field, bodyHash []byte, scratch []byte) (Status, string) {
+func (s *dkimSig) finish(rd *msgReader, fs []field, bodyHash []byte) (Status, string) {
 	if subtle.ConstantTimeCompare(bodyHash, s.hashB) != 1 {
 		return Fail, "dkim: body hash did not verify"
 	}
-	h := sha256.New()
+	if rd.headH == nil {
+		rd.headH = sha256.New()
+	}
+	h := rd.headH
+	h.Reset()
 	// Each name in h= takes the last instance of that field not taken yet
 	// (RFC 6376 5.4.2); names without one contribute nothing.
-	var used []int
-	for _, name := range tagList(s.tags.h) {
+	used := rd.used[:0]
+	scratch := rd.hdr[:0]
+	var buf [64]byte
+	for rest, more := s.tags.h, true; more; {
+		var name []byte
+		name, rest, more = nextTag(rest, buf[:0])
 		for i := len(fs) - 1; i >= 0; i-- {
 			if !nameIs(fs[i].name, name) || containsInt(used, i) {
 				continue
@@ -446,13 +495,14 @@ func (s *dkimSig) finish(fs []field, bodyHash []byte, scratch []byte) (Status, s
 			break
 		}
 	}
+	rd.used = used[:0]
 	// The signature's own field, its b= value empty, without the final
 	// CRLF.
 	scratch = canonHeader(scratch[:0], s.field, s.head, true)
+	rd.hdr = scratch[:0]
 	scratch = bytes.TrimRight(scratch, "\r\n")
 	h.Write(scratch)
-	var sum [sha256.Size]byte
-	digest := h.Sum(sum[:0])
+	digest := h.Sum(rd.digest[:0])
 	switch {
 	case s.key.rsa != nil:
 		if err := rsa.VerifyPKCS1v15(s.key.rsa, crypto.SHA256, digest, s.sig); err != nil {
@@ -478,14 +528,18 @@ func containsInt(l []int, x int) bool {
 // canonHeader appends field f canonicalized (RFC 6376 3.4.1, 3.4.2) to
 // dst, its line ends CRLF; with emptyB, the value of its b= tag left out.
 func canonHeader(dst []byte, f field, relaxed, emptyB bool) []byte {
-	v := f.value
+	// The value in two parts: around the b= value left out, if any (it
+	// lies between '=' and ';' or the end: the cut is no line end).
+	v, tail := f.value, []byte(nil)
 	if emptyB {
-		v = withoutB(v)
+		if at, end, ok := bValue(v); ok {
+			v, tail = v[:at], v[end:]
+		}
 	}
 	if !relaxed {
 		dst = append(dst, f.raw...)
 		dst = append(dst, ':')
-		return appendCRLF(dst, v)
+		return appendCRLF(appendCRLF(dst, v), tail)
 	}
 	for _, c := range f.name {
 		if 'A' <= c && c <= 'Z' {
@@ -496,17 +550,19 @@ func canonHeader(dst []byte, f field, relaxed, emptyB bool) []byte {
 	dst = append(dst, ':')
 	// Unfold, turn white space runs into one space, trim both ends.
 	ws, any := false, false
-	for _, c := range v {
-		switch c {
-		case '\r', '\n':
-		case ' ', '\t':
-			ws = true
-		default:
-			if ws && any {
-				dst = append(dst, ' ')
+	for _, part := range [2][]byte{v, tail} {
+		for _, c := range part {
+			switch c {
+			case '\r', '\n':
+			case ' ', '\t':
+				ws = true
+			default:
+				if ws && any {
+					dst = append(dst, ' ')
+				}
+				ws, any = false, true
+				dst = append(dst, c)
 			}
-			ws, any = false, true
-			dst = append(dst, c)
 		}
 	}
 	return append(dst, '\r', '\n')
@@ -530,9 +586,11 @@ func appendCRLF(dst, v []byte) []byte {
 	return dst
 }
 
-// withoutB returns the tag list v with the value of its b= tag removed
-// (RFC 6376 3.5: "b=" stays, white space around the value too may go).
-func withoutB(v []byte) []byte {
+// bValue returns where the value of the b= tag of the tag list v lies,
+// v[at:end] (after its '=', up to its ';' or the end): canonHeader leaves
+// it out (RFC 6376 3.5: "b=" stays, white space around the value too may
+// go).
+func bValue(v []byte) (at, end int, ok bool) {
 	off := 0
 	for off <= len(v) {
 		end := bytes.IndexByte(v[off:], ';')
@@ -542,14 +600,27 @@ func withoutB(v []byte) []byte {
 			end += off
 		}
 		spec := v[off:end]
-		if eq := bytes.IndexByte(spec, '='); eq >= 0 && string(bytes.Trim(spec[:eq], " \t\r\n")) == "b" {
-			out := make([]byte, 0, len(v))
-			out = append(out, v[:off+eq+1]...)
-			return append(out, v[end:]...)
+		if eq := bytes.IndexByte(spec, '='); eq >= 0 && isTagB(spec[:eq]) {
+			return off + eq + 1, end, true
 		}
 		off = end + 1
 	}
-	return v
+	return 0, 0, false
+}
+
+// isTagB reports whether name, white space around it trimmed, is "b".
+func isTagB(name []byte) bool {
+	seen := false
+	for _, c := range name {
+		switch {
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+		case c == 'b' && !seen:
+			seen = true
+		default:
+			return false
+		}
+	}
+	return seen
 }
 
 // bodyCanon canonicalizes a body (RFC 6376 3.4.3 simple, 3.4.4 relaxed)
@@ -714,8 +785,8 @@ func (b *bodyCanon) write(p []byte) {
 	}
 }
 
-// sum ends the body and returns its hash.
-func (b *bodyCanon) sum() []byte {
+// sum ends the body and appends its hash to dst.
+func (b *bodyCanon) sum(dst []byte) []byte {
 	if b.cr {
 		b.cr = false
 		b.text([]byte{'\r'})
@@ -728,5 +799,5 @@ func (b *bodyCanon) sum() []byte {
 	}
 	b.h.Write(b.out)
 	b.out = b.out[:0]
-	return b.h.Sum(nil)
+	return b.h.Sum(dst)
 }

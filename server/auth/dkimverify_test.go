@@ -20,7 +20,7 @@ import (
 // lines, no line end at all, nothing, long lines across read chunks,
 // folded and repeated (oversigned) header fields; also once each byte of
 // the body or a signed field is changed; read whole, a byte at a time,
-// and in halves, LF and CRLF.
+// and in halves, LF and CRLF, and held in memory (ReadMessageBytes).
 func TestDKIMAgreesWithMsgauth(t *testing.T) {
 	k := newKeys(t)
 	_, r := setup(t, k.zone)
@@ -80,6 +80,13 @@ func TestDKIMAgreesWithMsgauth(t *testing.T) {
 								got := VerifyDKIM(context.Background(), r, rd(v))
 								if len(got) != 1 || (got[0].Status == Pass) != want {
 									t.Errorf("%s variant %d reader %d: %+v, go-msgauth pass=%v", name, vi, ri, got, want)
+								}
+							}
+							// Held in memory (ReadMessageBytes), LF and CRLF.
+							for ei, held := range []string{v, strings.ReplaceAll(v, "\n", "\r\n")} {
+								got := ReadMessageBytes([]byte(held)).VerifyDKIM(context.Background(), r)
+								if len(got) != 1 || (got[0].Status == Pass) != want {
+									t.Errorf("%s variant %d in memory %d: %+v, go-msgauth pass=%v", name, vi, ei, got, want)
 								}
 							}
 						}
@@ -152,7 +159,7 @@ func TestBodyCanon(t *testing.T) {
 			for j := 0; j < len(tc.in); j++ {
 				c.write([]byte{tc.in[j]}) // a byte at a time: every boundary
 			}
-			c.sum()
+			c.sum(nil)
 			if got.String() != want {
 				t.Errorf("%q canon %d: %q, want %q", tc.in, i, got.String(), want)
 			}
@@ -195,7 +202,7 @@ func FuzzBodyCanon(f *testing.F) {
 					c.write(p[:n])
 					p = p[n:]
 				}
-				c.sum()
+				c.sum(nil)
 				if got.String() != want {
 					t.Fatalf("%q relaxed=%d in chunks of %d: %q, want %q", in, relaxed, size, got.String(), want)
 				}
@@ -246,4 +253,53 @@ func refCanon(in string, relaxed bool) string {
 		return "\r\n"
 	}
 	return strings.Join(lines, "\r\n") + "\r\n"
+}
+
+// TestCanonHeaderEmptyB: the DKIM-Signature field canonicalized with its
+// b= value left out in place is the field whose value had it cut out
+// first, for b= first, in the middle, last, folded, absent, and a tag
+// whose name only ends in b.
+func TestCanonHeaderEmptyB(t *testing.T) {
+	withoutB := func(v []byte) []byte {
+		at, end, ok := bValue(v)
+		if !ok {
+			return v
+		}
+		return append(append([]byte{}, v[:at]...), v[end:]...)
+	}
+	values := []string{
+		" v=1; a=rsa-sha256; d=example.org; s=sel; h=from; bh=AAAA; b=QUJD\n\tREVG\n",
+		" b=QUJDREVG; v=1; d=example.org\r\n",
+		" v=1;\n b = QU JD\n ; d=example.org; bh=AAAA\n",
+		" v=1; bb=x; xb=y; d=example.org\n",
+		" v=1;\tb=\n",
+		" v=1; b=QUJD",
+		"",
+	}
+	for _, v := range values {
+		f := field{name: []byte("DKIM-Signature"), raw: []byte("DKIM-Signature "), value: []byte(v)}
+		cut := f
+		cut.value = withoutB([]byte(v))
+		for _, relaxed := range []bool{false, true} {
+			got := canonHeader(nil, f, relaxed, true)
+			want := canonHeader(nil, cut, relaxed, false)
+			if !bytes.Equal(got, want) {
+				t.Errorf("%q relaxed=%v:\n got %q\nwant %q", v, relaxed, got, want)
+			}
+		}
+	}
+}
+
+// TestUnfoldIsTagB: unfold and isTagB answer as their plain definitions
+// (every CR and LF dropped, then trimmed; trimmed equal to "b").
+func TestUnfoldIsTagB(t *testing.T) {
+	for _, v := range []string{"", "b", " b ", "\tb\r\n", "bb", "b b", "xb", " \r\n", "a\r\n b\n\tc\r", "\rx\ry\n", "  lone\rcr  "} {
+		if got, want := isTagB([]byte(v)), strings.Trim(v, " \t\r\n") == "b"; got != want {
+			t.Errorf("isTagB(%q) = %v", v, got)
+		}
+		want := strings.TrimSpace(strings.NewReplacer("\r", "", "\n", "").Replace(strings.TrimSpace(v)))
+		if got := unfold([]byte(v)); got != want {
+			t.Errorf("unfold(%q) = %q, want %q", v, got, want)
+		}
+	}
 }

@@ -14,12 +14,21 @@ import (
 // TLD is the suffix); a name that is itself a public suffix is its own.
 func OrgDomain(name string) string {
 	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	if org, ok := orgCache.get(name); ok {
+		return org
+	}
 	org, err := publicsuffix.EffectiveTLDPlusOne(name)
 	if err != nil {
-		return name
+		org = name
 	}
+	orgCache.put(name, org)
 	return org
 }
+
+// orgCache maps names to their organizational domains: the answer is a
+// pure function of the name (and of the list compiled in), asked for the
+// same From domains message after message.
+var orgCache = textCache[string]{m: make(map[string]string)}
 
 // DMARCRecord is the policy discovered for a From domain.
 type DMARCRecord struct {
@@ -51,18 +60,20 @@ func LookupDMARC(ctx context.Context, r Resolver, domain string) DMARCRecord {
 		at = append(at, org)
 	}
 	for _, d := range at {
-		txts, err := r.LookupTXT(ctx, "_dmarc."+d)
+		txts, err := lookupTXT(ctx, r, "_dmarc."+d)
 		if err != nil && !notFound(err) {
 			rec.Status, rec.Reason = TempError, "DMARC record lookup: "+normalizeErr(d, err).Error()
 			return rec
 		}
-		var found []string
+		found, first := 0, ""
 		for _, t := range txts {
 			if v, _, _ := strings.Cut(t, ";"); strings.TrimSpace(v) == "v=DMARC1" {
-				found = append(found, t)
+				if found++; found == 1 {
+					first = t
+				}
 			}
 		}
-		switch len(found) {
+		switch found {
 		case 0:
 			continue
 		case 1:
@@ -71,7 +82,7 @@ func LookupDMARC(ctx context.Context, r Resolver, domain string) DMARCRecord {
 			return rec
 		}
 		rec.At = d
-		p := parseDMARC(found[0])
+		p := parseDMARC(first)
 		if p.err != "" {
 			rec.Status, rec.Reason = PermError, p.err
 			return rec

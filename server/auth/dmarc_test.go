@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"net/mail"
 	"net/netip"
 	"strings"
 	"testing"
@@ -180,5 +181,50 @@ func TestDMARCParseCache(t *testing.T) {
 	}
 	if c := LookupDMARC(ctx(t), r, "cached.test"); c.Record.Policy != "none" || c.NP != "" {
 		t.Fatalf("changed record: %+v", c.Record)
+	}
+}
+
+// FuzzSimpleAddress: whenever simpleAddress takes a From value,
+// net/mail.ParseAddressList finds that one address in it, so that the
+// fast path never changes a From domain.
+func FuzzSimpleAddress(f *testing.F) {
+	for _, s := range []string{
+		"Alice <alice@sender.test>", "alice@sender.test", "<alice@sender.test>", "Alice<alice@x.test>",
+		"Alice Smith <a.b+c@mail.example.com>", "Alice  <a@b.test>", " <a@b.test>", "A-b_c <x@y-z.test>",
+		"a..b@x.test", ".a@x.test", "a@x..test", "a@x.test.", "Alice <a@b.test", "a@b@c.test",
+		"\"Alice\" <a@b.test>", "Alice (c) <a@b.test>", "=?utf-8?q?A?= <a@b.test>", "a@[1.2.3.4]",
+		"Alice <a@b.test>, Bob <b@c.test>", "x: a@b.test;", "Alice <@b.test>", "Alice <a@>",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		addr, ok := simpleAddress(v)
+		if !ok {
+			return
+		}
+		list, err := mail.ParseAddressList(v)
+		if err != nil || len(list) != 1 || list[0].Address != addr {
+			t.Fatalf("simpleAddress(%q) = %q; net/mail: %v %v", v, addr, list, err)
+		}
+	})
+}
+
+// TestSimpleAddress: the common From forms take the fast path, the
+// others do not.
+func TestSimpleAddress(t *testing.T) {
+	for v, want := range map[string]string{
+		"Alice <alice@sender.test>":            "alice@sender.test",
+		"alice@sender.test":                    "alice@sender.test",
+		"Alice Smith <a.b+c@mail.example.com>": "a.b+c@mail.example.com",
+		"<x@y.test>":                           "x@y.test",
+		"\"Alice\" <a@b.test>":                 "",
+		"Alice (c) <a@b.test>":                 "",
+		"a@b.test, c@d.test":                   "",
+		"Alice <a@b.test> x":                   "",
+	} {
+		got, ok := simpleAddress(v)
+		if ok != (want != "") || got != want {
+			t.Errorf("simpleAddress(%q) = %q %v, want %q", v, got, ok, want)
+		}
 	}
 }

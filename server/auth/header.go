@@ -31,9 +31,15 @@ func fieldsNamed(msg []byte, name string) []field {
 	if name == "" {
 		fs = make([]field, 0, 16)
 	}
-	off := 0
+	return appendFields(fs, msg, name)
+}
+
+// appendFields is fieldsNamed appending to fs (at most maxHeaderFields
+// appended).
+func appendFields(fs []field, msg []byte, name string) []field {
+	off, base := 0, len(fs)
 	kept := false // the last field seen was kept
-	for off < len(msg) && len(fs) < maxHeaderFields {
+	for off < len(msg) && len(fs)-base < maxHeaderFields {
 		end := len(msg)
 		if i := bytes.IndexByte(msg[off:], '\n'); i >= 0 {
 			end = off + i + 1
@@ -43,7 +49,7 @@ func fieldsNamed(msg []byte, name string) []field {
 			break
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			if n := len(fs); n > 0 && kept {
+			if n := len(fs); n > base && kept {
 				f := &fs[n-1]
 				f.value = f.value[:len(f.value)+len(line)] // lines are adjacent in msg
 			}
@@ -73,10 +79,14 @@ func unfold(v []byte) string {
 	}
 	var b strings.Builder
 	b.Grow(len(v))
-	for _, c := range v {
-		if c != '\r' && c != '\n' {
-			b.WriteByte(c)
+	for len(v) > 0 { // the runs between CR and LF bytes
+		i := bytes.IndexAny(v, "\r\n")
+		if i < 0 {
+			b.Write(v)
+			break
 		}
+		b.Write(v[:i])
+		v = v[i+1:]
 	}
 	return strings.TrimSpace(b.String())
 }
@@ -84,7 +94,7 @@ func unfold(v []byte) string {
 // nameIs reports whether the field name n is name, in any case. Field
 // names are printable US-ASCII (RFC 5322 2.2), so ASCII case folding is
 // the comparison (strings.EqualFold would also match the Kelvin sign).
-func nameIs(n []byte, name string) bool {
+func nameIs[S string | []byte](n []byte, name S) bool {
 	if len(n) != len(name) {
 		return false
 	}
@@ -119,12 +129,28 @@ const maxFromDomains = 4
 func fromDomains(fs []field) FromDomains {
 	var d FromDomains
 	fields, addrs := 0, 0
+	add := func(address string) {
+		addrs++
+		at := strings.LastIndexByte(address, '@')
+		dom := strings.TrimSuffix(strings.ToLower(address[at+1:]), ".")
+		if at < 0 || !isDomainName(dom) {
+			d.Problem = "From address has no domain"
+			return
+		}
+		if !containsStr(d.Domains, dom) && len(d.Domains) < maxFromDomains {
+			d.Domains = append(d.Domains, dom)
+		}
+	}
 	for _, f := range fs {
 		if !nameIs(f.name, "from") {
 			continue
 		}
 		fields++
 		v := unfold(f.value)
+		if a, ok := simpleAddress(v); ok {
+			add(a) // what net/mail would find, without its cost
+			continue
+		}
 		list, err := mail.ParseAddressList(v)
 		if err != nil {
 			// Mail readers still show an address from such a field: its
@@ -140,16 +166,7 @@ func fromDomains(fs []field) FromDomains {
 			continue
 		}
 		for _, a := range list {
-			addrs++
-			at := strings.LastIndexByte(a.Address, '@')
-			dom := strings.TrimSuffix(strings.ToLower(a.Address[at+1:]), ".")
-			if at < 0 || !isDomainName(dom) {
-				d.Problem = "From address has no domain"
-				continue
-			}
-			if !containsStr(d.Domains, dom) && len(d.Domains) < maxFromDomains {
-				d.Domains = append(d.Domains, dom)
-			}
+			add(a.Address)
 		}
 	}
 	switch {
@@ -162,6 +179,59 @@ func fromDomains(fs []field) FromDomains {
 		d.Problem = "several From addresses"
 	}
 	return d
+}
+
+// simpleAddress returns the address of a From value in one of the common
+// forms "local@domain" and "Display Name <local@domain>", made of plain
+// ASCII words (letters, digits and a few marks) and single spaces only:
+// the one address net/mail.ParseAddressList finds in it
+// (FuzzSimpleAddress holds the two to that). ok is false for anything
+// else (quotes, comments, encoded words, groups, several addresses),
+// which net/mail then parses.
+func simpleAddress(v string) (addr string, ok bool) {
+	if i := strings.IndexByte(v, '<'); i >= 0 {
+		if !strings.HasSuffix(v, ">") {
+			return "", false
+		}
+		// The display name: words separated by single spaces.
+		phrase := strings.TrimSuffix(v[:i], " ")
+		for w := range strings.SplitSeq(phrase, " ") {
+			if w == "" && phrase != "" {
+				return "", false
+			}
+			for j := 0; j < len(w); j++ {
+				if c := w[j]; !isAlnum(c) && c != '-' && c != '_' {
+					return "", false
+				}
+			}
+		}
+		v = v[i+1 : len(v)-1]
+	}
+	at := strings.IndexByte(v, '@')
+	if at <= 0 || at == len(v)-1 {
+		return "", false
+	}
+	if !plainDotAtom(v[:at], "-_+") || !plainDotAtom(v[at+1:], "-_") {
+		return "", false
+	}
+	return v, true
+}
+
+// plainDotAtom reports whether s is atoms of letters, digits and marks
+// joined by single dots.
+func plainDotAtom(s, marks string) bool {
+	prev := byte('.')
+	for j := 0; j < len(s); j++ {
+		c := s[j]
+		switch {
+		case isAlnum(c) || strings.IndexByte(marks, c) >= 0:
+		case c == '.' && prev != '.':
+		default:
+			return false
+		}
+		prev = c
+	}
+	return prev != '.'
 }
 
 // lenientDomains returns the domain names that follow an '@' in v, a

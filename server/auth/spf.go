@@ -73,7 +73,7 @@ func isDomainName(s string) bool {
 	if len(s) == 0 || len(s) > 253 || !strings.Contains(s, ".") {
 		return false
 	}
-	for _, l := range strings.Split(s, ".") {
+	for l := range strings.SplitSeq(s, ".") {
 		if l == "" || len(l) > 63 {
 			return false
 		}

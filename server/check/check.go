@@ -116,16 +116,39 @@ func Timeout(r *Result, d time.Duration, policy Verdict) *Result {
 // cuts. nil results accept.
 func All(rs ...*Result) *Result {
 	var live []*Result
+	n, done := 0, true
+	for _, r := range rs {
+		if r != nil {
+			n++
+			done = done && r.isDone()
+		}
+	}
+	switch {
+	case n == 0:
+		return Accept()
+	case n == 1:
+		for _, r := range rs {
+			if r != nil {
+				return r
+			}
+		}
+	case done:
+		// All known (the end of data's, when every answer was cached):
+		// combined at once, without waiters.
+		var c Verdict
+		for _, r := range rs {
+			if r != nil {
+				v, _ := r.Verdict()
+				c = combineOne(c, v)
+			}
+		}
+		return Now(c)
+	}
+	live = make([]*Result, 0, n)
 	for _, r := range rs {
 		if r != nil {
 			live = append(live, r)
 		}
-	}
-	switch len(live) {
-	case 0:
-		return Accept()
-	case 1:
-		return live[0]
 	}
 	out := New()
 	var mu sync.Mutex
@@ -146,18 +169,39 @@ func All(rs ...*Result) *Result {
 	return out
 }
 
+// isDone reports whether r has its verdict.
+func (r *Result) isDone() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.done
+}
+
 func combine(vs []Verdict) Verdict {
 	var c Verdict
 	for _, v := range vs {
-		if c.Reply == nil && v.Reply != nil {
-			c.Reply = v.Reply
-		}
-		c.Headers = append(c.Headers, v.Headers...)
-		if v.Folder != "" {
-			c.Folder = v.Folder
-		}
-		c.Cut = MergeCuts(c.Cut, v.Cut)
+		c = combineOne(c, v)
 	}
+	return c
+}
+
+// combineOne adds v to c, the combination of the verdicts before it. The
+// header fields of a single verdict are taken as they are, not copied
+// (their capacity clipped: another verdict's are appended to a copy).
+func combineOne(c, v Verdict) Verdict {
+	if c.Reply == nil && v.Reply != nil {
+		c.Reply = v.Reply
+	}
+	switch {
+	case len(v.Headers) == 0:
+	case len(c.Headers) == 0:
+		c.Headers = v.Headers[:len(v.Headers):len(v.Headers)]
+	default:
+		c.Headers = append(c.Headers, v.Headers...)
+	}
+	if v.Folder != "" {
+		c.Folder = v.Folder
+	}
+	c.Cut = MergeCuts(c.Cut, v.Cut)
 	return c
 }
 

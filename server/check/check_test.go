@@ -181,3 +181,29 @@ func TestPoolOnDemand(t *testing.T) {
 	}
 	p.Close()
 }
+
+// TestAllDone: results all complete combine at once (All's result is
+// complete when it returns), in order, without writing into a verdict's
+// header fields; a single verdict's fields are taken as they are.
+func TestAllDone(t *testing.T) {
+	first := proto.NewReply(550, "5.7.1", "first")
+	ha := append(make([]byte, 0, 64), "A: 1\n"...)
+	a := Now(Verdict{Headers: ha, Folder: "Junk"})
+	b := Now(Verdict{Reply: first, Headers: []byte("B: 2\n"), Cut: [][2]int64{{0, 4}}})
+	r := All(a, nil, b)
+	v, done := r.Verdict()
+	if !done || v.Reply != first || string(v.Headers) != "A: 1\nB: 2\n" || v.Folder != "Junk" || len(v.Cut) != 1 {
+		t.Fatalf("combined %+v done=%v", v, done)
+	}
+	if string(ha[:cap(ha)][:10]) == "A: 1\nB: 2\n" {
+		t.Fatal("B's fields were appended into A's buffer")
+	}
+	v, _ = All(nil, a, Accept()).Verdict()
+	if &v.Headers[0] != &ha[0] || cap(v.Headers) != len(ha) {
+		t.Fatalf("one verdict's fields: copied, or not clipped (cap %d)", cap(v.Headers))
+	}
+	acc := Accept()
+	if n := testing.AllocsPerRun(100, func() { All(a, acc) }); n > 1 {
+		t.Errorf("All of complete results allocates %v times, want 1 (its result)", n)
+	}
+}

@@ -19,6 +19,17 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	return slices.Clone(e.txt), nil // joined when cached; the caller may modify its slice
 }
 
+// LookupTXTShared is LookupTXT returning the cache's own slice, which
+// the caller must only read (no copy made, for the checks that look up
+// the same records message after message).
+func (r *Resolver) LookupTXTShared(ctx context.Context, name string) ([]string, error) {
+	e, err := r.lookup(ctx, name, dns.TypeTXT)
+	if err != nil {
+		return nil, err
+	}
+	return e.txt[:len(e.txt):len(e.txt)], nil
+}
+
 // txtStrings returns the strings of each TXT record joined.
 func txtStrings(rrs []dns.RR) []string {
 	out := make([]string, 0, len(rrs))

@@ -257,7 +257,7 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (*entr
 		r.st.cacheHits.Add(1)
 		return e, r.entryErr(e, k.qtype, name)
 	}
-	if co, _ := ctx.Value(cacheOnlyKey{}).(*cacheOnly); co != nil {
+	if co, _ := ctx.Value(cacheOnlyKey{}).(*CacheOnlyContext); co != nil {
 		// Not counted: the caller asks again, without CacheOnly.
 		co.missed.Store(true)
 		return nil, &net.DNSError{Err: errNotCached, Name: name, IsTemporary: true}
@@ -272,17 +272,42 @@ const errNotCached = "not in the cache"
 
 type cacheOnlyKey struct{}
 
-type cacheOnly struct{ missed atomic.Bool }
-
 // CacheOnly returns a context under which lookups answer from the cache
 // alone, never waiting: a name not cached fails at once with a temporary
 // error, and missed then reports true. It lets work that needs no DNS
 // round trip run where waiting is not allowed (the event loop), and go
 // elsewhere, to run again, when missed says it would have waited.
 func CacheOnly(ctx context.Context) (_ context.Context, missed func() bool) {
-	co := &cacheOnly{}
-	return context.WithValue(ctx, cacheOnlyKey{}, co), co.missed.Load
+	co := NewCacheOnly(ctx)
+	return co, co.Missed
 }
+
+// CacheOnlyContext is the context CacheOnly returns, as a value that can
+// be used again (Reset), for a caller that does this for every message.
+type CacheOnlyContext struct {
+	context.Context
+	missed atomic.Bool
+}
+
+// NewCacheOnly is CacheOnly's context under parent.
+func NewCacheOnly(parent context.Context) *CacheOnlyContext {
+	return &CacheOnlyContext{Context: parent}
+}
+
+// Value marks the context as CacheOnly's.
+func (c *CacheOnlyContext) Value(k any) any {
+	if k == (cacheOnlyKey{}) {
+		return c
+	}
+	return c.Context.Value(k)
+}
+
+// Missed reports whether a lookup under c found nothing cached.
+func (c *CacheOnlyContext) Missed() bool { return c.missed.Load() }
+
+// Reset forgets what Missed reports, for the next use of c (once no
+// lookup under it is running).
+func (c *CacheOnlyContext) Reset() { c.missed.Store(false) }
 
 // fromCache returns the live cached entry for k, if any.
 func (r *Resolver) fromCache(k key) *entry {

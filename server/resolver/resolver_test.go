@@ -595,3 +595,55 @@ func TestCacheOnly(t *testing.T) {
 		t.Fatalf("asked again: %v, %d queries", err, s.Count("multi.example.test", dns.TypeTXT))
 	}
 }
+
+// TestCacheOnlyReset: a CacheOnlyContext used again after Reset reports
+// a miss afresh; a context derived from it (a deadline) is cache-only
+// too; a cached lookup under it allocates only the caller's slice.
+func TestCacheOnlyReset(t *testing.T) {
+	s, r, _ := setup(t)
+	bg := context.Background()
+	if _, err := r.LookupTXT(bg, "example.test"); err != nil {
+		t.Fatal(err)
+	}
+	co := NewCacheOnly(bg)
+	if _, err := r.LookupTXT(co, "multi.example.test"); err == nil || !co.Missed() {
+		t.Fatalf("not cached: %v, missed %v", err, co.Missed())
+	}
+	co.Reset()
+	if co.Missed() {
+		t.Fatal("missed after Reset")
+	}
+	if _, err := r.LookupTXT(co, "example.test"); err != nil || co.Missed() {
+		t.Fatalf("cached after Reset: %v, missed %v", err, co.Missed())
+	}
+	ctx, cancel := context.WithTimeout(co, time.Minute)
+	defer cancel()
+	if _, err := r.LookupTXT(ctx, "multi.example.test"); err == nil || !co.Missed() || s.Count("multi.example.test", dns.TypeTXT) != 0 {
+		t.Fatalf("derived context: %v, missed %v, %d queries", err, co.Missed(), s.Count("multi.example.test", dns.TypeTXT))
+	}
+	co.Reset()
+	if n := testing.AllocsPerRun(100, func() { _, _ = r.LookupTXT(co, "example.test") }); n > 1 {
+		t.Errorf("a cached TXT lookup allocates %v times, want at most 1 (the slice returned)", n)
+	}
+}
+
+// TestLookupTXTShared: LookupTXTShared answers what LookupTXT does, from
+// the cache without a copy (no allocation), and errors alike.
+func TestLookupTXTShared(t *testing.T) {
+	_, r, _ := setup(t)
+	bg := context.Background()
+	want, err := r.LookupTXT(bg, "multi.example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.LookupTXTShared(bg, "multi.example.test")
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("shared %q %v, want %q", got, err, want)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = r.LookupTXTShared(bg, "multi.example.test") }); n != 0 {
+		t.Errorf("a cached shared lookup allocates %v times", n)
+	}
+	if _, err := r.LookupTXTShared(bg, "nx.example.test"); !dnsErr(t, err).IsNotFound {
+		t.Fatalf("nx: %v", err)
+	}
+}
