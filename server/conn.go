@@ -207,9 +207,12 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	if c.lt != nil && c.lt.mode == tlsHandshake {
 		c.lt.abort() // its goroutine's reads end
 		if c.reason == "" {
-			// The client went away during the handshake.
+			// The client went away during the handshake (or just after
+			// it, before the loop took the session up: not a failure).
 			c.reason = "TLS handshake: client closed"
-			s.stats.TLSFailed.Add(1)
+			if !c.lt.done.Load() || c.lt.hsErr != nil {
+				s.stats.TLSFailed.Add(1)
+			}
 		}
 	}
 	owed := c.waiting || c.sess.Pending() // a delivery or a check will answer

@@ -103,6 +103,7 @@ type loopTLS struct {
 func (c *conn) startTLS(gc gnet.Conn) gnet.Action {
 	_, _ = gc.Write(proto.ReplyReadyTLS.Bytes())
 	c.srv.m.countReplies(proto.ReplyReadyTLS.Bytes())
+	c.outBlocked.Store(false)
 	l := &loopTLS{gc: gc, wake: make(chan struct{}, 1)}
 	l.tc = tls.Server(l, c.lv.tls)
 	c.lt = l
@@ -119,7 +120,9 @@ func (l *loopTLS) handshake() {
 			l.hsErr = fmt.Errorf("panic: %v", p)
 		}
 		l.done.Store(true)
-		_ = l.gc.Wake(nil)
+		if !l.aborted() { // else the connection is gone, maybe the engine too
+			_ = l.gc.Wake(nil)
+		}
 	}()
 	l.hsErr = l.tc.Handshake()
 }
@@ -130,6 +133,12 @@ func (l *loopTLS) abort() {
 	l.hsClosed = true
 	l.mu.Unlock()
 	l.signal()
+}
+
+func (l *loopTLS) aborted() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.hsClosed
 }
 
 func (l *loopTLS) signal() {
@@ -145,15 +154,8 @@ func (l *loopTLS) signal() {
 func (c *conn) handshakeTraffic(gc gnet.Conn) gnet.Action {
 	l := c.lt
 	done := l.done.Load() // before taking hsOut: then nothing follows it
-	l.mu.Lock()
-	out := l.hsOut
-	l.hsOut = nil
 	in, _ := gc.Peek(-1)
-	over := len(l.hsIn)+len(in) > maxHandshakeInput
-	if !done && !over && len(in) > 0 {
-		l.hsIn = append(l.hsIn, in...)
-	}
-	l.mu.Unlock()
+	out, over := l.exchange(in, !done)
 	if len(out) > 0 {
 		_, _ = gc.Write(out)
 	}
@@ -162,6 +164,7 @@ func (c *conn) handshakeTraffic(gc gnet.Conn) gnet.Action {
 		return c.tlsUp(gc)
 	case over:
 		c.reason = "TLS handshake: too much input"
+		c.srv.stats.TLSFailed.Add(1)
 		return gnet.Close
 	case c.flags.Load()&flagTimeout != 0:
 		c.reason = "TLS handshake: timeout"
@@ -176,6 +179,20 @@ func (c *conn) handshakeTraffic(gc gnet.Conn) gnet.Action {
 		l.signal()
 	}
 	return gnet.None
+}
+
+// exchange takes the handshake's output and, with give, gives it in
+// unless that would pass maxHandshakeInput (over). The lock is released
+// by defer: a panic here must not leave it held for OnClose's abort.
+func (l *loopTLS) exchange(in []byte, give bool) (out []byte, over bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out, l.hsOut = l.hsOut, nil
+	over = len(l.hsIn)+len(in) > maxHandshakeInput
+	if give && !over && len(in) > 0 {
+		l.hsIn = append(l.hsIn, in...)
+	}
+	return out, over
 }
 
 // tlsUp ends the handshake: the session goes on over TLS on the loop, or
@@ -315,33 +332,34 @@ func (l *loopTLS) Read(p []byte) (int, error) {
 // hsRead is the handshake goroutine's read: it waits for OnTraffic to
 // bring input, or for the connection to close.
 func (l *loopTLS) hsRead(p []byte) (int, error) {
-	l.mu.Lock()
-	for len(l.hsIn) == 0 {
-		if l.hsClosed {
-			l.mu.Unlock()
+	for {
+		n, closed := l.take(p)
+		switch {
+		case n > 0:
+			return n, nil
+		case closed:
 			return 0, io.EOF
 		}
-		l.mu.Unlock()
 		<-l.wake
-		l.mu.Lock()
 	}
-	n := copy(p, l.hsIn)
+}
+
+// take moves what it can of hsIn into p; closed once aborted.
+func (l *loopTLS) take(p []byte) (n int, closed bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n = copy(p, l.hsIn)
 	l.hsIn = l.hsIn[:copy(l.hsIn, l.hsIn[n:])]
-	l.mu.Unlock()
-	return n, nil
+	return n, l.hsClosed
 }
 
 // Write is crypto/tls's write to the socket.
 func (l *loopTLS) Write(p []byte) (int, error) {
 	switch {
 	case l.mode == tlsHandshake:
-		l.mu.Lock()
-		if l.hsClosed {
-			l.mu.Unlock()
+		if !l.give(p) {
 			return 0, net.ErrClosed
 		}
-		l.hsOut = append(l.hsOut, p...)
-		l.mu.Unlock()
 		_ = l.gc.Wake(nil)
 		return len(p), nil
 	case l.mode == tlsDetached:
@@ -351,6 +369,17 @@ func (l *loopTLS) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return l.gc.Write(p)
+}
+
+// give queues the handshake's output for the loop; false once aborted.
+func (l *loopTLS) give(p []byte) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.hsClosed {
+		return false
+	}
+	l.hsOut = append(l.hsOut, p...)
+	return true
 }
 
 // Close closes a detached session's socket; on the loop gnet closes it.
