@@ -156,10 +156,8 @@ func (a *authChecker) Helo(*Info, string) *check.Result { return nil }
 // Rcpt accepts: authentication is about the sender.
 func (a *authChecker) Rcpt(*Info, proto.Address) *check.Result { return nil }
 
-// Mail starts SPF. Its reply waits for iprev, begun at connect and
-// usually long done, so that the Received field, built when the data
-// begins, can name the client; with spf_fail_action = "reject" it waits
-// for SPF too.
+// Mail starts SPF. With spf_fail_action = "reject" its reply waits for
+// SPF; else nothing waits until the end of data.
 func (a *authChecker) Mail(i *Info, from proto.Address, _ proto.MailParams) *check.Result {
 	st := a.session(i)
 	st.spf = nil
@@ -182,11 +180,11 @@ func (a *authChecker) Mail(i *Info, from proto.Address, _ proto.MailParams) *che
 				})
 		}
 	}
-	// A known outcome that accepts needs no result (nil accepts).
+	// A known outcome that accepts needs no result (nil accepts). iprev,
+	// begun at connect, is not waited for here: the end of data waits
+	// for it (finish), and so does the first spill of a large body, whose
+	// Received field names the client (iprevwait.go).
 	var waits []*check.Result
-	if st.iprev != nil && !st.iprev.known() {
-		waits = append(waits, resultOf(st.iprev, func(auth.IPRevResult) check.Verdict { return check.Verdict{} }))
-	}
 	if st.spf != nil && a.spfReject {
 		sid, ip := st.sid, i.IP
 		waits = append(waits, resultOf(st.spf, func(r auth.SPFResult) check.Verdict {
@@ -410,10 +408,17 @@ func (a *authChecker) finish(st *authSession, ip netip.Addr, msg *outcome[dkimOu
 		}
 		msg.then(func(m dkimOut) { decide(m, m.dmarc) })
 	}
-	if st.spf != nil {
-		st.spf.then(func(auth.SPFResult) { afterMsg() })
+	afterSPF := func() {
+		if st.spf != nil {
+			st.spf.then(func(auth.SPFResult) { afterMsg() })
+		} else {
+			afterMsg()
+		}
+	}
+	if st.iprev != nil {
+		st.iprev.then(func(auth.IPRevResult) { afterSPF() })
 	} else {
-		afterMsg()
+		afterSPF()
 	}
 	return out
 }

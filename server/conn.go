@@ -756,8 +756,8 @@ func (c *conn) BeginBody(sizeHint int64) *proto.Reply {
 func (c *conn) WriteBody(p []byte) *proto.Reply {
 	c.tx()
 	threshold := c.lv.cfg.SpillThreshold
-	if c.body != nil && int64(len(c.body.B)+len(p)) > threshold {
-		c.spillBody()
+	if c.body != nil && int64(len(c.body.B)+len(p)) > threshold && !c.holdSpill(int64(len(c.body.B)+len(p))) {
+		c.spillBody() // (iprevwait.go: the first spill may wait for the client's name)
 	}
 	if c.body == nil {
 		b := bytebufferpool.Get()

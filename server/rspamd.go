@@ -8,6 +8,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/nanomx/nanomx/proto"
+	"github.com/nanomx/nanomx/server/auth"
 	"github.com/nanomx/nanomx/server/check"
 	"github.com/nanomx/nanomx/server/metrics"
 	"github.com/nanomx/nanomx/server/rspamd"
@@ -93,23 +94,33 @@ func (r *rspamdCheck) Data(i *Info, body []byte) *check.Result {
 		From:    i.From.String(),
 		Rcpts:   make([]string, len(i.Rcpts)),
 		QueueID: i.QueueID,
-		// The forward-confirmed PTR name when iprev is on ("unknown"
-		// without one, as Postfix passes it); empty when it is off.
-		Hostname: i.auth.clientName(),
 	}
 	for n, a := range i.Rcpts {
 		req.Rcpts[n] = a.String()
 	}
 	res := check.New()
 	qid := i.QueueID
-	start := time.Now()
-	err := r.client.Go(req, body, func(rep *rspamd.Reply, msg []byte, err error) {
-		r.latency.ObserveDuration(time.Since(start))
-		res.Complete(r.verdict(qid, rep, msg, err))
-	})
-	if err != nil { // busy
-		r.trouble(qid, err)
-		return check.Now(r.onError)
+	st := i.auth
+	send := func() {
+		// The forward-confirmed PTR name when iprev is on ("unknown"
+		// without one, as Postfix passes it); empty when it is off.
+		req.Hostname = st.clientName()
+		start := time.Now()
+		err := r.client.Go(req, body, func(rep *rspamd.Reply, msg []byte, err error) {
+			r.latency.ObserveDuration(time.Since(start))
+			res.Complete(r.verdict(qid, rep, msg, err))
+		})
+		if err != nil { // busy
+			r.trouble(qid, err)
+			res.Complete(r.onError)
+		}
+	}
+	if st != nil && st.iprev != nil {
+		// iprev began at connect and MAIL did not wait for it: the scan
+		// starts once it has answered (at once if it has).
+		st.iprev.then(func(auth.IPRevResult) { send() })
+	} else {
+		send()
 	}
 	return res
 }

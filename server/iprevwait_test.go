@@ -1,0 +1,128 @@
+package server
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// slowAuth is authSetup with a DNS server that answers every query after
+// delay: iprev (a PTR, then an A) takes twice that.
+func slowAuth(t *testing.T, delay time.Duration) (Config, func(msg string) string) {
+	t.Helper()
+	dns, cfg, key := authSetup(t)
+	dns.Delay(delay)
+	cfg.DNSTimeout = 3 * delay
+	cfg.CommandTimeout = 10 * cfg.DNSTimeout
+	return cfg, func(msg string) string { return signed(t, key, msg) }
+}
+
+// TestMailDoesNotWaitForIPRev: MAIL is answered while iprev's lookups are
+// still under way; the end of data waits for them, and the Received and
+// Authentication-Results fields have iprev's result.
+func TestMailDoesNotWaitForIPRev(t *testing.T) {
+	const delay = time.Second
+	cfg, sign := slowAuth(t, delay)
+	r := start(t, cfg)
+	c := dialFrom(t, "127.0.0.2", r.addr)
+	c.reply()
+	t0 := time.Now()
+	c.expect("EHLO c.sender.test", "250")
+	c.expect("MAIL FROM:<alice@sender.test>", "250")
+	if d := time.Since(t0); d >= delay {
+		t.Errorf("MAIL answered %v after connect: it waited for iprev (%v)", d, 2*delay)
+	}
+	c.expect("RCPT TO:<bob@example.test>", "250")
+	c.expect("DATA", "354")
+	if got := c.cmd(sign("From: alice@sender.test\r\nSubject: hi\r\n\r\nhello\r\n") + "."); !strings.HasPrefix(got, "250 2.0.0") {
+		t.Fatalf("end of data: %q", got)
+	}
+	files := newFiles(t, cfg.MaildirRoot, "example.test", "bob")
+	if len(files) != 1 {
+		t.Fatalf("%d files", len(files))
+	}
+	for _, want := range []string{"Received: from c.sender.test (mail.sender.test [127.0.0.2])", "\tiprev=pass policy.iprev=127.0.0.2 (mail.sender.test)", "\tdkim=pass", "\tspf=pass"} {
+		if !strings.Contains(files[0], want) {
+			t.Errorf("no %q in\n%s", want, files[0])
+		}
+	}
+}
+
+// TestSpillWaitsForName: a body past spill_threshold that arrives while
+// iprev is under way stays in memory until iprev answers, so the
+// Received field written with the spilled file names the client; one
+// that reaches four spill thresholds first spills then, with "unknown",
+// and is still delivered whole.
+func TestSpillWaitsForName(t *testing.T) {
+	big := strings.Repeat(strings.Repeat("z", 998)+"\r\n", 600) // 600 KB
+	for _, tc := range []struct {
+		name, received string
+		threshold      int64
+	}{
+		{"held", "Received: from c.sender.test (mail.sender.test [127.0.0.2])", 256 << 10},
+		{"too big to hold", "Received: from c.sender.test (unknown [127.0.0.2])", 64 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, sign := slowAuth(t, time.Second)
+			cfg.SpillThreshold = tc.threshold
+			r := start(t, cfg)
+			c := dialFrom(t, "127.0.0.2", r.addr)
+			c.reply()
+			c.expect("EHLO c.sender.test", "250")
+			msg := sign("From: alice@sender.test\r\nSubject: big\r\n\r\n" + big)
+			if got := sendMsg(t, c, "alice@sender.test", "bob@example.test", msg); !strings.HasPrefix(got, "250 2.0.0") {
+				t.Fatalf("end of data: %q", got)
+			}
+			files := newFiles(t, cfg.MaildirRoot, "example.test", "bob")
+			if len(files) != 1 {
+				t.Fatalf("%d files", len(files))
+			}
+			f := files[0]
+			if !strings.Contains(f, tc.received) {
+				t.Errorf("no %q in\n%.1600s", tc.received, f)
+			}
+			if !strings.Contains(f, "\tiprev=pass") || !strings.Contains(f, "\tdkim=pass") {
+				t.Errorf("results:\n%.900s", f)
+			}
+			if !strings.HasSuffix(f, strings.ReplaceAll(big, "\r\n", "\n")) {
+				t.Errorf("body not stored whole (%d bytes)", len(f))
+			}
+		})
+	}
+}
+
+// TestRspamdHostnameWaitsForIPRev: the scan of a message that ends while
+// iprev is still under way waits for it, and rspamd gets the confirmed
+// PTR name in Hostname. (The stand-in records what it was sent and
+// answers as rspamd does; TestRspamd talks to a real rspamd.)
+func TestRspamdHostnameWaitsForIPRev(t *testing.T) {
+	hosts := make(chan string, 4)
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		hosts <- r.Header.Get("Hostname")
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"action":"no action","score":0.5,"required_score":15}`)
+	}))
+	t.Cleanup(fake.Close)
+	cfg, _ := slowAuth(t, 700*time.Millisecond)
+	cfg.SPF, cfg.DKIM, cfg.DMARC = false, false, false // iprev alone
+	cfg.RspamdURL = fake.URL
+	r := start(t, cfg)
+	c := dialFrom(t, "127.0.0.2", r.addr)
+	c.reply()
+	c.expect("EHLO c.sender.test", "250")
+	if got := sendMsg(t, c, "alice@sender.test", "bob@example.test", "From: alice@sender.test\r\n\r\nhi\r\n"); !strings.HasPrefix(got, "250 2.0.0") {
+		t.Fatalf("end of data: %q", got)
+	}
+	select {
+	case h := <-hosts:
+		if h != "mail.sender.test" {
+			t.Errorf("Hostname %q, want mail.sender.test", h)
+		}
+	default:
+		t.Fatal("rspamd was not asked")
+	}
+}
