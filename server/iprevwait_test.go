@@ -126,3 +126,56 @@ func TestRspamdHostnameWaitsForIPRev(t *testing.T) {
 		t.Fatal("rspamd was not asked")
 	}
 }
+
+// TestHeloPrefetch: a client whose HELO name is its PTR name has iprev's
+// answer one DNS round trip after the PTR's, not two: the addresses of the
+// HELO name were asked for at EHLO, and iprev's forward lookup found them
+// there (the DNS server saw one A query for the name). A HELO name that is
+// not a host name is not looked up.
+func TestHeloPrefetch(t *testing.T) {
+	const delay = time.Second
+	dns, cfg, _ := authSetup(t)
+	dns.Delay(delay)
+	cfg.DNSTimeout = 3 * delay
+	cfg.CommandTimeout = 10 * cfg.DNSTimeout
+	cfg.SPF, cfg.DKIM, cfg.DMARC = false, false, false // iprev alone
+	r := start(t, cfg)
+	c := dialFrom(t, "127.0.0.2", r.addr)
+	t0 := time.Now()
+	c.reply()
+	c.expect("EHLO mail.sender.test", "250")
+	if got := sendMsg(t, c, "alice@sender.test", "bob@example.test", "From: alice@sender.test\r\n\r\nhi\r\n"); !strings.HasPrefix(got, "250 2.0.0") {
+		t.Fatalf("end of data: %q", got)
+	}
+	// PTR, then A: 2 s without the lookup ahead, about 1 s with it.
+	if d := time.Since(t0); d > delay+delay/2 {
+		t.Errorf("the message waited %v for iprev, want about %v", d, delay)
+	}
+	if n := dns.Count("mail.sender.test", 1 /* A */); n != 1 {
+		t.Errorf("%d A queries for mail.sender.test, want 1", n)
+	}
+	files := newFiles(t, cfg.MaildirRoot, "example.test", "bob")
+	if len(files) != 1 || !strings.Contains(files[0], "Received: from mail.sender.test (mail.sender.test [127.0.0.2])") {
+		t.Fatalf("stored: %q", files)
+	}
+	before := dns.Queries()
+	c2 := dialFrom(t, "127.0.0.3", r.addr)
+	c2.reply()
+	c2.expect("EHLO [127.0.0.3]", "250")
+	c2.expect("QUIT", "221")
+	if n := dns.Queries() - before; n > 1 { // the PTR of 127.0.0.3 only
+		t.Errorf("%d queries for a client saying EHLO [127.0.0.3], want the PTR alone", n)
+	}
+}
+
+func TestHostName(t *testing.T) {
+	for s, want := range map[string]bool{
+		"mail.example.org": true, "MX1.Example.ORG.": true, "a-b.c": true,
+		"localhost": false, "[192.0.2.1]": false, "": false, "a..b": false, ".a.b": false, "x_y.example": false,
+		strings.Repeat("a.", 127) + "a": false,
+	} {
+		if got := hostName(s); got != want {
+			t.Errorf("hostName(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
