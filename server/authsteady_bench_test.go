@@ -3,10 +3,6 @@ package server
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -20,10 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-msgauth/dkim"
-
 	"github.com/nanomx/nanomx/bench/smtpc"
-	"github.com/nanomx/nanomx/server/resolver/dnstest"
 )
 
 // BenchmarkAuthSteady is issue 10's load in its steady state: one server
@@ -37,30 +30,10 @@ import (
 //
 //	go test -run '^$' -bench AuthSteady -benchtime 3000x -count 6 ./server/
 func BenchmarkAuthSteady(b *testing.B) {
-	key, err := rsa.GenerateKey(rand.Reader, 2048)
-	if err != nil {
-		b.Fatal(err)
-	}
-	pub, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	p := base64.StdEncoding.EncodeToString(pub)
-	zone := fmt.Sprintf("sel._domainkey.sender.test. TXT \"v=DKIM1; k=rsa; p=%s\" \"%s\"\n", p[:200], p[200:]) +
-		"sender.test. TXT \"v=spf1 ip4:127.0.0.0/24 -all\"\n_dmarc.sender.test. TXT \"v=DMARC1; p=reject\"\n"
-	for i := 2; i < 12; i++ {
-		zone += fmt.Sprintf("%d.0.0.127.in-addr.arpa. PTR c%d.sender.test.\nc%d.sender.test. A 127.0.0.%d\n", i, i, i, i)
-	}
-	dns, err := dnstest.Start(zone)
-	if err != nil {
-		b.Fatal(err)
-	}
+	dns, data := authBenchWorld(b) // authcheck_bench_test.go
 	defer dns.Close()
-	var msg bytes.Buffer
-	body := "From: Alice <alice@sender.test>\r\nTo: bob@example.test\r\nSubject: bench\r\n\r\n" +
-		strings.Repeat(strings.Repeat("b", 98)+"\r\n", 100)
-	if err := dkim.Sign(&msg, strings.NewReader(body), &dkim.SignOptions{Domain: "sender.test", Selector: "sel", Signer: key}); err != nil {
-		b.Fatal(err)
-	}
 	dataFile := filepath.Join(b.TempDir(), "msg")
-	if err := os.WriteFile(dataFile, append(msg.Bytes(), ".\r\n"...), 0o600); err != nil {
+	if err := os.WriteFile(dataFile, data, 0o600); err != nil {
 		b.Fatal(err)
 	}
 

@@ -217,7 +217,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	}
 	owed := c.waiting || c.sess.Pending() // a delivery or a check will answer
 	if owed && errors.Is(err, io.EOF) && gc.OutboundBuffered() == 0 {
-		if c.lt == nil && c.detachHalfClosed(gc) || c.lt != nil && c.lt.mode == tlsLoop && c.detachTLS(gc) {
+		if (c.lt == nil || c.lt.mode == tlsLoop) && c.detachHalfClosed(gc) {
 			return gnet.None
 		}
 	}

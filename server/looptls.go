@@ -19,8 +19,8 @@ package server
 //     it keeps the part of a record it has, and the next read goes on);
 //     writes go to gnet's Write. No goroutine waits for an idle session.
 //   - tlsDetached: a half-closed session whose message is still with the
-//     spool moves to a goroutine (detachTLS), which answers over the
-//     blocking socket.
+//     spool moves to a goroutine (detachHalfClosed), which answers over
+//     the blocking socket.
 //
 // It replaces a transport that took the socket off gnet at STARTTLS and
 // ran the session on a goroutine, reading and writing through Go's poller
@@ -415,46 +415,3 @@ func (l *loopTLS) SetWriteDeadline(t time.Time) error {
 
 func (l *loopTLS) LocalAddr() net.Addr  { return l.gc.LocalAddr() }
 func (l *loopTLS) RemoteAddr() net.Addr { return l.gc.RemoteAddr() }
-
-// detachTLS moves a half-closed TLS session whose message is with the
-// spool onto a goroutine (as detachHalfClosed does a plaintext one): the
-// records gnet still holds go to the tls.Conn first, the plaintext not yet
-// consumed to the session. It runs in OnClose; false when the socket
-// could not be duplicated.
-func (c *conn) detachTLS(gc gnet.Conn) bool {
-	l := c.lt
-	in, _ := gc.Peek(-1)
-	l.pending = append(l.pending, in...)
-	fd, err := gc.Dup()
-	if err != nil {
-		c.log().Warn().Err(err).Msg("half-closed: dup")
-		return false
-	}
-	rest := append([]byte(nil), l.buf.b...)
-	l.buf.free()
-	c.detached = true
-	ch := make(chan struct{}, 1)
-	c.wakeCh.Store(&ch)
-	go c.serveDetachedTLS(fd, rest)
-	return true
-}
-
-// serveDetachedTLS is the goroutine of a half-closed TLS session.
-func (c *conn) serveDetachedTLS(fd int, rest []byte) {
-	var w net.Conn
-	defer c.endDetached(&w)
-	fc, err := newFDConn(fd) // fdconn.go
-	if err != nil {
-		c.reason = "half-closed: " + err.Error()
-		return
-	}
-	l := c.lt
-	l.fc, l.mode = fc, tlsDetached
-	var nc net.Conn = l.tc
-	w = nc
-	c.bc.Store(&nc)
-	b := newBlocking(c, nc, rest) // detached.go
-	b.fc = fc
-	defer b.buf.free()
-	b.run()
-}

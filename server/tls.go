@@ -94,12 +94,24 @@ func (c *conn) releaseTLS() {
 // runs in OnClose, before gnet closes its descriptor; false means the
 // socket could not be duplicated and the session ends as before.
 func (c *conn) detachHalfClosed(gc gnet.Conn) bool {
-	in, _ := gc.Peek(-1)
-	rest := append(make([]byte, 0, max(len(in), 512)), in...)
+	var rest []byte
+	if l := c.lt; l != nil {
+		// Over TLS the records gnet still holds go to the tls.Conn first
+		// (looptls.go), the plaintext not yet consumed to the session.
+		in, _ := gc.Peek(-1)
+		l.pending = append(l.pending, in...)
+		rest = append([]byte(nil), l.buf.b...)
+	} else {
+		in, _ := gc.Peek(-1)
+		rest = append(make([]byte, 0, max(len(in), 512)), in...)
+	}
 	fd, err := gc.Dup()
 	if err != nil {
 		c.log().Warn().Err(err).Msg("half-closed: dup")
 		return false
+	}
+	if c.lt != nil {
+		c.lt.buf.free()
 	}
 	c.detached = true
 	ch := make(chan struct{}, 1)
@@ -108,7 +120,8 @@ func (c *conn) detachHalfClosed(gc gnet.Conn) bool {
 	return true
 }
 
-// serveDetached is the goroutine of a half-closed plaintext session.
+// serveDetached is the goroutine of a half-closed session: over the
+// socket, or over TLS on it.
 func (c *conn) serveDetached(fd int, rest []byte) {
 	var w net.Conn
 	defer c.endDetached(&w)
@@ -118,9 +131,16 @@ func (c *conn) serveDetached(fd int, rest []byte) {
 		return
 	}
 	var nc net.Conn = fc
+	if l := c.lt; l != nil {
+		l.fc, l.mode = fc, tlsDetached
+		nc = l.tc
+	}
 	w = nc
 	c.bc.Store(&nc)
 	b := newBlocking(c, nc, rest) // detached.go
+	if c.lt != nil {
+		b.fc = fc // the last replies wait for the close_notify alert
+	}
 	defer b.buf.free()
 	b.run()
 }
