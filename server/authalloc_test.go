@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nanomx/nanomx/proto"
 	"github.com/nanomx/nanomx/server/check"
@@ -36,21 +35,7 @@ func TestAuthInlineAllocs(t *testing.T) {
 	body := []byte(strings.ReplaceAll(signed(t, key, "From: Alice <alice@sender.test>\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\n"+
 		strings.Repeat(strings.Repeat("b", 98)+"\r\n", 100)), "\r\n", "\n"))
 	from := proto.Address{Local: "alice", Domain: "sender.test"}
-	wait := func(r *check.Result) check.Verdict {
-		t.Helper()
-		if r == nil {
-			return check.Verdict{}
-		}
-		ch := make(chan check.Verdict, 1)
-		r.Notify(func(v check.Verdict) { ch <- v })
-		select {
-		case v := <-ch:
-			return v
-		case <-time.After(5 * time.Second):
-			t.Fatal("no verdict")
-			return check.Verdict{}
-		}
-	}
+	wait := func(r *check.Result) check.Verdict { t.Helper(); return waitVerdict(t, r) }
 	// Warm: the first transaction looks up and caches every answer.
 	i.resetTx()
 	wait(a.Mail(i, from, proto.MailParams{}))

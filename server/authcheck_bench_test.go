@@ -79,18 +79,8 @@ func BenchmarkAuth(b *testing.B) {
 			var elapsed time.Duration
 			for range b.N {
 				b.StopTimer()
-				cfg := Defaults()
-				cfg.Hostname = "mx.example.test"
-				l, _ := net.Listen("tcp", "127.0.0.1:0")
-				cfg.Listen = []string{l.Addr().String()}
-				l.Close()
-				dir, _ := os.MkdirTemp(benchDir(), "nanomx-bench-")
-				cfg.MaildirRoot = dir
-				cfg.Domains = []string{"example.test"}
-				cfg.Mailboxes = []string{"bob@example.test"}
-				cfg.Postmaster = "bob@example.test"
+				cfg := benchConfig(b) // checks_test.go
 				cfg.MaxConnectionsPerIP = 100
-				cfg.Fsync = false
 				cfg.DNSServers = []string{dns.Addr()}
 				cfg.DNSTimeout = 2 * time.Second
 				cfg.SPF, cfg.DKIM, cfg.DMARC, cfg.IPRev = tc.on, tc.on, tc.on, tc.on
@@ -139,17 +129,17 @@ func BenchmarkAuth(b *testing.B) {
 					b.Fatal(err)
 				}
 				if tc.on {
-					files, _ := os.ReadDir(dir + "/example.test/bob/new")
+					files, _ := os.ReadDir(cfg.MaildirRoot + "/example.test/bob/new")
 					if len(files) == 0 {
 						b.Fatal("nothing stored")
 					}
-					f, _ := os.ReadFile(dir + "/example.test/bob/new/" + files[0].Name())
+					f, _ := os.ReadFile(cfg.MaildirRoot + "/example.test/bob/new/" + files[0].Name())
 					if !bytes.Contains(f, []byte("dkim=pass")) || !bytes.Contains(f, []byte("dmarc=pass")) || !bytes.Contains(f, []byte("iprev=pass")) {
 						b.Fatalf("not all pass:\n%.800s", f)
 					}
 				}
 				_ = r.stop()
-				os.RemoveAll(dir)
+				os.RemoveAll(cfg.MaildirRoot) // each run a fresh one
 			}
 			n := float64(b.N * sessions * perSession)
 			b.ReportMetric(n/elapsed.Seconds(), "msgs/s")

@@ -529,21 +529,7 @@ func TestAuthInline(t *testing.T) {
 	if !a.cached {
 		t.Fatal("the server's resolver is not seen as caching")
 	}
-	wait := func(r *check.Result) check.Verdict {
-		t.Helper()
-		if r == nil {
-			return check.Verdict{}
-		}
-		ch := make(chan check.Verdict, 1)
-		r.Notify(func(v check.Verdict) { ch <- v })
-		select {
-		case v := <-ch:
-			return v
-		case <-time.After(5 * time.Second):
-			t.Fatal("no verdict")
-			return check.Verdict{}
-		}
-	}
+	wait := func(r *check.Result) check.Verdict { t.Helper(); return waitVerdict(t, r) }
 	i := &Info{IP: netip.MustParseAddr("127.0.0.2"), Helo: "c.sender.test"}
 	a.Connect(i)
 	lf := func(s string) []byte { return []byte(strings.ReplaceAll(s, "\r\n", "\n")) }

@@ -39,19 +39,8 @@ func BenchmarkAuthSteady(b *testing.B) {
 
 	for _, on := range []bool{false, true} {
 		b.Run("checks="+map[bool]string{false: "off", true: "on"}[on], func(b *testing.B) {
-			cfg := Defaults()
-			cfg.Hostname = "mx.example.test"
-			l, _ := net.Listen("tcp", "127.0.0.1:0")
-			cfg.Listen = []string{l.Addr().String()}
-			l.Close()
-			dir, _ := os.MkdirTemp(benchDir(), "nanomx-bench-")
-			defer os.RemoveAll(dir)
-			cfg.MaildirRoot = dir
-			cfg.Domains = []string{"example.test"}
-			cfg.Mailboxes = []string{"bob@example.test"}
-			cfg.Postmaster = "bob@example.test"
+			cfg := benchConfig(b) // checks_test.go
 			cfg.MaxConnectionsPerIP = 100
-			cfg.Fsync = false
 			cfg.DNSServers = []string{dns.Addr()}
 			cfg.DNSTimeout = 2 * time.Second
 			cfg.SPF, cfg.DKIM, cfg.DMARC, cfg.IPRev = on, on, on, on
@@ -67,7 +56,7 @@ func BenchmarkAuthSteady(b *testing.B) {
 				b.Fatal(err)
 			}
 			if on {
-				box := filepath.Join(dir, "example.test", "bob", "new")
+				box := filepath.Join(cfg.MaildirRoot, "example.test", "bob", "new")
 				files, _ := os.ReadDir(box)
 				if len(files) == 0 {
 					b.Fatal("nothing stored")

@@ -243,19 +243,8 @@ func TestThousandWaitingChecks(t *testing.T) {
 func BenchmarkWaitingChecks(b *testing.B) {
 	for _, parked := range []int{0, 1000} {
 		b.Run(fmt.Sprintf("waiting=%d", parked), func(b *testing.B) {
-			cfg := Defaults()
-			cfg.Hostname = "mx.example.test"
-			l, _ := net.Listen("tcp", "127.0.0.1:0")
-			cfg.Listen = []string{l.Addr().String()}
-			l.Close()
-			dir, _ := os.MkdirTemp(benchDir(), "nanomx-bench-")
-			defer os.RemoveAll(dir)
-			cfg.MaildirRoot = dir
-			cfg.Domains = []string{"example.test"}
-			cfg.Mailboxes = []string{"bob@example.test"}
-			cfg.Postmaster = "bob@example.test"
+			cfg := benchConfig(b)
 			cfg.MaxConnections, cfg.MaxConnectionsPerIP = 3000, 3000
-			cfg.Fsync = false
 			cfg.checks = []Checker{&stageChecker{stage: stageRcpt, delay: time.Second, only: netip.MustParseAddr("127.0.0.2"),
 				verdict: check.Verdict{Reply: proto.NewReply(450, "4.7.1", "Later")}}}
 			r := start(b, cfg)
@@ -377,6 +366,45 @@ func TestCheckFolder(t *testing.T) {
 		if ents, _ := os.ReadDir(filepath.Join(cfg.MaildirRoot, "example.test", box, "tmp")); len(ents) != 0 {
 			t.Fatalf("%s/tmp: %d files left", box, len(ents))
 		}
+	}
+}
+
+// benchConfig is a benchmark server's configuration: a free loopback
+// port, a fresh Maildir under benchDir (removed with b), bob@example.test
+// the only mailbox, fsync off.
+func benchConfig(b *testing.B) Config {
+	cfg := Defaults()
+	cfg.Hostname = "mx.example.test"
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	cfg.Listen = []string{l.Addr().String()}
+	l.Close()
+	dir, err := os.MkdirTemp(benchDir(), "nanomx-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	cfg.MaildirRoot = dir
+	cfg.Domains = []string{"example.test"}
+	cfg.Mailboxes = []string{"bob@example.test"}
+	cfg.Postmaster = "bob@example.test"
+	cfg.Fsync = false
+	return cfg
+}
+
+// waitVerdict waits up to 5 s for r's verdict (nil accepts at once).
+func waitVerdict(t testing.TB, r *check.Result) check.Verdict {
+	t.Helper()
+	if r == nil {
+		return check.Verdict{}
+	}
+	ch := make(chan check.Verdict, 1)
+	r.Notify(func(v check.Verdict) { ch <- v })
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(5 * time.Second):
+		t.Fatal("no verdict")
+		return check.Verdict{}
 	}
 }
 
