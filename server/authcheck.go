@@ -167,33 +167,16 @@ func (a *authChecker) Helo(i *Info, name string) *check.Result {
 		return nil
 	}
 	st := a.session(i)
-	if st.iprev == nil || st.iprev.known() || !hostName(name) || strings.EqualFold(st.helo, name) {
+	host := strings.ToLower(strings.TrimSuffix(name, "."))
+	if st.iprev == nil || st.iprev.known() || !auth.IsDomainName(host) || st.helo == host {
 		return nil
 	}
-	st.helo = name
-	host := strings.ToLower(strings.TrimSuffix(name, "."))
+	st.helo = host
 	runOn(a.pool, a.bound, struct{}{}, func(ctx context.Context) struct{} {
 		_, _ = a.r.LookupIPAddr(ctx, host)
 		return struct{}{}
 	})
 	return nil
-}
-
-// hostName reports whether a HELO argument looks like a host name worth
-// looking up: letters, digits, '-' and '.', at least one dot, not an
-// address literal, no empty label, at most 253 octets.
-func hostName(s string) bool {
-	s = strings.TrimSuffix(s, ".")
-	if len(s) == 0 || len(s) > 253 || !strings.Contains(s, ".") || strings.Contains(s, "..") || s[0] == '.' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // Rcpt accepts: authentication is about the sender.

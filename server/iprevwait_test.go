@@ -167,15 +167,3 @@ func TestHeloPrefetch(t *testing.T) {
 		t.Errorf("%d queries for a client saying EHLO [127.0.0.3], want the PTR alone", n)
 	}
 }
-
-func TestHostName(t *testing.T) {
-	for s, want := range map[string]bool{
-		"mail.example.org": true, "MX1.Example.ORG.": true, "a-b.c": true,
-		"localhost": false, "[192.0.2.1]": false, "": false, "a..b": false, ".a.b": false, "x_y.example": false,
-		strings.Repeat("a.", 127) + "a": false,
-	} {
-		if got := hostName(s); got != want {
-			t.Errorf("hostName(%q) = %v, want %v", s, got, want)
-		}
-	}
-}

@@ -325,3 +325,18 @@ func TestDKIMRFC8463(t *testing.T) {
 		t.Fatalf("changed example: %+v", got)
 	}
 }
+
+// TestIsDomainName: a plausible DNS name (what SPF, From and the HELO
+// lookup ahead of iprev accept): two labels or more, none empty or over
+// 63 octets, no address literal, at most 253 octets.
+func TestIsDomainName(t *testing.T) {
+	for s, want := range map[string]bool{
+		"mail.example.org": true, "MX1.Example.ORG": true, "a-b.c": true, "_spf.example.org": true,
+		"localhost": false, "[192.0.2.1]": false, "": false, "a..b": false, ".a.b": false, "a.b.": false,
+		strings.Repeat("a", 64) + ".org": false, strings.Repeat("a.", 127) + "a": false,
+	} {
+		if got := IsDomainName(s); got != want {
+			t.Errorf("IsDomainName(%q) = %v, want %v", s, got, want)
+		}
+	}
+}

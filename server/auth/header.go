@@ -133,7 +133,7 @@ func fromDomains(fs []field) FromDomains {
 		addrs++
 		at := strings.LastIndexByte(address, '@')
 		dom := strings.TrimSuffix(strings.ToLower(address[at+1:]), ".")
-		if at < 0 || !isDomainName(dom) {
+		if at < 0 || !IsDomainName(dom) {
 			d.Problem = "From address has no domain"
 			return
 		}
@@ -250,7 +250,7 @@ func lenientDomains(v string) []string {
 			}
 			j++
 		}
-		if dom := strings.TrimSuffix(strings.ToLower(v[i+1:j]), "."); isDomainName(dom) {
+		if dom := strings.TrimSuffix(strings.ToLower(v[i+1:j]), "."); IsDomainName(dom) {
 			out = append(out, dom)
 		}
 		i = j - 1

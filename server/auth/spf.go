@@ -29,7 +29,7 @@ type SPFResult struct {
 // of RFC 7208 4.6.4 apply (blitiri.com.ar/go/spf).
 func CheckSPF(ctx context.Context, r Resolver, ip netip.Addr, helo, from string) SPFResult {
 	res := SPFIdentity(helo, from)
-	if !isDomainName(res.Domain) {
+	if !IsDomainName(res.Domain) {
 		// An address literal, or no HELO at all: nothing to check (RFC
 		// 7208 2.3, 4.3).
 		res.Status, res.Reason = None, "no domain to check"
@@ -67,9 +67,9 @@ func SPFIdentity(helo, from string) SPFResult {
 	return res
 }
 
-// isDomainName reports a plausible DNS name: dot-separated labels of
+// IsDomainName reports a plausible DNS name (without the root dot): dot-separated labels of
 // letters, digits, '-' and '_' (and UTF-8, for IDNs), at least two labels.
-func isDomainName(s string) bool {
+func IsDomainName(s string) bool {
 	if len(s) == 0 || len(s) > 253 || !strings.Contains(s, ".") {
 		return false
 	}
