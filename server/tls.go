@@ -94,15 +94,14 @@ func (c *conn) releaseTLS() {
 // runs in OnClose, before gnet closes its descriptor; false means the
 // socket could not be duplicated and the session ends as before.
 func (c *conn) detachHalfClosed(gc gnet.Conn) bool {
+	in, _ := gc.Peek(-1)
 	var rest []byte
 	if l := c.lt; l != nil {
 		// Over TLS the records gnet still holds go to the tls.Conn first
 		// (looptls.go), the plaintext not yet consumed to the session.
-		in, _ := gc.Peek(-1)
 		l.pending = append(l.pending, in...)
 		rest = append([]byte(nil), l.buf.b...)
 	} else {
-		in, _ := gc.Peek(-1)
 		rest = append(make([]byte, 0, max(len(in), 512)), in...)
 	}
 	fd, err := gc.Dup()
