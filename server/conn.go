@@ -825,7 +825,12 @@ func (c *conn) freeBody() {
 		c.spill, c.spillMsg = nil, nil
 	}
 	if c.body != nil {
-		bytebufferpool.Put(c.body)
+		// A data check still pending (the session ended before its
+		// verdict) may still read the body: it is left to the collector
+		// then, never handed to another session through the pool.
+		if c.checkStage != stageData {
+			bytebufferpool.Put(c.body)
+		}
 		c.body = nil
 	}
 	c.srv.release(c.ip, c.reserved)

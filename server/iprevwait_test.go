@@ -2,6 +2,7 @@ package server
 
 import (
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -165,5 +166,64 @@ func TestHeloPrefetch(t *testing.T) {
 	c2.expect("QUIT", "221")
 	if n := dns.Queries() - before; n > 1 { // the PTR of 127.0.0.3 only
 		t.Errorf("%d queries for a client saying EHLO [127.0.0.3], want the PTR alone", n)
+	}
+}
+
+// TestRspamdLateScanOwnBody: a scan that waits for iprev scans the message
+// it was started for, even when its client has reset the connection
+// meanwhile: the ended session's body, which the pending check still
+// reads, does not go back to the pool, so another session cannot fill it.
+// (With the body pooled, the two scans are sent the second message.)
+func TestRspamdLateScanOwnBody(t *testing.T) {
+	bodies := make(chan string, 8)
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		bodies <- string(b)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"action":"no action","score":0.5,"required_score":15}`)
+	}))
+	t.Cleanup(fake.Close)
+	cfg, _ := slowAuth(t, 700*time.Millisecond)
+	cfg.SPF, cfg.DKIM, cfg.DMARC = false, false, false // iprev alone
+	cfg.RspamdURL = fake.URL
+	r := start(t, cfg)
+	first := "From: alice@sender.test\r\nSubject: first\r\n\r\n" + strings.Repeat("1", 2000) + "\r\n"
+	a := dialFrom(t, "127.0.0.2", r.addr)
+	a.reply()
+	a.expect("EHLO c.sender.test", "250")
+	a.expect("MAIL FROM:<alice@sender.test>", "250")
+	a.expect("RCPT TO:<bob@example.test>", "250")
+	a.expect("DATA", "354")
+	a.send(first + ".\r\n")
+	time.Sleep(100 * time.Millisecond)  // the scan waits for iprev
+	_ = a.c.(*net.TCPConn).SetLinger(0) // a reset, not a half-close: the session ends
+	a.c.Close()                         // and its body goes back to the pool
+	time.Sleep(100 * time.Millisecond)
+	// Another session fills a body buffer before the first scan starts.
+	b := dialFrom(t, "127.0.0.3", r.addr)
+	b.reply()
+	b.expect("EHLO other.test", "250")
+	b.expect("MAIL FROM:<x@other.test>", "250")
+	b.expect("RCPT TO:<bob@example.test>", "250")
+	b.expect("DATA", "354")
+	b.send("Subject: second\r\n\r\n" + strings.Repeat("2", 2000) + "\r\n.\r\n")
+	var got []string
+	for deadline := time.After(5 * time.Second); len(got) < 2; {
+		select {
+		case body := <-bodies:
+			got = append(got, body)
+		case <-deadline:
+			t.Fatalf("%d scans, want 2", len(got))
+		}
+	}
+	for _, body := range got {
+		if strings.Contains(body, "Subject: first") != strings.Contains(body, strings.Repeat("1", 2000)) ||
+			strings.Contains(body, "Subject: second") != strings.Contains(body, strings.Repeat("2", 2000)) ||
+			strings.Count(body, "Subject: ") != 1 {
+			t.Errorf("a scan was sent a body that is not its message's:\n%.120s", body)
+		}
+	}
+	if strings.Contains(got[0], "second") == strings.Contains(got[1], "second") {
+		t.Errorf("the two scans were sent the same message")
 	}
 }

@@ -115,9 +115,10 @@ func (r *rspamdCheck) Data(i *Info, body []byte) *check.Result {
 			res.Complete(r.onError)
 		}
 	}
-	if st != nil && st.iprev != nil {
+	if st != nil && st.iprev != nil && !st.iprev.known() {
 		// iprev began at connect and MAIL did not wait for it: the scan
-		// starts once it has answered (at once if it has).
+		// starts once it has answered (the session does not give a body
+		// back to the pool while a data check may read it: freeBody).
 		st.iprev.then(func(auth.IPRevResult) { send() })
 	} else {
 		send()
