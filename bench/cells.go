@@ -30,6 +30,12 @@ type Cell struct {
 	// without -pid), of the end of data's p99 and of the TLS handshake's
 	// p50 (0 without TLS).
 	CPUMsPerMsg, EndP99, HandshakeP50 float64
+	// LoadShare is the median over the rounds of the load generator's
+	// share of its CPUs (−1 when not measured); LoadBound is LoadShare ≥
+	// LoadBoundShare: the rate is the load generator's, and the server's
+	// is at least that.
+	LoadShare float64
+	LoadBound bool
 	// Summed over the rounds: failed messages, connections and resumed
 	// TLS sessions.
 	Failed, Connections, Resumed int64
@@ -52,11 +58,14 @@ func Cells(results []*Result) []Cell {
 	}
 	for i := range cells {
 		c := &cells[i]
-		var cpu, p99, hs []float64
+		var cpu, p99, hs, load []float64
 		for _, r := range groups[c.Label] {
 			c.Rates = append(c.Rates, r.MsgsPerSec)
 			if r.Server != nil {
 				cpu = append(cpu, r.Server.CPUMsPerMsg)
+			}
+			if r.Load != nil {
+				load = append(load, r.Load.Share)
 			}
 			p99 = append(p99, r.Latency.EndOfData.P99)
 			if r.Latency.TLS.Count > 0 {
@@ -76,6 +85,11 @@ func Cells(results []*Result) []Cell {
 			c.CPUMsPerMsg = median(cpu)
 		}
 		c.EndP99, c.HandshakeP50 = median(p99), median(hs)
+		c.LoadShare = -1
+		if len(load) > 0 {
+			c.LoadShare = median(load)
+			c.LoadBound = c.LoadShare >= LoadBoundShare
+		}
 	}
 	return cells
 }
@@ -100,16 +114,29 @@ func (c *Cell) rateText() string {
 	if c.Wide {
 		t += " ⚠"
 	}
+	if c.LoadBound {
+		t += " load-bound"
+	}
 	return t
+}
+
+// loadText is the load generator's CPU share, "94 % ⚠" when load-bound,
+// "–" when not measured.
+func (c *Cell) loadText() string {
+	if c.LoadShare < 0 {
+		return "–"
+	}
+	return loadText(&LoadStats{Share: c.LoadShare, Bound: c.LoadBound})
 }
 
 // WriteCells writes one Markdown row per cell: its rounds, median,
 // min–max, spread (flagged past WideSpread), server CPU, the end of
-// data's p99, the TLS handshake and the failures.
+// data's p99, the TLS handshake, the load generator's CPU share (flagged
+// when load-bound) and the failures.
 func WriteCells(w io.Writer, cells []Cell) error {
 	ew := &errWriter{w: w}
-	ew.printf("| scenario | rounds msgs/s | median | min–max | spread | server CPU ms/msg | 250 wait p99 ms | TLS handshake p50 ms | resumed | failed |\n")
-	ew.printf("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	ew.printf("| scenario | rounds msgs/s | median | min–max | spread | server CPU ms/msg | 250 wait p99 ms | TLS handshake p50 ms | resumed | load CPU | failed |\n")
+	ew.printf("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, c := range cells {
 		rounds := make([]string, len(c.Rates))
 		for i, r := range c.Rates {
@@ -127,17 +154,20 @@ func WriteCells(w io.Writer, cells []Cell) error {
 			hs = fmt.Sprintf("%.3f", c.HandshakeP50)
 			res = fmt.Sprintf("%d of %d", c.Resumed, c.Connections)
 		}
-		ew.printf("| %s | %s | %.0f | %.0f–%.0f | %s | %s | %.3f | %s | %s | %d |\n", mdEscape(c.Label),
-			strings.Join(rounds, " "), c.Median, c.Min, c.Max, spread, cpu, c.EndP99, hs, res, c.Failed)
+		ew.printf("| %s | %s | %.0f | %.0f–%.0f | %s | %s | %.3f | %s | %s | %s | %d |\n", mdEscape(c.Label),
+			strings.Join(rounds, " "), c.Median, c.Min, c.Max, spread, cpu, c.EndP99, hs, res, c.loadText(), c.Failed)
 	}
 	return ew.err
 }
 
 // WriteMatrix writes the cells as a Markdown matrix: a row per Row, a
 // column per Col, in the order they first appear, each entry "median
-// (min–max)" flagged ⚠ when wide; then a column per ratio {A, B}: the
-// median of A over the median of B in that row, marked "?" when either
-// is wide.
+// (min–max)" flagged ⚠ when wide and "load-bound" when the load
+// generator was; then a column per ratio {A, B}: the median of A over the
+// median of B in that row, marked "?" when either is wide, "≥" when A was
+// load-bound (the server's rate is at least A's), "≤" when B was, "?"
+// when both were. A line after the table explains "load-bound" when a
+// cell is.
 func WriteMatrix(w io.Writer, cells []Cell, ratios [][2]string) error {
 	var rows, cols []string
 	at := map[[2]string]*Cell{}
@@ -175,13 +205,22 @@ func WriteMatrix(w io.Writer, cells []Cell, ratios [][2]string) error {
 				ew.printf(" |")
 				continue
 			}
-			mark := ""
-			if a.Wide || b.Wide {
+			mark, bound := "", ""
+			if a.Wide || b.Wide || a.LoadBound && b.LoadBound {
 				mark = " ?"
 			}
-			ew.printf(" %.2f×%s |", a.Median/b.Median, mark)
+			switch {
+			case a.LoadBound && !b.LoadBound:
+				bound = "≥ "
+			case b.LoadBound && !a.LoadBound:
+				bound = "≤ "
+			}
+			ew.printf(" %s%.2f×%s |", bound, a.Median/b.Median, mark)
 		}
 		ew.printf("\n")
+	}
+	if slices.ContainsFunc(cells, func(c Cell) bool { return c.LoadBound }) {
+		ew.printf("\nload-bound: the load generator used at least %.0f %% of its CPUs (the median of the rounds), so the figure is its rate; the server's is at least that.\n", 100*LoadBoundShare)
 	}
 	return ew.err
 }

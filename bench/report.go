@@ -106,6 +106,17 @@ func (r *Result) WriteText(w io.Writer) error {
 			pf("  /proc: %s\n", s.Error)
 		}
 	}
+	if l := r.Load; l != nil {
+		cpus := "CPU"
+		if l.CPUs != 1 {
+			cpus = "CPUs"
+		}
+		pf("load        this process CPU %.2fs = %.0f %% of its %d %s", l.CPUSeconds, 100*l.Share, l.CPUs, cpus)
+		if l.Bound {
+			pf("  ⚠ load-bound: the rate is the load generator's; the server's is at least that")
+		}
+		pf("\n")
+	}
 	if u := r.Unread; u != nil {
 		first := ""
 		if c.UnreadFirst != "" {
@@ -255,8 +266,8 @@ func (e *errWriter) printf(format string, args ...any) { fmt.Fprintf(e, format, 
 // With ref, a column gives each throughput as a multiple of ref's.
 func WriteTable(w io.Writer, results []*Result, ref *Result) error {
 	ew := &errWriter{w: w}
-	head := "| scenario | conns | size | msgs/s | MB/s | 250 wait p50 ms | p99 ms | server CPU ms/msg | peak RSS MiB | failed | errors |"
-	sep := "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
+	head := "| scenario | conns | size | msgs/s | MB/s | 250 wait p50 ms | p99 ms | server CPU ms/msg | peak RSS MiB | load CPU | failed | errors |"
+	sep := "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|"
 	if ref != nil {
 		head += " × ref |"
 		sep += "--:|"
@@ -283,9 +294,9 @@ func WriteTable(w io.Writer, results []*Result, ref *Result) error {
 		if label == "" {
 			label = r.Config.Target
 		}
-		ew.printf("| %s | %d | %s | %.0f | %.1f | %.3f | %.3f | %s | %s | %d | %s |",
+		ew.printf("| %s | %d | %s | %.0f | %.1f | %.3f | %.3f | %s | %s | %s | %d | %s |",
 			mdEscape(label), r.Config.Conns, r.Config.Size, r.MsgsPerSec, r.MBPerSec,
-			r.Latency.EndOfData.P50, r.Latency.EndOfData.P99, cpu, rss, r.Failed, mdEscape(errText))
+			r.Latency.EndOfData.P50, r.Latency.EndOfData.P99, cpu, rss, loadText(r.Load), r.Failed, mdEscape(errText))
 		if ref != nil {
 			if ref.MsgsPerSec > 0 {
 				ew.printf(" %.2f |", r.MsgsPerSec/ref.MsgsPerSec)
@@ -296,6 +307,19 @@ func WriteTable(w io.Writer, results []*Result, ref *Result) error {
 		ew.printf("\n")
 	}
 	return ew.err
+}
+
+// loadText is the load generator's CPU share, "94 % ⚠" when load-bound,
+// "–" when not measured.
+func loadText(l *LoadStats) string {
+	if l == nil {
+		return "–"
+	}
+	t := fmt.Sprintf("%.0f %%", 100*l.Share)
+	if l.Bound {
+		t += " ⚠"
+	}
+	return t
 }
 
 func mdEscape(s string) string { return strings.ReplaceAll(s, "|", `\|`) }

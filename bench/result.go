@@ -48,8 +48,11 @@ type Result struct {
 	Errors map[string]int64 `json:"errors"`
 
 	Server *ServerStats `json:"server,omitempty"`
-	Idle   *HeldReport  `json:"idle,omitempty"`
-	Slow   *HeldReport  `json:"slow,omitempty"`
+	// Load is what this process, the load generator, used meanwhile
+	// (Linux only).
+	Load *LoadStats  `json:"load,omitempty"`
+	Idle *HeldReport `json:"idle,omitempty"`
+	Slow *HeldReport `json:"slow,omitempty"`
 	// Silent are the -silent sessions (an announced BDAT chunk never
 	// sent), Unread the -unread ones (commands whose replies are not read).
 	Silent *HeldReport   `json:"silent,omitempty"`
@@ -109,6 +112,36 @@ type ServerStats struct {
 	PeakSince string `json:"peak_since"`
 	// Error is why a reading failed, if one did.
 	Error string `json:"error,omitempty"`
+}
+
+// LoadBoundShare is the share of its CPUs the load generator used, past
+// which a run is load-bound: its rate is the load generator's, and the
+// server's own is at least that.
+const LoadBoundShare = 0.9
+
+// LoadStats is the load generator's own CPU time over the load phase. A
+// load-bound run measured the client, not the server.
+type LoadStats struct {
+	// CPUSeconds is this process's user plus system time.
+	CPUSeconds float64 `json:"cpu_s"`
+	// CPUs is how many CPUs it may run on (its affinity mask, as
+	// runtime.NumCPU reads it).
+	CPUs int `json:"cpus"`
+	// Share is CPUSeconds ÷ (CPUs × the load phase): 1 is every CPU it
+	// may use busy all along.
+	Share float64 `json:"share"`
+	// Bound is Share ≥ LoadBoundShare.
+	Bound bool `json:"bound"`
+}
+
+// loadStats makes LoadStats of cpu seconds used on cpus over elapsed.
+func loadStats(cpu float64, cpus int, elapsed float64) *LoadStats {
+	l := &LoadStats{CPUSeconds: cpu, CPUs: cpus}
+	if cpus > 0 && elapsed > 0 {
+		l.Share = cpu / (float64(cpus) * elapsed)
+	}
+	l.Bound = l.Share >= LoadBoundShare
+	return l
 }
 
 // HeldReport is what the server did to the idle (-idle) or slow (-slow)

@@ -2,6 +2,8 @@ package bench
 
 import (
 	"context"
+	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -242,9 +244,128 @@ func TestCells(t *testing.T) {
 			t.Errorf("matrix lacks %q:\n%s", want, b.String())
 		}
 	}
+	if strings.Contains(b.String(), "load-bound") {
+		t.Errorf("no load measured, yet load-bound:\n%s", b.String())
+	}
 	b.Reset()
 	_ = WriteCells(&b, cells)
 	if !strings.Contains(b.String(), "| tls · nanomx | 1000 2000 1500 | 1500 | 1000–2000 | **67 % ⚠ wide** |") {
 		t.Errorf("cells:\n%s", b.String())
+	}
+}
+
+// A cell whose load generator was busy (the median of its rounds at 90 %
+// of its CPUs or more) is load-bound: the matrix says so, and a ratio with
+// it above the line is a lower bound, below it an upper one.
+func TestCellsLoadBound(t *testing.T) {
+	res := func(label string, rate, share float64) *Result {
+		return &Result{Config: Config{Label: label}, MsgsPerSec: rate, Load: loadStats(share*10, 1, 10)}
+	}
+	cells := Cells([]*Result{
+		res("tls · nanomx", 700, 0.95), res("tls · go-smtp", 400, 0.5), res("plain · nanomx", 3000, 0.6), res("plain · go-smtp", 1500, 0.92),
+		res("tls · nanomx", 710, 0.85), res("tls · go-smtp", 410, 0.5), res("plain · nanomx", 3000, 0.6), res("plain · go-smtp", 1500, 0.92),
+		res("tls · nanomx", 720, 0.93), res("tls · go-smtp", 420, 0.5), res("plain · nanomx", 3000, 0.6), res("plain · go-smtp", 1500, 0.92),
+	})
+	if c := cells[0]; !c.LoadBound || c.LoadShare != 0.93 || cells[1].LoadBound || cells[2].LoadBound || !cells[3].LoadBound {
+		t.Fatalf("cells: %+v", cells)
+	}
+	var b strings.Builder
+	if err := WriteMatrix(&b, cells, [][2]string{{"nanomx", "go-smtp"}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| tls | 710 (700–720) load-bound | 410 (400–420) | ≥ 1.73× |",
+		"| plain | 3000 (3000–3000) | 1500 (1500–1500) load-bound | ≤ 2.00× |",
+		"load-bound: the load generator used at least 90 %",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("matrix lacks %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	_ = WriteCells(&b, cells)
+	if !strings.Contains(b.String(), "| 93 % ⚠ | 0 |") || !strings.Contains(b.String(), "| 50 % | 0 |") {
+		t.Errorf("cells:\n%s", b.String())
+	}
+}
+
+// A run reports this process's own CPU over the load: a goroutine
+// spinning all along is in it, as a share of the CPUs it may use.
+func TestLoadCPU(t *testing.T) {
+	s := startFake(t, nil)
+	stop := make(chan struct{})
+	spun := make(chan struct{})
+	go func() {
+		defer close(spun)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for i := 0; i < 1e5; i++ {
+				_ = i * i
+			}
+		}
+	}()
+	res := run(t, s, Config{Conns: 1, Duration: time.Second})
+	close(stop)
+	<-spun
+	l := res.Load
+	if runtime.GOOS != "linux" {
+		if l != nil {
+			t.Errorf("load %+v without /proc", *l)
+		}
+		return
+	}
+	if l == nil {
+		t.Fatal("no load stats")
+	}
+	if l.CPUs != runtime.NumCPU() || l.CPUSeconds < 0.3 || l.CPUSeconds > float64(l.CPUs)*res.Elapsed+0.05 {
+		t.Errorf("load %+v over %.2fs: the spinning goroutine alone used about a second of one CPU", *l, res.Elapsed)
+	}
+	if want := l.CPUSeconds / (float64(l.CPUs) * res.Elapsed); math.Abs(l.Share-want) > 1e-9 || l.Bound != (l.Share >= LoadBoundShare) {
+		t.Errorf("share %v bound %v, want %v", l.Share, l.Bound, want)
+	}
+	var b strings.Builder
+	_ = res.WriteText(&b)
+	if !strings.Contains(b.String(), "load        this process CPU ") {
+		t.Errorf("text lacks the load line:\n%s", b.String())
+	}
+}
+
+// -gc-floor spaces the load generator's collections: the same garbage,
+// made while a run goes on, takes far fewer of them.
+func TestGCFloor(t *testing.T) {
+	s := startFake(t, nil)
+	gcs := func(floor int64) uint32 {
+		var sink []byte
+		stop, done := make(chan struct{}), make(chan uint32)
+		go func() {
+			time.Sleep(20 * time.Millisecond) // Run has begun
+			var m0, m1 runtime.MemStats
+			runtime.ReadMemStats(&m0)
+			for i := 0; i < 300; i++ { // 300 MiB of garbage
+				sink = make([]byte, 1<<20)
+				sink[0] = 1
+			}
+			runtime.ReadMemStats(&m1)
+			<-stop
+			done <- m1.NumGC - m0.NumGC
+		}()
+		res := run(t, s, Config{Conns: 1, Duration: 300 * time.Millisecond, GCFloor: floor})
+		close(stop)
+		n := <-done
+		if res.Config.GCFloor != floor || res.Delivered == 0 {
+			t.Errorf("floor %d: config %d, %d delivered", floor, res.Config.GCFloor, res.Delivered)
+		}
+		return n
+	}
+	runtime.GC()
+	without := gcs(0)
+	with := gcs(128 << 20)
+	t.Logf("%d collections with the floor, %d without", with, without)
+	if with*4 > without {
+		t.Errorf("collections while making 300 MiB of garbage: %d with a 128 MiB floor, %d without", with, without)
 	}
 }

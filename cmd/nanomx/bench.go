@@ -28,6 +28,7 @@ type benchFlags struct {
 	size, to string
 	// Byte counts with units, parsed after the flags.
 	unreadBytes, rssLimit string
+	gcFloor               string
 	silentBDAT            string
 	jsonOut               bool
 	ackedFile             string
@@ -84,6 +85,7 @@ func newBenchFlags(out io.Writer) *benchFlags {
 	fs.StringVar(&c.UnreadCommand, "unread-command", bench.DefaultUnreadCmd, "with -unread: the command `line` repeated, without CRLF")
 	fs.StringVar(&c.UnreadFirst, "unread-first", "", "with -unread: a command `line` sent once before them, e.g. \"MAIL FROM:<>\"")
 	fs.DurationVar(&c.UnreadFor, "unread-for", bench.DefaultUnreadFor, "with -unread: bound on the writing, and on the reading, in `duration`")
+	fs.StringVar(&f.gcFloor, "gc-floor", "32MiB", "heap this load generator sets aside untouched, so that its garbage collector runs about this `size` of garbage apart (0: Go's default pacing); not resident")
 	fs.StringVar(&f.rssLimit, "rss-limit", "", "with -unread and -pid: stop writing when the server's RSS passes this `size`")
 	fs.IntVar(&c.Silent, "silent", 0, "hold `n` sessions during the run that say MAIL FROM:<>, RCPT and BDAT -silent-bdat, then nothing")
 	fs.StringVar(&c.SilentRcpt, "silent-rcpt", "", "with -silent: the recipient `address` (default postmaster at the domain of the first -to)")
@@ -172,8 +174,8 @@ func benchCmd(args []string, stdout, stderr io.Writer) int {
 	for _, b := range []struct {
 		name, s string
 		dst     *int64
-	}{{"unread-bytes", f.unreadBytes, &f.cfg.UnreadBytes}, {"rss-limit", f.rssLimit, &f.cfg.RSSLimit}} {
-		if b.s == "" {
+	}{{"unread-bytes", f.unreadBytes, &f.cfg.UnreadBytes}, {"rss-limit", f.rssLimit, &f.cfg.RSSLimit}, {"gc-floor", f.gcFloor, &f.cfg.GCFloor}} {
+		if b.s == "" || b.s == "0" {
 			continue
 		}
 		if *b.dst, err = bench.ParseBytes(b.s); err != nil {
