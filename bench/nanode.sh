@@ -17,7 +17,7 @@
 # internet profile (-profile internet) and an open-loop search for the
 # highest rate whose p99 stays within 100 ms (-rate -slo), and the
 # sender authentication rows (bench/auth.sh: checks off / on / on with a
-# DNS server answering after 500 ms, about 100 s). About 17 minutes with
+# DNS server answering after 500 ms, warm and from a restart, about 160 s). About 17 minutes with
 # the defaults.
 #
 # Environment: BENCH_DURATION (default 10s per scenario), BENCH_ROUNDS (3),
