@@ -281,7 +281,7 @@ func (c Config) withDefaults() (Config, error) {
 	case c.IdleRcpts > 0 && c.IdleRcptLen < len("x@")+len(domainOf(c.To[0]))+12:
 		bad("idle-rcpt-len: %d is too short for unique addresses at %s", c.IdleRcptLen, domainOf(c.To[0]))
 	case c.UnreadBytes < 0 || c.UnreadFor < 0 || c.RSSLimit < 0 || c.GCFloor < 0 || slices.Min(append([]int64{0}, c.SilentBDAT...)) < 0:
-		bad("unread-bytes, unread-for, rss-limit, silent-bdat: must not be negative")
+		bad("unread-bytes, unread-for, rss-limit, gc-floor, silent-bdat: must not be negative")
 	case c.Unread > 0 && c.UnreadBytes < int64(len(c.UnreadCommand)+2):
 		bad("unread-bytes: less than one command")
 	case c.RSSLimit > 0 && c.PID == 0:
