@@ -89,23 +89,7 @@ run() {
 	mkdir -p "$dir"
 	sync
 	fs_wait "$WORK/probe"
-	cat >"$WORK/n$N.toml" <<EOF
-hostname = "mx.bench.test"
-listen = ["127.0.0.1:$PORT"]
-maildir_root = "$dir"
-domains = ["bench.test"]
-postmaster = "bench@bench.test"
-mailboxes = ["bench@bench.test", "warm@bench.test"]
-max_connections_per_ip = 20000
-fsync = $fsync
-log_level = "warn"
-dns_servers = ["$dns"]
-dns_timeout = "2s"
-spf = $checks
-dkim = $checks
-dmarc = $checks
-iprev = $checks
-EOF
+	checks_config "$WORK/n$N.toml" "$PORT" "$dir" "$fsync" "$checks" "$dns" bench@bench.test warm@bench.test
 	taskset -c $SERVER_CPU env GOMAXPROCS=1 GOMEMLIMIT=700MiB "$SERVER_BIN" serve -config "$WORK/n$N.toml" >"$WORK/s$N.log" 2>&1 &
 	local pid=$!
 	PIDS+=($pid)

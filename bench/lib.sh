@@ -87,3 +87,40 @@ spread_note() {
 	echo "too much for its median to be compared with another's (the machine was busier in some"
 	echo "rounds than in others); a ratio with such a cell is marked \"?\"."
 }
+
+# checks_config FILE PORT DIR FSYNC CHECKS DNS MAILBOX... [-- LINE...]:
+# writes a bench server's config for 127.0.0.1:PORT into FILE: Maildir
+# root DIR, domain bench.test, the MAILBOXes (the first is the
+# postmaster), fsync FSYNC, the four sender checks CHECKS (true or false)
+# against the DNS server at DNS; each LINE after -- is one more line.
+checks_config() {
+	local file=$1 port=$2 dir=$3 fsync=$4 checks=$5 dns=$6 boxes="" m=""
+	shift 6
+	while [ $# -gt 0 ] && [ "$1" != -- ]; do
+		boxes+="${boxes:+, }\"$1\""
+		m=${m:-$1}
+		shift
+	done
+	[ $# -gt 0 ] && shift
+	{
+		cat <<EOF
+hostname = "mx.bench.test"
+listen = ["127.0.0.1:$port"]
+maildir_root = "$dir"
+domains = ["bench.test"]
+postmaster = "$m"
+mailboxes = [$boxes]
+max_connections = 20000
+max_connections_per_ip = 20000
+fsync = $fsync
+log_level = "warn"
+dns_servers = ["$dns"]
+dns_timeout = "2s"
+spf = $checks
+dkim = $checks
+dmarc = $checks
+iprev = $checks
+EOF
+		[ $# -eq 0 ] || printf '%s\n' "$@"
+	} >"$file"
+}

@@ -92,26 +92,8 @@ measure() {
 	mkdir -p "$dir"
 	sync
 	fs_wait "$WORK/probe"
-	cat >"$WORK/n$N.toml" <<EOF
-hostname = "mx.bench.test"
-listen = ["127.0.0.1:$PORT"]
-maildir_root = "$dir"
-domains = ["bench.test"]
-postmaster = "bench@bench.test"
-mailboxes = ["bench@bench.test"]
-max_connections = 20000
-max_connections_per_ip = 20000
-tls_cert = "$WORK/cert.pem"
-tls_key = "$WORK/key.pem"
-fsync = true
-log_level = "warn"
-dns_servers = ["$(cat "$WORK/dns.addr")"]
-dns_timeout = "2s"
-spf = $checks
-dkim = $checks
-dmarc = $checks
-iprev = $checks
-EOF
+	checks_config "$WORK/n$N.toml" "$PORT" "$dir" true "$checks" "$(cat "$WORK/dns.addr")" bench@bench.test -- \
+		"tls_cert = \"$WORK/cert.pem\"" "tls_key = \"$WORK/key.pem\""
 	taskset -c $SERVER_CPU env GOMAXPROCS=1 GOMEMLIMIT=700MiB "$BIN" serve -config "$WORK/n$N.toml" >"$WORK/s$N.log" 2>&1 &
 	local pid=$!
 	PIDS+=($pid)
