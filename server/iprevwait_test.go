@@ -101,17 +101,10 @@ func TestSpillWaitsForName(t *testing.T) {
 // answers as rspamd does; TestRspamd talks to a real rspamd.)
 func TestRspamdHostnameWaitsForIPRev(t *testing.T) {
 	hosts := make(chan string, 4)
-	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	r := iprevRspamd(t, func(r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		hosts <- r.Header.Get("Hostname")
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"action":"no action","score":0.5,"required_score":15}`)
-	}))
-	t.Cleanup(fake.Close)
-	cfg, _ := slowAuth(t, 700*time.Millisecond)
-	cfg.SPF, cfg.DKIM, cfg.DMARC = false, false, false // iprev alone
-	cfg.RspamdURL = fake.URL
-	r := start(t, cfg)
+	})
 	c := dialFrom(t, "127.0.0.2", r.addr)
 	c.reply()
 	c.expect("EHLO c.sender.test", "250")
@@ -176,17 +169,10 @@ func TestHeloPrefetch(t *testing.T) {
 // (With the body pooled, the two scans are sent the second message.)
 func TestRspamdLateScanOwnBody(t *testing.T) {
 	bodies := make(chan string, 8)
-	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	r := iprevRspamd(t, func(r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		bodies <- string(b)
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"action":"no action","score":0.5,"required_score":15}`)
-	}))
-	t.Cleanup(fake.Close)
-	cfg, _ := slowAuth(t, 700*time.Millisecond)
-	cfg.SPF, cfg.DKIM, cfg.DMARC = false, false, false // iprev alone
-	cfg.RspamdURL = fake.URL
-	r := start(t, cfg)
+	})
 	first := "From: alice@sender.test\r\nSubject: first\r\n\r\n" + strings.Repeat("1", 2000) + "\r\n"
 	a := dialFrom(t, "127.0.0.2", r.addr)
 	a.reply()
@@ -226,4 +212,21 @@ func TestRspamdLateScanOwnBody(t *testing.T) {
 	if strings.Contains(got[0], "second") == strings.Contains(got[1], "second") {
 		t.Errorf("the two scans were sent the same message")
 	}
+}
+
+// iprevRspamd starts a server with iprev alone on, its DNS answering after
+// 700 ms, and rspamd_url at a stand-in that passes each scan request to
+// record and answers "no action" as rspamd does.
+func iprevRspamd(t *testing.T, record func(*http.Request)) *running {
+	t.Helper()
+	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		record(r)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"action":"no action","score":0.5,"required_score":15}`)
+	}))
+	t.Cleanup(fake.Close)
+	cfg, _ := slowAuth(t, 700*time.Millisecond)
+	cfg.SPF, cfg.DKIM, cfg.DMARC = false, false, false
+	cfg.RspamdURL = fake.URL
+	return start(t, cfg)
 }
