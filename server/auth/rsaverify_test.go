@@ -8,8 +8,8 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"math/big"
-	mrand "math/rand/v2"
 	orand "math/rand"
+	mrand "math/rand/v2"
 	"testing"
 )
 
