@@ -10,12 +10,14 @@ import (
 	"math/big"
 	orand "math/rand"
 	mrand "math/rand/v2"
+	"sync"
 	"testing"
 )
 
 // rsaTestKeys are generated once: a few sizes, and a 2048-bit key whose
 // modulus is 2040 bits (its top limb short, its signatures 255 bytes).
-var rsaTestKeys = func() []*rsa.PrivateKey {
+// Generated at first use: other tests (and fuzz workers) do not wait.
+var rsaTestKeys = sync.OnceValue(func() []*rsa.PrivateKey {
 	var ks []*rsa.PrivateKey
 	for _, n := range []int{1024, 2040, 2048, 3072} {
 		k, err := rsa.GenerateKey(rand.Reader, n)
@@ -25,7 +27,7 @@ var rsaTestKeys = func() []*rsa.PrivateKey {
 		ks = append(ks, k)
 	}
 	return ks
-}()
+})
 
 // rawSign returns em^d mod n as a signature: what a signer of any
 // encoded message em (valid or not) would send.
@@ -57,7 +59,7 @@ func TestRSAVerifyAgrees(t *testing.T) {
 		return
 	}
 	rng := mrand.New(mrand.NewPCG(1, 2))
-	for _, k := range rsaTestKeys {
+	for _, k := range rsaTestKeys() {
 		m := newRSAMont(&k.PublicKey)
 		if m == nil {
 			t.Fatalf("%d bits: no fast path", k.N.BitLen())
@@ -138,7 +140,7 @@ func TestRSAMontExp(t *testing.T) {
 		return
 	}
 	rng := orand.New(orand.NewSource(3))
-	for _, k := range rsaTestKeys {
+	for _, k := range rsaTestKeys() {
 		for _, e := range []int{3, 5, 17, 65537, 1<<31 - 1, 0x7654321} {
 			m := newRSAMont(&rsa.PublicKey{N: k.N, E: e})
 			for range 10 {
@@ -154,7 +156,7 @@ func TestRSAMontExp(t *testing.T) {
 		}
 	}
 	// Keys the fast path leaves to crypto/rsa.
-	k := rsaTestKeys[0]
+	k := rsaTestKeys()[0]
 	for _, pub := range []*rsa.PublicKey{
 		{N: k.N, E: 2}, {N: k.N, E: 1}, {N: new(big.Int).Lsh(k.N, 1), E: 65537},
 		{N: new(big.Int).Rsh(k.N, 64), E: 65537}, // 960 bits: not a multiple of 256
@@ -168,7 +170,7 @@ func TestRSAMontExp(t *testing.T) {
 // noFastPath: on a CPU without MULX and ADX every key is left to
 // crypto/rsa, and a parsed key says so.
 func noFastPath(t *testing.T) {
-	for _, k := range rsaTestKeys {
+	for _, k := range rsaTestKeys() {
 		if newRSAMont(&k.PublicKey) != nil {
 			t.Fatal("a fast path without the instructions it needs")
 		}
@@ -188,7 +190,7 @@ func pkixB64(t *testing.T, pub *rsa.PublicKey) string {
 
 // FuzzRSAVerify: any signature bytes get crypto/rsa's answer.
 func FuzzRSAVerify(f *testing.F) {
-	k := rsaTestKeys[2]
+	k := rsaTestKeys()[2]
 	digest := sha256.Sum256([]byte("fuzz"))
 	sig, _ := rsa.SignPKCS1v15(nil, k, crypto.SHA256, digest[:])
 	f.Add(sig, false)
