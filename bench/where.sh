@@ -75,7 +75,8 @@ CATS=(
 	"  ECDSA P-256 signature|[.] crypto.SignMessage"
 	"checks at the end of data|[.] github.com/nanomx/nanomx/server.(*authChecker).Data"
 	"  DKIM (header and body hashes, signature)|[.] github.com/nanomx/nanomx/server/auth.(*Message).VerifyDKIM"
-	"  RSA-2048 verification (crypto/rsa)|[.] crypto/rsa.VerifyPKCS1v15"
+	"  RSA-2048 verification (the key's cached Montgomery constants)|[.] github.com/nanomx/nanomx/server/auth.(*rsaMont).verifySHA256"
+	"  RSA-2048 verification (crypto/rsa, a CPU without MULX and ADX)|[.] crypto/rsa.VerifyPKCS1v15"
 	"  SHA-256 of the body, canonicalized|[.] github.com/nanomx/nanomx/server/auth.(*Message).hashBody"
 )
 
