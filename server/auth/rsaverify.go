@@ -21,9 +21,10 @@ import (
 // The arithmetic is the word-by-word Montgomery multiplication that
 // crypto/internal/fips140/bigmod also uses (Gueron, "Efficient Software
 // Implementations of Modular Exponentiation", Algorithm 4), on 64-bit
-// limbs, with an assembly row (addMul) where the CPU has MULX and ADX;
-// elsewhere rsaMont is nil and crypto/rsa verifies. TestRSAVerifyAgrees
-// checks it against crypto/rsa on random and mutated signatures.
+// limbs, its loop in assembly (montMulADX) where the CPU has MULX and
+// ADX; elsewhere rsaMont is nil and crypto/rsa verifies.
+// TestRSAVerifyAgrees checks it against crypto/rsa on random and mutated
+// signatures.
 
 // rsaMont is an RSA public key made ready for repeated verification.
 type rsaMont struct {
@@ -46,14 +47,14 @@ func newRSAMont(pub *rsa.PublicKey) *rsaMont {
 	}
 	words := pub.N.Bits()
 	if bits.UintSize != 64 || len(words)%4 != 0 || len(words) < 16 || len(words) > 128 {
-		return nil // 1024 to 8192 bits in steps of 256: every key seen
+		// 16 to 128 limbs in fours: every key size in use, 1,024 to 8,192
+		// bits (parseKeyRecord refuses shorter ones); 16 limbs also leave
+		// room for the 11 bytes of padding the encoding needs.
+		return nil
 	}
 	k := &rsaMont{n: make([]uint64, len(words)), e: uint64(pub.E), size: pub.Size()}
 	for i, w := range words {
 		k.n[i] = uint64(w)
-	}
-	if k.size < len(sha256Prefix)+32+11 {
-		return nil
 	}
 	// -n⁻¹ mod 2^64 by Newton's iteration: each step doubles the bits
 	// that are right, and n[0]·n[0] ≡ 1 mod 8 gives three to start.
