@@ -760,12 +760,20 @@ func (b *bodyCanon) write(p []byte) {
 		}
 	}
 	// When p as a whole has no tab and no two spaces in a row (most
-	// text), neither has any of its lines: they skip text's scans.
-	text := b.text
+	// text), neither has any of its lines: they skip text's scans, and
+	// the lines the canonicalization leaves as they are go to the hash
+	// straight from p (clean).
+	text, fast := b.text, !b.relaxed
 	if b.relaxed && singleSpaced(p) {
-		text = b.single
+		text, fast = b.single, true
 	}
 	for len(p) > 0 {
+		if fast && !b.content && !b.ws {
+			if n := b.lines(p); n > 0 {
+				p = p[n:]
+				continue
+			}
+		}
 		i := bytes.IndexByte(p, '\n')
 		if i < 0 {
 			if p[len(p)-1] == '\r' {
@@ -788,6 +796,51 @@ func (b *bodyCanon) write(p []byte) {
 		b.h.Write(b.out)
 		b.out = b.out[:0]
 	}
+}
+
+// lines hashes the whole lines at the start of p that the
+// canonicalization leaves as they are, straight from p, and returns their
+// length: each has content and ends in CRLF; relaxed, a space at its end
+// is dropped, and the hash skips it. It is called at the start of a line,
+// with no white space pending, and for relaxed only on a p that is
+// singleSpaced: its runs of white space are single spaces already.
+func (b *bodyCanon) lines(p []byte) int {
+	n, from := 0, 0 // consumed; where the bytes not hashed yet start
+	for {
+		i := bytes.IndexByte(p[n:], '\n')
+		if i < 2 {
+			break // no whole line left, an empty line, or a bare LF
+		}
+		lf := n + i
+		if p[lf-1] != '\r' {
+			break
+		}
+		if b.relaxed && p[lf-2] == ' ' {
+			if i == 2 {
+				break // " CRLF": an empty line once the space goes
+			}
+			b.direct(p[from : lf-2])
+			from = lf - 1
+		}
+		n = lf + 1
+	}
+	if n > from {
+		b.direct(p[from:n])
+	}
+	return n
+}
+
+// direct hashes p, canonical output, after what is pending.
+func (b *bodyCanon) direct(p []byte) {
+	if !b.wrote || b.empty > 0 || len(b.out) > 0 {
+		for ; b.empty > 0; b.empty-- {
+			b.out = append(b.out, '\r', '\n')
+		}
+		b.h.Write(b.out)
+		b.out = b.out[:0]
+		b.wrote = true
+	}
+	b.h.Write(p)
 }
 
 // sum ends the body and appends its hash to dst.

@@ -178,11 +178,14 @@ func (rawHash) BlockSize() int      { return 1 }
 // every size from 1 to 7 and whole, against refCanon, which applies RFC
 // 6376 3.4.3 and 3.4.4 to the whole body at once. The seeds cover the
 // relaxed fast path (text whose white space runs are single spaces) and
-// its edges: a space ending a chunk, a run split across chunks, tabs.
+// its edges: a space ending a chunk, a run split across chunks, tabs;
+// and the lines hashed from where they are (bodyCanon.lines): a space
+// ending a CRLF line, a line of one space, empty lines between, a bare LF.
 func FuzzBodyCanon(f *testing.F) {
 	for _, s := range []string{
 		"", "a", " C \r\nD \t E\r\n\r\n\r\n", "one two three \nfour  five\tsix\n\n",
 		"lorem ipsum dolor sit \r\namet cons ectetur\r\n", "a \n b\n  \n\t\n", "x\r\ry \r\n", " \r\n", "a b",
+		"ab cd \r\nef\r\n \r\ngh \r\n\r\n\r\nij\r\nk \r\n", "a\r\nb\nc \r\n\r\n", "a\r\r\n b \r\n",
 	} {
 		f.Add(s)
 	}
