@@ -296,7 +296,7 @@ func TestCanonHeaderEmptyB(t *testing.T) {
 // TestUnfoldIsTagB: unfold and isTagB answer as their plain definitions
 // (every CR and LF dropped, then trimmed; trimmed equal to "b").
 func TestUnfoldIsTagB(t *testing.T) {
-	for _, v := range []string{"", "b", " b ", "\tb\r\n", "bb", "b b", "xb", " \r\n", "a\r\n b\n\tc\r", "\rx\ry\n", "  lone\rcr  "} {
+	for _, v := range []string{"", "b", " b ", "\tb\r\n", "bb", "b b", "xb", " \r\n", "a\r\n b\n\tc\r", "\rx\ry\n", "  lone\rcr  ", "v=1;\r\n\ta=b;\r\r\n c\n\nd\r"} {
 		if got, want := isTagB([]byte(v)), strings.Trim(v, " \t\r\n") == "b"; got != want {
 			t.Errorf("isTagB(%q) = %v", v, got)
 		}

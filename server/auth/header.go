@@ -74,19 +74,27 @@ func appendFields(fs []field, msg []byte, name string) []field {
 // unfold joins a field value's lines (RFC 5322 2.2.3) and trims it.
 func unfold(v []byte) string {
 	v = bytes.TrimSpace(v)
-	if bytes.IndexAny(v, "\r\n") < 0 {
+	if bytes.IndexByte(v, '\n') < 0 && bytes.IndexByte(v, '\r') < 0 {
 		return string(v)
 	}
 	var b strings.Builder
 	b.Grow(len(v))
-	for len(v) > 0 { // the runs between CR and LF bytes
-		i := bytes.IndexAny(v, "\r\n")
-		if i < 0 {
-			b.Write(v)
-			break
+	for len(v) > 0 { // the lines, and in each the runs between CR bytes
+		line := v
+		if i := bytes.IndexByte(v, '\n'); i >= 0 {
+			line, v = v[:i], v[i+1:]
+		} else {
+			v = nil
 		}
-		b.Write(v[:i])
-		v = v[i+1:]
+		for {
+			j := bytes.IndexByte(line, '\r')
+			if j < 0 {
+				break
+			}
+			b.Write(line[:j])
+			line = line[j+1:]
+		}
+		b.Write(line)
 	}
 	return strings.TrimSpace(b.String())
 }
