@@ -316,6 +316,9 @@ func runServer(l *loaded, args []string, log zerolog.Logger, stderr io.Writer) i
 		source = "(development default)"
 	}
 	log.Info().Str("version", versionString()).Str("config", source).Msg("nanomx starting")
+	if _, ok := startGCFloor(); ok { // gcfloor.go
+		log.Debug().Int("floor_mib", heapFloor>>20).Msg("GC: the heap grows by at least the floor between collections (GOGC unset)")
+	}
 	srv, err := server.New(cfg)
 	if err == nil {
 		if reg := srv.Metrics(); reg != nil && l.logDropped != nil {
