@@ -762,7 +762,7 @@ func (b *bodyCanon) write(p []byte) {
 	// When p as a whole has no tab and no two spaces in a row (most
 	// text), neither has any of its lines: they skip text's scans, and
 	// the lines the canonicalization leaves as they are go to the hash
-	// straight from p (clean).
+	// straight from p (lines).
 	text, fast := b.text, !b.relaxed
 	if b.relaxed && singleSpaced(p) {
 		text, fast = b.single, true
@@ -832,15 +832,15 @@ func (b *bodyCanon) lines(p []byte) int {
 
 // direct hashes p, canonical output, after what is pending.
 func (b *bodyCanon) direct(p []byte) {
-	if !b.wrote || b.empty > 0 || len(b.out) > 0 {
-		for ; b.empty > 0; b.empty-- {
-			b.out = append(b.out, '\r', '\n')
-		}
+	for ; b.empty > 0; b.empty-- {
+		b.out = append(b.out, '\r', '\n')
+	}
+	if len(b.out) > 0 {
 		b.h.Write(b.out)
 		b.out = b.out[:0]
-		b.wrote = true
 	}
 	b.h.Write(p)
+	b.wrote = true
 }
 
 // sum ends the body and appends its hash to dst.
