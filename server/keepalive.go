@@ -12,9 +12,6 @@ package server
 // (fdconn.go): it keeps them.
 
 import (
-	"slices"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -31,19 +28,13 @@ func (s *Server) listenerKeepAlive(eng gnet.Engine) bool {
 	if !keepAliveInherited {
 		return false
 	}
-	for _, a := range append(slices.Clip(s.cfg.Listen), s.cfg.ProxyListen...) {
-		u, err := listenURL(a)
-		if err != nil {
-			return false
-		}
-		_, addr, _ := strings.Cut(u, "://")
-		fd, err := eng.DupListener("tcp", addr) // the same socket
-		if err != nil {
-			return false
-		}
-		err = socket.SetKeepAlivePeriod(fd, int(keepAlivePeriod/time.Second))
-		_ = syscall.Close(fd)
-		if err != nil {
+	fds, err := s.listenerFDs(eng) // quiesce.go
+	if err != nil {
+		return false
+	}
+	defer closeFDs(fds)
+	for _, fd := range fds {
+		if socket.SetKeepAlivePeriod(fd, int(keepAlivePeriod/time.Second)) != nil {
 			return false
 		}
 	}

@@ -520,6 +520,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.drain()
+	switch queued, held := s.quiesce(s.eng); { // quiesce.go
+	case queued > 0:
+		s.log.Warn().Int("queued", queued).
+			Msg("closing the listeners resets the connections still in their accept queues")
+	case !held:
+		s.log.Debug().Msg("the listeners close without holding new handshakes first")
+	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.eng.Stop(stopCtx); err != nil {

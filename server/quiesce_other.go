@@ -1,0 +1,14 @@
+//go:build !linux
+
+package server
+
+import "errors"
+
+var errNoHold = errors.New("not supported on this system")
+
+// listenerHold is Linux's (quiesce_linux.go); elsewhere the listeners
+// close as gnet closes them.
+func listenerHold(int) error { return errNoHold }
+
+// acceptQueue is not known here: quiesce does not wait.
+func acceptQueue(int) (int, error) { return 0, errNoHold }
