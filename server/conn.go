@@ -116,6 +116,7 @@ type deliveryResult struct{ err error }
 // OnOpen admits a connection under the total and per-IP limits and sends
 // the greeting.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	s.opens.Add(1)
 	if s.draining.Load() {
 		s.m.refusedConn(refusedShutdown)
 		return proto.ReplyShutdown.Bytes(), gnet.Close

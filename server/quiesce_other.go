@@ -10,5 +10,6 @@ var errNoHold = errors.New("not supported on this system")
 // close as gnet closes them.
 func listenerHold(int) error { return errNoHold }
 
-// acceptQueue is not known here: quiesce does not wait.
-func acceptQueue(int) (int, error) { return 0, errNoHold }
+// acceptQueue and handshakes are not known here.
+func acceptQueue(int) (int, int, error) { return 0, 0, errNoHold }
+func handshakes([]int) (int, error)     { return 0, errNoHold }

@@ -69,7 +69,8 @@ type Server struct {
 	perIP map[netip.Addr]*ipState
 
 	draining    atomic.Bool
-	tlsSessions atomic.Int64 // TLS slots taken (MaxTLSSessions)
+	opens       atomic.Uint64 // OnOpen calls, for quiesce
+	tlsSessions atomic.Int64  // TLS slots taken (MaxTLSSessions)
 	idBase      string
 	nextID      atomic.Uint64
 	nextSID     atomic.Uint64
@@ -520,12 +521,15 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.drain()
-	switch queued, held := s.quiesce(s.eng); { // quiesce.go
-	case queued > 0:
-		s.log.Warn().Int("queued", queued).
-			Msg("closing the listeners resets the connections still in their accept queues")
-	case !held:
-		s.log.Debug().Msg("the listeners close without holding new handshakes first")
+	began := time.Now()
+	if q := s.quiesce(s.eng); q.err != nil || q.queued > 0 || q.handshakes > 0 { // quiesce.go
+		ev := s.log.Warn().Int("queued", q.queued).Int("handshakes", q.handshakes)
+		if q.err != nil {
+			ev = ev.AnErr("hold", q.err)
+		}
+		ev.Msg("closing the listeners resets the connections still queued or in their handshake")
+	} else {
+		s.log.Debug().Dur("took", time.Since(began)).Msg("listeners quiet: closing them")
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
