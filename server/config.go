@@ -116,6 +116,10 @@ type Config struct {
 
 	// EventLoops is the number of gnet event loops (1 suits one CPU).
 	EventLoops int
+	// SchedBatch locks the event loops to their threads and runs every
+	// other thread of the process as SCHED_BATCH (Linux; schedbatch.go),
+	// so that a waking helper thread does not preempt a busy loop.
+	SchedBatch bool
 
 	// TLSCert and TLSKey are PEM files (the certificate with its full
 	// chain, and its key). When both are set, EHLO offers STARTTLS.
@@ -261,6 +265,7 @@ func Defaults() Config {
 		SessionTimeout:      30 * time.Minute,
 		ShutdownTimeout:     30 * time.Second,
 		EventLoops:          1,
+		SchedBatch:          true,
 		TLSMinVersion:       "1.2",
 		MaxTLSSessions:      1000,
 		TLSHandshakeTimeout: 30 * time.Second,

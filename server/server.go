@@ -70,6 +70,7 @@ type Server struct {
 
 	draining    atomic.Bool
 	opens       atomic.Uint64 // OnOpen calls, for quiesce
+	loopsSeen   atomic.Int32  // event loops whose thread noteLoop has (sched_batch)
 	tlsSessions atomic.Int64  // TLS slots taken (MaxTLSSessions)
 	idBase      string
 	nextID      atomic.Uint64
@@ -402,6 +403,7 @@ func (s *Server) Reload(cfg Config) error {
 		{"fsync", cfg.Fsync == old.Fsync},
 		{"group_commit", cfg.GroupCommit == old.GroupCommit},
 		{"event_loops", cfg.EventLoops == old.EventLoops},
+		{"sched_batch", cfg.SchedBatch == old.SchedBatch},
 		// Screening is a check, built once in New.
 		{"dnsbl_sites", slices.Equal(cfg.DNSBLSites, old.DNSBLSites)},
 		{"dnsbl_threshold", cfg.DNSBLThreshold == old.DNSBLThreshold},
@@ -496,6 +498,9 @@ func (s *Server) Serve(ctx context.Context) error {
 			gnet.WithReuseAddr(true),
 			gnet.WithReadBufferCap(64<<10),
 			gnet.WithTicker(true),
+			// sched_batch: a loop's goroutine keeps its thread, which
+			// alone stays SCHED_OTHER (schedbatch.go).
+			gnet.WithLockOSThread(s.cfg.SchedBatch && schedSupported),
 			// No gnet.WithTCPKeepAlive: gnet v2.9.7 then hides a failed
 			// bind behind the keep-alive setsockopt's error. Keep-alive is
 			// set on the listeners in OnBoot instead (keepalive.go).
@@ -511,6 +516,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-s.booted:
 	}
 	s.raiseProcs() // procs.go
+	if s.cfg.SchedBatch && schedSupported {
+		defer startSchedBatch(s.log)()
+	}
 	s.log.Info().Strs("listen", s.cfg.Listen).Str("hostname", s.cfg.Hostname).
 		Str("maildir_root", s.cfg.MaildirRoot).Msg("nanomx ready")
 	s.logProxyReady()

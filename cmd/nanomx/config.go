@@ -79,7 +79,8 @@ type fileConfig struct {
 	ShutdownTimeout duration `toml:"shutdown_timeout"`
 	GreetingDelay   duration `toml:"greeting_delay"`
 
-	EventLoops int `toml:"event_loops" restart:"true"`
+	EventLoops int  `toml:"event_loops" restart:"true"`
+	SchedBatch bool `toml:"sched_batch" restart:"true"`
 
 	// STARTTLS.
 	TLSCert             string   `toml:"tls_cert"`

@@ -90,6 +90,7 @@ session_timeout = "1h"
 shutdown_timeout = "5s"
 greeting_delay = "2s"
 event_loops = 2
+sched_batch = false
 pprof = "127.0.0.1:6060"
 tls_cert = "/etc/ssl/mx.pem"
 tls_key = "/etc/ssl/mx.key"
@@ -164,6 +165,7 @@ func TestEveryKey(t *testing.T) {
 	want.ShutdownTimeout = 5 * time.Second
 	want.GreetingDelay = 2 * time.Second
 	want.EventLoops = 2
+	want.SchedBatch = false
 	want.PprofAddr = "127.0.0.1:6060"
 	want.TLSCert, want.TLSKey = "/etc/ssl/mx.pem", "/etc/ssl/mx.key"
 	want.TLSMinVersion = "1.3"
