@@ -117,7 +117,7 @@ type deliveryResult struct{ err error }
 // the greeting.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	s.opens.Add(1)
-	if s.cfg.SchedBatch && schedSupported && s.loopsSeen.Load() < int32(s.cfg.EventLoops) && noteLoop() {
+	if s.cfg.SchedBatch && schedSupported && s.loopsSeen.Load() < int32(s.cfg.EventLoops) && noteLoop(&s.loopTids) {
 		s.loopsSeen.Add(1) // this loop's thread stays SCHED_OTHER
 	}
 	if s.draining.Load() {

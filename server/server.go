@@ -71,6 +71,7 @@ type Server struct {
 	draining    atomic.Bool
 	opens       atomic.Uint64 // OnOpen calls, for quiesce
 	loopsSeen   atomic.Int32  // event loops whose thread noteLoop has (sched_batch)
+	loopTids    []int         // those threads; guarded by sched.mu
 	tlsSessions atomic.Int64  // TLS slots taken (MaxTLSSessions)
 	idBase      string
 	nextID      atomic.Uint64
@@ -517,7 +518,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.raiseProcs() // procs.go
 	if s.cfg.SchedBatch && schedSupported {
-		defer startSchedBatch(s.log)()
+		defer startSchedBatch(s.log, &s.loopTids)()
 	}
 	s.log.Info().Strs("listen", s.cfg.Listen).Str("hostname", s.cfg.Hostname).
 		Str("maildir_root", s.cfg.MaildirRoot).Msg("nanomx ready")

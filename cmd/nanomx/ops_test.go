@@ -200,6 +200,7 @@ var restartOnlyChange = map[string]string{
 	"fsync":        `fsync = false`,
 	"group_commit": `group_commit = false`,
 	"event_loops":  `event_loops = 3`,
+	"sched_batch":  `sched_batch = false`,
 	"log_format":   `log_format = "console"`,
 	"pprof":        `pprof = "127.0.0.1:6061"`,
 	"dns_servers":  `dns_servers = ["127.0.0.1:5300"]`,
