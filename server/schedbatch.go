@@ -92,12 +92,17 @@ func startSchedBatch(log zerolog.Logger, mine *[]int) func() {
 // locked to it), in the process's loops and in mine (the server's, which
 // its stop forgets: Go reuses a loop's thread once the loop is gone), and
 // gives it SCHED_OTHER back if the scanner had moved it
-// before the loop was known. It reports whether the thread was new.
+// before the loop was known. It reports whether the caller may count
+// the loop as seen: the thread was new, or nothing is tracked here (the
+// process is not in SCHED_OTHER), so that OnOpen stops calling it.
 func noteLoop(mine *[]int) bool {
 	tid := gettid()
 	sched.mu.Lock()
 	defer sched.mu.Unlock()
-	if sched.loops == nil || sched.loops[tid] {
+	if sched.loops == nil {
+		return true // nothing is moved in this process: stop asking
+	}
+	if sched.loops[tid] {
 		return false
 	}
 	sched.loops[tid] = true

@@ -489,6 +489,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		addrs[i] = u
 	}
+	if s.cfg.SchedBatch && schedSupported {
+		// Before the loops run: their first OnOpen must find it started.
+		defer startSchedBatch(s.log, &s.loopTids)()
+	}
 	errc := make(chan error, 1)
 	go func() {
 		errc <- gnet.Rotate(s, addrs,
@@ -517,9 +521,6 @@ func (s *Server) Serve(ctx context.Context) error {
 	case <-s.booted:
 	}
 	s.raiseProcs() // procs.go
-	if s.cfg.SchedBatch && schedSupported {
-		defer startSchedBatch(s.log, &s.loopTids)()
-	}
 	s.log.Info().Strs("listen", s.cfg.Listen).Str("hostname", s.cfg.Hostname).
 		Str("maildir_root", s.cfg.MaildirRoot).Msg("nanomx ready")
 	s.logProxyReady()
