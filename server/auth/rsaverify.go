@@ -22,7 +22,9 @@ import (
 // crypto/internal/fips140/bigmod also uses (Gueron, "Efficient Software
 // Implementations of Modular Exponentiation", Algorithm 4), on 64-bit
 // limbs, its loop in assembly (montMulADX) where the CPU has MULX and
-// ADX; elsewhere rsaMont is nil and crypto/rsa verifies.
+// ADX; elsewhere rsaMont is nil and crypto/rsa verifies. Squarings, 16 of
+// the 18 steps for e = 65537, have a loop of their own (montSqrADX) that
+// computes each cross product once: about a quarter fewer products.
 // TestRSAVerifyAgrees checks it against crypto/rsa on random and mutated
 // signatures.
 
@@ -80,17 +82,17 @@ func (k *rsaMont) verifySHA256(digest, sig []byte) bool {
 	}
 	l := len(k.n)
 	// The temporaries live on the stack for keys up to 4096 bits.
-	var stack [6 * 64]uint64
+	var stack [5 * 64]uint64
 	buf := stack[:]
-	if 6*l > len(buf) {
-		buf = make([]uint64, 6*l)
+	if 5*l > len(buf) {
+		buf = make([]uint64, 5*l)
 	}
-	s := buf[5*l : 6*l]
+	s := buf[4*l : 5*l]
 	fromBytes(s, sig)
 	if !less(s, k.n) {
 		return false // RFC 8017 5.2.2: the representative must be < n
 	}
-	y := k.exp(s, buf[:5*l])
+	y := k.exp(s, buf[:4*l])
 
 	// RFC 8017 9.2: EM = 0x00 0x01 PS(0xff…) 0x00 DigestInfo digest,
 	// compared whole, as crypto/rsa does: no parsing of what was signed.
@@ -114,34 +116,47 @@ func (k *rsaMont) verifySHA256(digest, sig []byte) bool {
 }
 
 // exp returns s^e mod n, s < n (limbs, least significant first), in buf,
-// scratch of 5·len(n) limbs.
+// scratch of 4·len(n) limbs.
 func (k *rsaMont) exp(s, buf []uint64) []uint64 {
 	l := len(k.n)
-	x, y, one, t := buf[:l], buf[l:2*l], buf[2*l:3*l], buf[3*l:5*l]
-	clear(one)
+	x, y, t := buf[:l], buf[l:2*l], buf[2*l:4*l]
 	k.mul(x, s, k.rr, t) // x = s·R mod n
 	copy(y, x)
-	// Left to right over e's bits after the first; e is public.
+	// Left to right over e's bits after the first; e is public. e is odd,
+	// so the last step multiplies, by s itself: y·R·s·R⁻¹ = y·s leaves the
+	// Montgomery domain without a multiplication of its own.
 	for b := 62 - bits.LeadingZeros64(k.e); b >= 0; b-- {
-		k.mul(y, y, y, t)
-		if k.e>>uint(b)&1 == 1 {
+		k.sqr(y, y, t)
+		switch {
+		case b == 0:
+			k.mul(y, y, s, t)
+		case k.e>>uint(b)&1 == 1:
 			k.mul(y, y, x, t)
 		}
 	}
-	one[0] = 1
-	k.mul(y, y, one, t) // out of the Montgomery domain
 	return y
 }
 
 // mul sets z = a·b·R⁻¹ mod n; a and b are < n, z may alias either; t is
 // scratch of 2·len(n) limbs.
 func (k *rsaMont) mul(z, a, b, t []uint64) {
-	l := len(k.n)
-	t = t[:2*l]
+	t = t[:2*len(k.n)]
 	clear(t)
-	c := k.montLoop(t, a, b)
-	// The result is t[l:] + c·R < 2n: one conditional subtraction.
-	copy(z, t[l:])
+	k.reduced(z, t, k.montLoop(t, a, b))
+}
+
+// sqr sets z = a²·R⁻¹ mod n, as mul(z, a, a, t) does with about three
+// quarters of its work; z may alias a.
+func (k *rsaMont) sqr(z, a, t []uint64) {
+	t = t[:2*len(k.n)]
+	clear(t)
+	k.reduced(z, t, k.sqrLoop(t, a))
+}
+
+// reduced sets z to the loops' result, t[l:] + c·R < 2n, less n if it is
+// n or more: one conditional subtraction.
+func (k *rsaMont) reduced(z, t []uint64, c uint64) {
+	copy(z, t[len(k.n):])
 	if c != 0 || !less(z, k.n) {
 		var borrow uint64
 		for i := range z {

@@ -83,3 +83,146 @@ outer:
 
 	MOVQ R13, ret+48(FP)
 	RET
+
+// STEP1 is one limb of a row, for the rows whose length is not a
+// multiple of 4: t[0] += x[0]·DX plus the previous high limb (BX) on the
+// CF chain and t's limb on the OF chain; the new high limb goes to BX.
+#define STEP1 \
+	MULXQ 0(SI), R8, R9 \
+	ADCXQ BX, R8 \
+	ADOXQ 0(DI), R8 \
+	MOVQ  R8, 0(DI) \
+	MOVQ  R9, BX \
+	LEAQ  8(SI), SI \
+	LEAQ  8(DI), DI
+
+// STEP4 is four limbs of a row, as in ROW.
+#define STEP4 \
+	MULXQ 0(SI), R8, R9 \
+	ADCXQ BX, R8 \
+	ADOXQ 0(DI), R8 \
+	MOVQ  R8, 0(DI) \
+	MULXQ 8(SI), R8, BX \
+	ADCXQ R9, R8 \
+	ADOXQ 8(DI), R8 \
+	MOVQ  R8, 8(DI) \
+	MULXQ 16(SI), R8, R9 \
+	ADCXQ BX, R8 \
+	ADOXQ 16(DI), R8 \
+	MOVQ  R8, 16(DI) \
+	MULXQ 24(SI), R8, BX \
+	ADCXQ R9, R8 \
+	ADOXQ 24(DI), R8 \
+	MOVQ  R8, 24(DI) \
+	LEAQ  32(SI), SI \
+	LEAQ  32(DI), DI
+
+// func montSqrADX(t, a, n *uint64, l int, m0inv uint64) uint64
+//
+// The Montgomery square of a modulo n (l limbs, l > 0, l % 4 == 0) in
+// separate steps (Koç, Acar and Kaliski's SOS): the square itself, about
+// half the products of a multiplication since a[i]·a[j] = a[j]·a[i], then
+// the reduction. t holds 2l zeroed limbs; a²·R⁻¹ mod n, less than 2n, is
+// left in t[l:2l] plus the returned carry times R.
+TEXT ·montSqrADX(SB), NOSPLIT, $0-48
+	// 1. The products above the diagonal: for i < l-1, t[2i+1:i+l] +=
+	// a[i+1:l]·a[i], the row's carry limb into t[i+l], still zero then
+	// (row i-1 ended one limb lower).
+	MOVQ t+0(FP), R10  // t[2i+1]
+	ADDQ $8, R10
+	MOVQ a+8(FP), R11  // a[i]
+	MOVQ l+24(FP), R12
+	DECQ R12           // the row's length, l-1-i
+
+offdiag:
+	TESTQ R12, R12
+	JZ    double
+	MOVQ  R12, R13
+	ANDQ  $3, R13      // single limbs first
+	MOVQ  R12, R14
+	SHRQ  $2, R14      // then fours
+	MOVQ  (R11), DX
+	LEAQ  8(R11), SI
+	MOVQ  R10, DI
+	XORQ  BX, BX       // and CF and OF
+	MOVQ  R13, CX
+
+ones:
+	JCXZQ fours0
+	STEP1
+	LEAQ  -1(CX), CX
+	JMP   ones
+
+fours0:
+	MOVQ R14, CX
+
+fours:
+	JCXZQ rowdone
+	STEP4
+	LEAQ  -1(CX), CX
+	JMP   fours
+
+rowdone:
+	MOVQ  $0, R8
+	ADCXQ R8, BX
+	ADOXQ R8, BX
+	MOVQ  BX, (DI)     // t[i+l]
+	LEAQ  16(R10), R10
+	LEAQ  8(R11), R11
+	DECQ  R12
+	JMP   offdiag
+
+double:
+	// 2. t = 2t + the squares on the diagonal: CF carries the doubling
+	// (ADCX of a limb with itself shifts it left through CF), OF the
+	// squares' additions. a² < R², so nothing carries out of t[2l-1].
+	MOVQ t+0(FP), DI
+	MOVQ a+8(FP), SI
+	MOVQ l+24(FP), CX
+	XORQ AX, AX
+
+diag:
+	MOVQ  (SI), DX
+	MULXQ DX, R8, R9
+	MOVQ  0(DI), R10
+	MOVQ  8(DI), R11
+	ADCXQ R10, R10
+	ADCXQ R11, R11
+	ADOXQ R8, R10
+	ADOXQ R9, R11
+	MOVQ  R10, 0(DI)
+	MOVQ  R11, 8(DI)
+	LEAQ  8(SI), SI
+	LEAQ  16(DI), DI
+	LEAQ  -1(CX), CX
+	JCXZQ reduce
+	JMP   diag
+
+reduce:
+	// 3. The reduction, one limb of t at a time: Y = t[i]·m0inv, t[i:i+l]
+	// += n·Y (t[i] becomes zero), the row's carry limb and the previous
+	// one's carry into t[i+l], whose carry goes on to t[i+l+1].
+	MOVQ t+0(FP), R10
+	MOVQ l+24(FP), R12
+	XORQ R13, R13
+
+red:
+	MOVQ  (R10), DX
+	IMULQ m0inv+32(FP), DX
+	MOVQ  n+16(FP), SI
+	MOVQ  R10, DI
+	MOVQ  l+24(FP), CX
+	SHRQ  $2, CX
+	ROW(redrow, redrowdone)
+	XORQ  R9, R9
+	ADDQ  R13, BX
+	ADCQ  $0, R9
+	ADDQ  BX, (DI)
+	ADCQ  $0, R9
+	MOVQ  R9, R13
+	LEAQ  8(R10), R10
+	DECQ  R12
+	JNZ   red
+
+	MOVQ R13, ret+40(FP)
+	RET

@@ -148,7 +148,7 @@ func TestRSAMontExp(t *testing.T) {
 				want := new(big.Int).Exp(s, big.NewInt(int64(e)), k.N)
 				limbs := make([]uint64, len(m.n))
 				fromBytes(limbs, s.FillBytes(make([]byte, m.size)))
-				got := new(big.Int).SetBytes(toBytes(make([]byte, m.size), m.exp(limbs, make([]uint64, 5*len(m.n)))))
+				got := new(big.Int).SetBytes(toBytes(make([]byte, m.size), m.exp(limbs, make([]uint64, 4*len(m.n)))))
 				if got.Cmp(want) != 0 {
 					t.Fatalf("%d bits, e=%d: s^e mod n differs from math/big", k.N.BitLen(), e)
 				}
@@ -163,6 +163,42 @@ func TestRSAMontExp(t *testing.T) {
 	} {
 		if newRSAMont(pub) != nil {
 			t.Errorf("e=%d, %d bits: took the fast path", pub.E, pub.N.BitLen())
+		}
+	}
+}
+
+// TestRSAMontSqr: the squaring loop answers what the multiplication does
+// with both operands the same, on random values and on those that carry
+// the most (n-1, limbs of all ones), for every key size.
+func TestRSAMontSqr(t *testing.T) {
+	if !montOK {
+		noFastPath(t)
+		return
+	}
+	rng := orand.New(orand.NewSource(4))
+	for _, k := range rsaTestKeys() {
+		m := newRSAMont(&k.PublicKey)
+		l := len(m.n)
+		limbs := func(v *big.Int) []uint64 {
+			z := make([]uint64, l)
+			fromBytes(z, v.FillBytes(make([]byte, m.size)))
+			return z
+		}
+		ones := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), uint(k.N.BitLen()-1)), big.NewInt(1))
+		values := []*big.Int{big.NewInt(0), big.NewInt(1), new(big.Int).Sub(k.N, big.NewInt(1)), ones}
+		for range 50 {
+			values = append(values, new(big.Int).Rand(rng, k.N))
+		}
+		for _, v := range values {
+			a := limbs(v)
+			want, got := make([]uint64, l), make([]uint64, l)
+			m.mul(want, a, a, make([]uint64, 2*l))
+			m.sqr(got, a, make([]uint64, 2*l))
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("%d bits: sqr(%x) differs from mul at limb %d", k.N.BitLen(), v, i)
+				}
+			}
 		}
 	}
 }
