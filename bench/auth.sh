@@ -143,12 +143,22 @@ cpu() {
 		if grep -q "\"label\":\"$1\"" "$f"; then json_num "$f" cpu_ms_per_msg; fi
 	done | median
 }
+# busy LABEL: the median over the rounds of the share of its one CPU the
+# server used (msgs/s × CPU per message), in %.
+busy() {
+	for f in "${ALL[@]}"; do
+		if grep -q "\"label\":\"$1\"" "$f"; then
+			awk -v r="$(json_num "$f" msgs_per_s)" -v c="$(json_num "$f" cpu_ms_per_msg)" 'BEGIN {print r * c / 10}'
+		fi
+	done | median
+}
 EXTRA=
 for fsync in $FSYNCS; do
 	row="fsync $([ "$fsync" = true ] && echo on || echo off)"
 	off=$(cpu "$row · checks off")
 	on=$(cpu "$row · checks on")
 	EXTRA+="- $row: the checks cost $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.0f", 1000 * (a - b)}') µs of server CPU per message ($(awk -v a="$on" 'BEGIN {printf "%.0f", 1000 * a}') µs on, $(awk -v b="$off" 'BEGIN {printf "%.0f", 1000 * b}') µs off; medians)."$'\n'
+	EXTRA+="  The server used $(busy "$row · checks off" | awk '{printf "%.0f", $1}') % of its CPU with the checks off and $(busy "$row · checks on" | awk '{printf "%.0f", $1}') % with them on (msgs/s × CPU per message, medians): where both are well below 100 %, the disk set both rates and the checks' CPU fits in its idle time; where the checks on come near 100 %, the one CPU is the limit and the ratio is about the CPU per message's, off ÷ on."$'\n'
 done
 {
 	cat <<EOF
