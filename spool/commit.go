@@ -1,6 +1,7 @@
 package spool
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime/debug"
@@ -53,6 +54,9 @@ type GroupSyncer struct {
 // NewGroupSyncer opens root for syncfs. It fails on kernels older than 5.8,
 // where syncfs does not report write-back errors: use FsyncSyncer there.
 func NewGroupSyncer(root string) (*GroupSyncer, error) {
+	if !haveSyncfs {
+		return nil, errors.New("spool: syncfs(2) is Linux's: use per-file fsync")
+	}
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
 		return nil, err
@@ -70,7 +74,7 @@ func NewGroupSyncer(root string) (*GroupSyncer, error) {
 // SyncAll calls syncfs on the Maildir file system.
 func (g *GroupSyncer) SyncAll() error {
 	for {
-		err := unix.Syncfs(g.fd)
+		err := syncfs(g.fd)
 		if err != syscall.EINTR {
 			if err != nil {
 				return os.NewSyscallError("syncfs", err)
