@@ -158,7 +158,7 @@ for fsync in $FSYNCS; do
 	off=$(cpu "$row · checks off")
 	on=$(cpu "$row · checks on")
 	EXTRA+="- $row: the checks cost $(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.0f", 1000 * (a - b)}') µs of server CPU per message ($(awk -v a="$on" 'BEGIN {printf "%.0f", 1000 * a}') µs on, $(awk -v b="$off" 'BEGIN {printf "%.0f", 1000 * b}') µs off; medians)."$'\n'
-	EXTRA+="  The server used $(busy "$row · checks off" | awk '{printf "%.0f", $1}') % of its CPU with the checks off and $(busy "$row · checks on" | awk '{printf "%.0f", $1}') % with them on (msgs/s × CPU per message, medians): where both are well below 100 %, the disk set both rates and the checks' CPU fits in its idle time; where the checks on come near 100 %, the one CPU is the limit and the ratio is about the CPU per message's, off ÷ on."$'\n'
+	EXTRA+="  The server used $(busy "$row · checks off" | awk '{printf "%.0f", $1}') % of its one CPU with the checks off and $(busy "$row · checks on" | awk '{printf "%.0f", $1}') % with them on (msgs/s × CPU per message, medians). The nearer the checks on come to 100 %, the more the ratio is the CPU per message's (off ÷ on); the more CPU is left idle, waiting for the disk, the nearer it is to 1."$'\n'
 done
 {
 	cat <<EOF
