@@ -1,14 +1,10 @@
 #include "textflag.h"
 
-// ROW adds x[0:l]·DX into t[0:l] (x at SI, t at DI, l/4 in CX) and
-// leaves the carry limb in BX; it moves SI and DI past the row. Two carry
-// chains run side by side: CF (ADCX) adds each product's high limb into
-// the next low limb, OF (ADOX) adds t's limb; LEAQ and JCXZQ leave both
-// flags alone, so the chains survive the loop. t + x·DX < 2^(64(l+1)), so
-// the carry limb cannot overflow.
-#define ROW(label, done) \
-	XORQ  BX, BX \
-label: \
+// STEP4 adds x[0:4]·DX into t[0:4] (x at SI, t at DI) and moves SI and
+// DI past them: CF (ADCX) adds each product's high limb into the next low
+// limb, OF (ADOX) adds t's limb, and the last high limb is left in BX (the
+// first one added is BX's on entry).
+#define STEP4 \
 	MULXQ 0(SI), R8, R9 \
 	ADCXQ BX, R8 \
 	ADOXQ 0(DI), R8 \
@@ -26,7 +22,17 @@ label: \
 	ADOXQ 24(DI), R8 \
 	MOVQ  R8, 24(DI) \
 	LEAQ  32(SI), SI \
-	LEAQ  32(DI), DI \
+	LEAQ  32(DI), DI
+
+// ROW adds x[0:l]·DX into t[0:l] (x at SI, t at DI, l/4 in CX, at least
+// 1) and leaves the carry limb in BX; it moves SI and DI past the row.
+// The two carry chains of STEP4 run through the whole row: LEAQ and JCXZQ
+// leave both flags alone. t + x·DX < 2^(64(l+1)), so the carry limb
+// cannot overflow.
+#define ROW(label, done) \
+	XORQ  BX, BX \
+label: \
+	STEP4 \
 	LEAQ  -1(CX), CX \
 	JCXZQ done \
 	JMP   label \
@@ -34,6 +40,18 @@ done: \
 	MOVQ  $0, R8 \
 	ADCXQ R8, BX \
 	ADOXQ R8, BX
+
+// REDUCE is one row of Montgomery reduction at the window R10 (t[i]):
+// Y = t[i]·m0inv mod 2^64, then ROW adds n·Y into t[i:i+l], which makes
+// t[i] zero, and leaves its carry limb in BX and DI at t[i+l].
+#define REDUCE(m0inv, n, l, label, done) \
+	MOVQ  (R10), DX \
+	IMULQ m0inv, DX \
+	MOVQ  n, SI \
+	MOVQ  R10, DI \
+	MOVQ  l, CX \
+	SHRQ  $2, CX \
+	ROW(label, done)
 
 // func montMulADX(t, a, b, n *uint64, l int, m0inv uint64) uint64
 //
@@ -59,13 +77,7 @@ outer:
 	MOVQ BX, AX
 
 	// Y = t[i]·m0inv mod 2^64; t[i:i+l] += n·Y; its carry limb in BX.
-	MOVQ  (R10), DX
-	IMULQ m0inv+40(FP), DX
-	MOVQ  n+24(FP), SI
-	MOVQ  R10, DI
-	MOVQ  l+32(FP), CX
-	SHRQ  $2, CX
-	ROW(rowB, rowBdone)
+	REDUCE(m0inv+40(FP), n+24(FP), l+32(FP), rowB, rowBdone)
 
 	// t[l+i] = both carry limbs plus the previous carry; DI is at t[i+l].
 	MOVQ $0, R9
@@ -95,27 +107,6 @@ outer:
 	MOVQ  R9, BX \
 	LEAQ  8(SI), SI \
 	LEAQ  8(DI), DI
-
-// STEP4 is four limbs of a row, as in ROW.
-#define STEP4 \
-	MULXQ 0(SI), R8, R9 \
-	ADCXQ BX, R8 \
-	ADOXQ 0(DI), R8 \
-	MOVQ  R8, 0(DI) \
-	MULXQ 8(SI), R8, BX \
-	ADCXQ R9, R8 \
-	ADOXQ 8(DI), R8 \
-	MOVQ  R8, 8(DI) \
-	MULXQ 16(SI), R8, R9 \
-	ADCXQ BX, R8 \
-	ADOXQ 16(DI), R8 \
-	MOVQ  R8, 16(DI) \
-	MULXQ 24(SI), R8, BX \
-	ADCXQ R9, R8 \
-	ADOXQ 24(DI), R8 \
-	MOVQ  R8, 24(DI) \
-	LEAQ  32(SI), SI \
-	LEAQ  32(DI), DI
 
 // func montSqrADX(t, a, n *uint64, l int, m0inv uint64) uint64
 //
@@ -207,13 +198,7 @@ reduce:
 	XORQ R13, R13
 
 red:
-	MOVQ  (R10), DX
-	IMULQ m0inv+32(FP), DX
-	MOVQ  n+16(FP), SI
-	MOVQ  R10, DI
-	MOVQ  l+24(FP), CX
-	SHRQ  $2, CX
-	ROW(redrow, redrowdone)
+	REDUCE(m0inv+32(FP), n+16(FP), l+24(FP), redrow, redrowdone)
 	XORQ  R9, R9
 	ADDQ  R13, BX
 	ADCQ  $0, R9
