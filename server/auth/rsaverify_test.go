@@ -169,15 +169,28 @@ func TestRSAMontExp(t *testing.T) {
 
 // TestRSAMontSqr: the squaring loop answers what the multiplication does
 // with both operands the same, on random values and on those that carry
-// the most (n-1, limbs of all ones), for every key size.
+// the most (n-1, limbs of all ones), for every key size up to 8,192 bits;
+// and s^65537 mod n is math/big's.
 func TestRSAMontSqr(t *testing.T) {
 	if !montOK {
 		noFastPath(t)
 		return
 	}
 	rng := orand.New(orand.NewSource(4))
+	pubs := []*rsa.PublicKey{}
 	for _, k := range rsaTestKeys() {
-		m := newRSAMont(&k.PublicKey)
+		pubs = append(pubs, &k.PublicKey)
+	}
+	// Odd moduli of the largest sizes, too long to generate keys for:
+	// the squaring and multiplication need only an odd n, and exp is
+	// checked against math/big on them.
+	for _, bits := range []int{4096, 8192} {
+		n := new(big.Int).Rand(rng, new(big.Int).Lsh(big.NewInt(1), uint(bits)))
+		n.SetBit(n, bits-1, 1).SetBit(n, 0, 1)
+		pubs = append(pubs, &rsa.PublicKey{N: n, E: 65537})
+	}
+	for _, k := range pubs {
+		m := newRSAMont(k)
 		l := len(m.n)
 		limbs := func(v *big.Int) []uint64 {
 			z := make([]uint64, l)
@@ -199,6 +212,11 @@ func TestRSAMontSqr(t *testing.T) {
 					t.Fatalf("%d bits: sqr(%x) differs from mul at limb %d", k.N.BitLen(), v, i)
 				}
 			}
+		}
+		s := new(big.Int).Rand(rng, k.N)
+		got := new(big.Int).SetBytes(toBytes(make([]byte, m.size), m.exp(limbs(s), make([]uint64, 4*l))))
+		if want := new(big.Int).Exp(s, big.NewInt(65537), k.N); got.Cmp(want) != 0 {
+			t.Fatalf("%d bits: s^65537 mod n differs from math/big", k.N.BitLen())
 		}
 	}
 }
