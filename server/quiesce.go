@@ -22,6 +22,7 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -70,6 +71,11 @@ func closeFDs(fds []int) {
 		_ = syscall.Close(fd)
 	}
 }
+
+// errNoHold is listenerHold's answer where the system has no way to hold
+// a listener (quiesce_other.go): the listeners then close as gnet closes
+// them, as they always do there, which is not worth a warning.
+var errNoHold = errors.New("not supported on this system")
 
 // quiesced is what quiesce saw at its end: connections queued for
 // accepting and handshakes under way (closing the listeners resets

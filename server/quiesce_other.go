@@ -2,10 +2,6 @@
 
 package server
 
-import "errors"
-
-var errNoHold = errors.New("not supported on this system")
-
 // listenerHold is Linux's (quiesce_linux.go); elsewhere the listeners
 // close as gnet closes them.
 func listenerHold(int) error { return errNoHold }

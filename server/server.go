@@ -532,13 +532,16 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.drain()
 	began := time.Now()
-	if q := s.quiesce(s.eng); q.err != nil || q.queued > 0 || q.handshakes > 0 { // quiesce.go
+	switch q := s.quiesce(s.eng); { // quiesce.go
+	case errors.Is(q.err, errNoHold):
+		s.log.Debug().Msg("the listeners close without holding new handshakes first")
+	case q.err != nil || q.queued > 0 || q.handshakes > 0:
 		ev := s.log.Warn().Int("queued", q.queued).Int("handshakes", q.handshakes)
 		if q.err != nil {
 			ev = ev.AnErr("hold", q.err)
 		}
 		ev.Msg("closing the listeners resets the connections still queued or in their handshake")
-	} else {
+	default:
 		s.log.Debug().Dur("took", time.Since(began)).Msg("listeners quiet: closing them")
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
